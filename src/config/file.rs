@@ -1,0 +1,190 @@
+//! Raw configuration as it appears in `config/ringcast.toml`: serde types with defaults.
+//!
+//! Owns the on-disk shape only. Durations are strings here ("25s", "1h") and are parsed
+//! during validation (`config::validate`), so every error can be reported at once.
+//! Unknown keys are errors: they are collected by `serde_ignored` in `config::load`.
+
+use serde::{Deserialize, Serialize};
+
+/// The whole file. Every section is optional; a missing key takes its default.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub server: ServerSection,
+    pub auth: AuthSection,
+    pub websocket: WebSocketSection,
+    pub http: HttpSection,
+    pub history: HistorySection,
+    pub redis: RedisSection,
+    pub webhooks: WebhookSection,
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: String,
+    pub workers: usize,
+    pub engine: String,
+    pub node_id: String,
+    pub driver: String,
+    pub io_uring_entries: u32,
+    pub shutdown_grace: String,
+    pub max_connections: usize,
+    pub engine_queue: usize,
+    pub core_queue: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            workers: 0,
+            engine: "memory".into(),
+            node_id: String::new(),
+            driver: "auto".into(),
+            io_uring_entries: 1024,
+            shutdown_grace: "10s".into(),
+            max_connections: 0,
+            engine_queue: 65_536,
+            core_queue: 16_384,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    pub jwt_secret: String,
+    pub admin_key: String,
+    pub auth_timeout: String,
+    pub anon_subscribe: bool,
+    pub anon_publish: bool,
+}
+
+/// The development secret `serve` falls back to, with a loud warning.
+pub const DEV_JWT_SECRET: &str = "ringcast-dev-secret-change-me";
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            jwt_secret: DEV_JWT_SECRET.into(),
+            admin_key: String::new(),
+            auth_timeout: "10s".into(),
+            anon_subscribe: false,
+            anon_publish: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketSection {
+    pub max_frame_bytes: usize,
+    pub max_payload_bytes: usize,
+    pub max_subscriptions: usize,
+    pub publish_rate: u32,
+    pub publish_burst: u32,
+    pub ping_interval: String,
+    pub idle_timeout: String,
+    pub outbound_queue_frames: usize,
+    pub outbound_queue_bytes: usize,
+    pub read_buffer_bytes: usize,
+}
+
+impl Default for WebSocketSection {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 1 << 20,
+            max_payload_bytes: 256 << 10,
+            max_subscriptions: 256,
+            publish_rate: 1000,
+            publish_burst: 2000,
+            ping_interval: "25s".into(),
+            idle_timeout: "60s".into(),
+            outbound_queue_frames: 4096,
+            outbound_queue_bytes: 4 << 20,
+            read_buffer_bytes: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+    pub header_timeout: String,
+    pub keepalive_timeout: String,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 16 << 10,
+            max_body_bytes: 1 << 20,
+            header_timeout: "10s".into(),
+            keepalive_timeout: "60s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistorySection {
+    pub max_messages_per_channel: usize,
+    pub max_age: String,
+    pub max_total_messages: usize,
+}
+
+impl Default for HistorySection {
+    fn default() -> Self {
+        Self {
+            max_messages_per_channel: 10_000,
+            max_age: "24h".into(),
+            max_total_messages: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSection {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSection {
+    pub secret: String,
+    pub timeout: String,
+    pub max_age: String,
+    pub deny_private_networks: bool,
+}
+
+impl Default for WebhookSection {
+    fn default() -> Self {
+        Self {
+            secret: String::new(),
+            timeout: "10s".into(),
+            max_age: "5m".into(),
+            deny_private_networks: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    pub level: String,
+    pub format: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}

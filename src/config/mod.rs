@@ -1,0 +1,411 @@
+//! Configuration: defaults < `config/ringcast.toml` < `RINGCAST_*` env < command-line flags.
+//!
+//! `file` holds the raw serde shape; this module turns it into the validated, typed [`Config`]
+//! that the rest of the program reads. Validation collects every problem before failing, so
+//! `ringcast check-config` can print them all at once. Nothing here runs on a core.
+
+pub mod cli;
+pub mod file;
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+pub use file::{DEV_JWT_SECRET, FileConfig};
+
+/// Which storage and fan-out engine a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    Memory,
+    Redis,
+}
+
+/// Which monoio driver the cores use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    /// io_uring, falling back to the legacy (epoll) driver when it cannot be built.
+    Auto,
+    IoUring,
+    Legacy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The validated configuration every component reads.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub engine: EngineKind,
+    pub node_id: String,
+    pub driver: DriverKind,
+    pub io_uring_entries: u32,
+    pub shutdown_grace: Duration,
+    pub max_connections: usize,
+    pub engine_queue: usize,
+    pub core_queue: usize,
+
+    pub jwt_secret: String,
+    pub admin_key: Option<String>,
+    pub auth_timeout: Duration,
+    pub anon_subscribe: bool,
+    pub anon_publish: bool,
+
+    pub max_frame_bytes: usize,
+    pub max_payload_bytes: usize,
+    pub max_subscriptions: usize,
+    pub publish_rate: u32,
+    pub publish_burst: u32,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub outbound_queue_frames: usize,
+    pub outbound_queue_bytes: usize,
+    pub read_buffer_bytes: usize,
+
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+    pub header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+
+    pub history_per_channel: usize,
+    /// `None`: keep forever.
+    pub history_max_age: Option<Duration>,
+    pub history_max_total: usize,
+
+    pub redis_url: Option<String>,
+
+    pub webhook_secret: Option<String>,
+    pub webhook_timeout: Duration,
+    pub webhook_max_age: Duration,
+    pub webhook_deny_private: bool,
+
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+/// Every problem found in a configuration, in the order found.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl Config {
+    /// The built-in defaults (what `serve` runs with when given nothing).
+    pub fn defaults() -> Self {
+        validate(&FileConfig::default()).expect("built-in defaults are valid")
+    }
+
+    /// Whether the JWT secret is still the public development default.
+    pub fn uses_dev_secret(&self) -> bool {
+        self.jwt_secret == DEV_JWT_SECRET
+    }
+}
+
+/// Reads and parses a TOML file, reporting unknown keys and type errors per section.
+pub fn load_file(path: &Path) -> Result<FileConfig, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+    parse_toml(&text).map_err(|ConfigErrors(errs)| {
+        ConfigErrors(
+            errs.into_iter()
+                .map(|e| format!("{}: {e}", path.display()))
+                .collect(),
+        )
+    })
+}
+
+/// Parses TOML text. Each section is deserialized on its own so that one bad section does not
+/// hide the errors of the others; unknown keys anywhere are all listed.
+pub fn parse_toml(text: &str) -> Result<FileConfig, ConfigErrors> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigErrors(vec![e.to_string()]))?;
+    let mut errors = Vec::new();
+    let mut out = FileConfig::default();
+    for (key, value) in table {
+        let r = match key.as_str() {
+            "server" => section(&key, value, &mut out.server, &mut errors),
+            "auth" => section(&key, value, &mut out.auth, &mut errors),
+            "websocket" => section(&key, value, &mut out.websocket, &mut errors),
+            "http" => section(&key, value, &mut out.http, &mut errors),
+            "history" => section(&key, value, &mut out.history, &mut errors),
+            "redis" => section(&key, value, &mut out.redis, &mut errors),
+            "webhooks" => section(&key, value, &mut out.webhooks, &mut errors),
+            "log" => section(&key, value, &mut out.log, &mut errors),
+            other => Err(format!("unknown section `{other}`")),
+        };
+        if let Err(e) = r {
+            errors.push(e);
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn section<T: serde::de::DeserializeOwned>(
+    name: &str,
+    value: toml::Value,
+    slot: &mut T,
+    errors: &mut Vec<String>,
+) -> Result<(), String> {
+    let mut unknown = Vec::new();
+    // A second, lenient pass finds every unknown key (deny_unknown_fields stops at the first).
+    let _ = serde_ignored::deserialize(value.clone(), |path| unknown.push(path.to_string()))
+        .map(|v: toml::Value| v);
+    match T::deserialize(value) {
+        Ok(v) => {
+            *slot = v;
+            Ok(())
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            if unknown.is_empty() {
+                return Err(format!("[{name}]: {}", msg.trim()));
+            }
+            for key in unknown {
+                errors.push(format!("[{name}]: unknown key `{key}`"));
+            }
+            if !msg.contains("unknown field") {
+                errors.push(format!("[{name}]: {}", msg.trim()));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Turns a raw file config into a [`Config`], collecting every error.
+pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
+    let mut errs = Vec::new();
+    let mut dur = |key: &str, v: &str| -> Duration {
+        humantime::parse_duration(v.trim()).unwrap_or_else(|e| {
+            errs.push(format!("{key}: invalid duration `{v}`: {e}"));
+            Duration::ZERO
+        })
+    };
+    let shutdown_grace = dur("server.shutdown_grace", &f.server.shutdown_grace);
+    let auth_timeout = dur("auth.auth_timeout", &f.auth.auth_timeout);
+    let ping_interval = dur("websocket.ping_interval", &f.websocket.ping_interval);
+    let idle_timeout = dur("websocket.idle_timeout", &f.websocket.idle_timeout);
+    let header_timeout = dur("http.header_timeout", &f.http.header_timeout);
+    let keepalive_timeout = dur("http.keepalive_timeout", &f.http.keepalive_timeout);
+    let history_age = dur("history.max_age", &f.history.max_age);
+    let webhook_timeout = dur("webhooks.timeout", &f.webhooks.timeout);
+    let webhook_max_age = dur("webhooks.max_age", &f.webhooks.max_age);
+
+    let listen = f.server.listen.parse::<SocketAddr>().unwrap_or_else(|e| {
+        errs.push(format!(
+            "server.listen: `{}` is not host:port ({e})",
+            f.server.listen
+        ));
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    });
+    let engine = match f.server.engine.as_str() {
+        "memory" => EngineKind::Memory,
+        "redis" => EngineKind::Redis,
+        other => {
+            errs.push(format!(
+                "server.engine: `{other}` is not one of memory, redis"
+            ));
+            EngineKind::Memory
+        }
+    };
+    let driver = match f.server.driver.as_str() {
+        "auto" => DriverKind::Auto,
+        "io_uring" | "iouring" => DriverKind::IoUring,
+        "legacy" | "epoll" => DriverKind::Legacy,
+        other => {
+            errs.push(format!(
+                "server.driver: `{other}` is not one of auto, io_uring, legacy"
+            ));
+            DriverKind::Auto
+        }
+    };
+    let log_format = match f.log.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            errs.push(format!("log.format: `{other}` is not one of text, json"));
+            LogFormat::Text
+        }
+    };
+    if tracing_subscriber::EnvFilter::try_new(&f.log.level).is_err() {
+        errs.push(format!(
+            "log.level: `{}` is not a valid filter",
+            f.log.level
+        ));
+    }
+    let redis_url = non_empty(&f.redis.url);
+    if engine == EngineKind::Redis {
+        match &redis_url {
+            None => errs.push("redis.url: required when server.engine = \"redis\"".into()),
+            Some(u) if !(u.starts_with("redis://") || u.starts_with("redis-cluster://")) => errs
+                .push(format!(
+                    "redis.url: `{u}` must start with redis:// or redis-cluster://"
+                )),
+            _ => {}
+        }
+    }
+    if f.auth.jwt_secret.is_empty() {
+        errs.push("auth.jwt_secret: must not be empty".into());
+    }
+    let positive = [
+        (
+            "server.io_uring_entries",
+            f.server.io_uring_entries as usize,
+        ),
+        ("server.engine_queue", f.server.engine_queue),
+        ("server.core_queue", f.server.core_queue),
+        ("websocket.max_frame_bytes", f.websocket.max_frame_bytes),
+        ("websocket.max_payload_bytes", f.websocket.max_payload_bytes),
+        ("websocket.max_subscriptions", f.websocket.max_subscriptions),
+        ("websocket.publish_rate", f.websocket.publish_rate as usize),
+        (
+            "websocket.publish_burst",
+            f.websocket.publish_burst as usize,
+        ),
+        (
+            "websocket.outbound_queue_frames",
+            f.websocket.outbound_queue_frames,
+        ),
+        (
+            "websocket.outbound_queue_bytes",
+            f.websocket.outbound_queue_bytes,
+        ),
+        ("websocket.read_buffer_bytes", f.websocket.read_buffer_bytes),
+        ("http.max_header_bytes", f.http.max_header_bytes),
+        ("http.max_body_bytes", f.http.max_body_bytes),
+        (
+            "history.max_messages_per_channel",
+            f.history.max_messages_per_channel,
+        ),
+        ("history.max_total_messages", f.history.max_total_messages),
+    ];
+    for (key, v) in positive {
+        if v == 0 {
+            errs.push(format!("{key}: must be greater than 0"));
+        }
+    }
+    if f.websocket.max_payload_bytes > f.websocket.max_frame_bytes {
+        errs.push("websocket.max_payload_bytes: must not exceed websocket.max_frame_bytes".into());
+    }
+    if f.websocket.publish_burst < f.websocket.publish_rate {
+        errs.push("websocket.publish_burst: must be at least websocket.publish_rate".into());
+    }
+    if !ping_interval.is_zero() && !idle_timeout.is_zero() && idle_timeout <= ping_interval {
+        errs.push("websocket.idle_timeout: must be longer than websocket.ping_interval".into());
+    }
+    for (key, d) in [
+        ("auth.auth_timeout", auth_timeout),
+        ("websocket.ping_interval", ping_interval),
+        ("websocket.idle_timeout", idle_timeout),
+        ("http.header_timeout", header_timeout),
+    ] {
+        if d.is_zero() && !errs.iter().any(|e| e.starts_with(key)) {
+            errs.push(format!("{key}: must be greater than 0"));
+        }
+    }
+    if !errs.is_empty() {
+        return Err(ConfigErrors(errs));
+    }
+    let workers = if f.server.workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        f.server.workers
+    };
+    let node_id = non_empty(&f.server.node_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
+    Ok(Config {
+        listen,
+        workers,
+        engine,
+        node_id,
+        driver,
+        io_uring_entries: f.server.io_uring_entries,
+        shutdown_grace,
+        max_connections: f.server.max_connections,
+        engine_queue: f.server.engine_queue,
+        core_queue: f.server.core_queue,
+        jwt_secret: f.auth.jwt_secret.clone(),
+        admin_key: non_empty(&f.auth.admin_key),
+        auth_timeout,
+        anon_subscribe: f.auth.anon_subscribe,
+        anon_publish: f.auth.anon_publish,
+        max_frame_bytes: f.websocket.max_frame_bytes,
+        max_payload_bytes: f.websocket.max_payload_bytes,
+        max_subscriptions: f.websocket.max_subscriptions,
+        publish_rate: f.websocket.publish_rate,
+        publish_burst: f.websocket.publish_burst,
+        ping_interval,
+        idle_timeout,
+        outbound_queue_frames: f.websocket.outbound_queue_frames,
+        outbound_queue_bytes: f.websocket.outbound_queue_bytes,
+        read_buffer_bytes: f.websocket.read_buffer_bytes,
+        max_header_bytes: f.http.max_header_bytes,
+        max_body_bytes: f.http.max_body_bytes,
+        header_timeout,
+        keepalive_timeout,
+        history_per_channel: f.history.max_messages_per_channel,
+        history_max_age: (!history_age.is_zero()).then_some(history_age),
+        history_max_total: f.history.max_total_messages,
+        redis_url,
+        webhook_secret: non_empty(&f.webhooks.secret),
+        webhook_timeout,
+        webhook_max_age,
+        webhook_deny_private: f.webhooks.deny_private_networks,
+        log_level: f.log.level.clone(),
+        log_format,
+    })
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let c = Config::defaults();
+        assert!(c.uses_dev_secret());
+        assert_eq!(c.max_frame_bytes, 1 << 20);
+        assert_eq!(c.engine, EngineKind::Memory);
+    }
+
+    #[test]
+    fn reports_every_error_at_once() {
+        let text = r#"
+            [server]
+            listen = "nope"
+            bogus = 1
+            [websocket]
+            ping_interval = "soon"
+            [nosuch]
+            x = 1
+        "#;
+        let f = parse_toml(text);
+        let errs = match f {
+            Err(ConfigErrors(e)) => e,
+            Ok(f) => validate(&f).unwrap_err().0,
+        };
+        let all = errs.join("\n");
+        assert!(all.contains("bogus"), "{all}");
+        assert!(all.contains("nosuch"), "{all}");
+    }
+
+    #[test]
+    fn semantic_errors_are_all_listed() {
+        let mut f = FileConfig::default();
+        f.server.listen = "nope".into();
+        f.websocket.ping_interval = "soon".into();
+        f.server.engine = "redis".into();
+        let errs = validate(&f).unwrap_err().0;
+        assert_eq!(errs.len(), 3, "{errs:?}");
+    }
+}

@@ -1,0 +1,199 @@
+//! The authoritative channel registry (owned by the control thread) and the REST operations
+//! that read or change it, history and stats included. Every change is saved through the
+//! engine, then a new `ChannelTable` is pushed to all cores before the caller is answered.
+
+use std::{collections::HashMap, sync::Arc};
+
+use uuid::Uuid;
+
+use super::{Control, RestOk, RestReq};
+use crate::{
+    channel::{ChannelPattern, ChannelRecord, ChannelTable, UpdateChannel, validate_webhook_urls},
+    engine::Engine,
+    http::ApiError,
+    timestamp::Timestamp,
+};
+
+pub struct Registry {
+    records: HashMap<Uuid, Arc<ChannelRecord>>,
+    table: Arc<ChannelTable>,
+    version: u64,
+}
+
+impl Registry {
+    pub fn new(records: Vec<ChannelRecord>) -> Self {
+        let mut r = Self {
+            records: records.into_iter().map(|c| (c.id, Arc::new(c))).collect(),
+            table: Arc::default(),
+            version: 0,
+        };
+        r.rebuild();
+        r
+    }
+
+    pub fn table(&self) -> Arc<ChannelTable> {
+        self.table.clone()
+    }
+
+    fn rebuild(&mut self) {
+        self.version += 1;
+        self.table = Arc::new(ChannelTable::build(
+            self.version,
+            self.records.values().cloned(),
+        ));
+    }
+
+    fn pattern_taken(&self, pattern: &str, except: Option<Uuid>) -> bool {
+        self.records
+            .values()
+            .any(|r| r.pattern.as_str() == pattern && Some(r.id) != except)
+    }
+
+    /// Records sorted by creation time (then id), as a listing should be stable.
+    fn sorted(&self) -> Vec<&Arc<ChannelRecord>> {
+        let mut v: Vec<_> = self.records.values().collect();
+        v.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        v
+    }
+}
+
+fn json<T: serde::Serialize>(status: u16, v: &T) -> Result<RestOk, ApiError> {
+    Ok(RestOk {
+        status,
+        body: serde_json::to_vec(v).map_err(|e| ApiError::internal(e.to_string()))?,
+    })
+}
+
+fn parse_pattern(p: &str) -> Result<ChannelPattern, ApiError> {
+    ChannelPattern::parse(p).map_err(|e| ApiError::bad_request(format!("pattern: {e}")))
+}
+
+fn check_urls(urls: &Option<Vec<String>>) -> Result<(), ApiError> {
+    match urls {
+        Some(u) => validate_webhook_urls(u).map_err(ApiError::bad_request),
+        None => Ok(()),
+    }
+}
+
+fn check_description(d: &Option<String>) -> Result<(), ApiError> {
+    match d {
+        Some(d) if d.len() > 4096 => Err(ApiError::bad_request("description: at most 4096 bytes")),
+        _ => Ok(()),
+    }
+}
+
+pub(super) async fn handle_rest<E: Engine>(
+    c: &mut Control<E>,
+    req: RestReq,
+) -> Result<RestOk, ApiError> {
+    let not_found = || ApiError::not_found("channel not found");
+    match req {
+        RestReq::ListChannels => json(200, &c.registry.sorted()),
+        RestReq::GetChannel(id) => json(200, c.registry.records.get(&id).ok_or_else(not_found)?),
+        RestReq::CreateChannel(body) => {
+            let pattern = parse_pattern(&body.pattern)?;
+            check_urls(&body.webhook_urls)?;
+            check_description(&body.description)?;
+            if c.registry.pattern_taken(pattern.as_str(), None) {
+                return Err(ApiError::conflict(format!(
+                    "a channel with pattern `{pattern}` already exists"
+                )));
+            }
+            let now = Timestamp::now();
+            let rec = ChannelRecord {
+                id: Uuid::new_v4(),
+                pattern,
+                description: body.description,
+                webhook_urls: body.webhook_urls,
+                enabled: body.enabled.unwrap_or(true),
+                created_at: now,
+                updated_at: now,
+            };
+            save(c, rec, 201).await
+        }
+        RestReq::UpdateChannel(id, body) => {
+            let UpdateChannel {
+                pattern,
+                description,
+                webhook_urls,
+                enabled,
+            } = body;
+            let mut rec = (**c.registry.records.get(&id).ok_or_else(not_found)?).clone();
+            if let Some(p) = pattern {
+                let p = parse_pattern(&p)?;
+                if c.registry.pattern_taken(p.as_str(), Some(id)) {
+                    return Err(ApiError::conflict(format!(
+                        "a channel with pattern `{p}` already exists"
+                    )));
+                }
+                rec.pattern = p;
+            }
+            if let Some(d) = description {
+                check_description(&d)?;
+                rec.description = d;
+            }
+            if let Some(u) = webhook_urls {
+                check_urls(&u)?;
+                rec.webhook_urls = u;
+            }
+            if let Some(e) = enabled {
+                rec.enabled = e;
+            }
+            // Strictly increasing, even within one millisecond.
+            rec.updated_at = Timestamp::now().max(Timestamp(rec.updated_at.0 + 1));
+            save(c, rec, 200).await
+        }
+        RestReq::DeleteChannel(id) => {
+            if !c.registry.records.contains_key(&id) {
+                return Err(not_found());
+            }
+            c.engine
+                .delete_channel(id)
+                .await
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            c.registry.records.remove(&id);
+            changed(c).await;
+            Ok(RestOk {
+                status: 204,
+                body: Vec::new(),
+            })
+        }
+        RestReq::Messages(q) => {
+            let rows = c
+                .engine
+                .history(&q)
+                .await
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            json(200, &rows)
+        }
+        RestReq::Stats(since) => {
+            let s = c
+                .engine
+                .stats(since)
+                .await
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            json(200, &s)
+        }
+    }
+}
+
+async fn save<E: Engine>(
+    c: &mut Control<E>,
+    rec: ChannelRecord,
+    status: u16,
+) -> Result<RestOk, ApiError> {
+    c.engine
+        .save_channel(&rec)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let rec = Arc::new(rec);
+    c.registry.records.insert(rec.id, rec.clone());
+    changed(c).await;
+    json(status, &rec)
+}
+
+async fn changed<E: Engine>(c: &mut Control<E>) {
+    c.registry.rebuild();
+    c.shared.metrics.control.registry_changes_total.inc();
+    c.push_table().await;
+}

@@ -1,0 +1,269 @@
+//! One connection's state as its core sees it: the bounded `Outbox` its writer task drains,
+//! the read canceller that lets the core end a connection from outside the reader, liveness
+//! timestamps for the sweeper, and its subscriptions. Lives on one core (`Rc`, `Cell`).
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::{HashMap, VecDeque},
+    task::{Context, Poll, Waker},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use monoio::io::{CancelHandle, Canceller};
+use tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::{channel::ChannelName, control::ConnId, ws::frame};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading an HTTP request (or waiting between keep-alive requests).
+    Http,
+    /// WebSocket open, `auth` not yet accepted.
+    Unauthed,
+    /// WebSocket open and authenticated.
+    Ready,
+    /// A close frame is queued or the socket is done; nothing more is read or queued.
+    Closing,
+}
+
+/// The outbound queue was past its bound: the caller closes the connection (1013).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+/// Bounded queue of encoded frames to one client, drained by its writer task.
+///
+/// Bound: `websocket.outbound_queue_frames` frames and `websocket.outbound_queue_bytes` bytes.
+/// Overflow: the frame is refused and the connection is closed with 1013 (slow consumer);
+/// the queue never grows past the bound.
+pub struct Outbox {
+    q: RefCell<VecDeque<Bytes>>,
+    bytes: Cell<usize>,
+    max_frames: usize,
+    max_bytes: usize,
+    waker: Cell<Option<Waker>>,
+    /// No more frames; the writer flushes what is queued, then shuts the socket down.
+    finished: Cell<bool>,
+}
+
+impl Outbox {
+    pub fn new(max_frames: usize, max_bytes: usize) -> Self {
+        Self {
+            q: RefCell::new(VecDeque::new()),
+            bytes: Cell::new(0),
+            max_frames,
+            max_bytes,
+            waker: Cell::new(None),
+            finished: Cell::new(false),
+        }
+    }
+
+    pub fn try_push(&self, f: Bytes) -> Result<(), Full> {
+        if self.finished.get() {
+            return Ok(());
+        }
+        let mut q = self.q.borrow_mut();
+        if q.len() >= self.max_frames || self.bytes.get() + f.len() > self.max_bytes {
+            return Err(Full);
+        }
+        self.bytes.set(self.bytes.get() + f.len());
+        q.push_back(f);
+        drop(q);
+        self.wake();
+        Ok(())
+    }
+
+    /// Queues a last frame past the bound and finishes the queue. `discard` drops what was
+    /// pending first (a slow consumer will not read it anyway).
+    pub fn finish_with(&self, last: Bytes, discard: bool) {
+        if self.finished.replace(true) {
+            return;
+        }
+        let mut q = self.q.borrow_mut();
+        if discard {
+            q.clear();
+            self.bytes.set(0);
+        }
+        self.bytes.set(self.bytes.get() + last.len());
+        q.push_back(last);
+        drop(q);
+        self.wake();
+    }
+
+    /// Finishes without a last frame (the peer is gone).
+    pub fn abort(&self) {
+        self.finished.set(true);
+        self.q.borrow_mut().clear();
+        self.bytes.set(0);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Ready when there is something to write or the queue is finished.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.q.borrow().is_empty() || self.finished.get() {
+            Poll::Ready(())
+        } else {
+            self.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        }
+    }
+
+    /// Moves up to `max_bytes` of frames (at least one) into `out`. Returns whether the queue is
+    /// finished and now empty (the writer's cue to shut down).
+    pub fn drain_into(&self, out: &mut Vec<Bytes>, max_bytes: usize) -> bool {
+        let mut q = self.q.borrow_mut();
+        let mut taken = 0;
+        while let Some(f) = q.front() {
+            if !out.is_empty() && taken + f.len() > max_bytes {
+                break;
+            }
+            taken += f.len();
+            out.push(q.pop_front().expect("front exists"));
+        }
+        self.bytes.set(self.bytes.get() - taken);
+        q.is_empty() && self.finished.get()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished.get()
+    }
+
+    pub fn len(&self) -> usize {
+        self.q.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A subscription as the connection knows it.
+#[derive(Debug, Clone)]
+pub struct SubInfo {
+    pub id: std::rc::Rc<str>,
+}
+
+pub struct Conn {
+    pub id: ConnId,
+    pub outbox: Outbox,
+    canceller: RefCell<Canceller>,
+    write_canceller: RefCell<Canceller>,
+    /// When the close started; the sweeper forces a stuck writer off after a while.
+    pub closing_since: Cell<Option<Instant>>,
+    pub phase: Cell<Phase>,
+    pub opened: Instant,
+    /// Last time anything arrived from the peer.
+    pub last_seen: Cell<Instant>,
+    /// Deadline of the current HTTP wait (head or keep-alive); `None` once upgraded.
+    pub http_deadline: Cell<Option<Instant>>,
+    pub ping_outstanding: Cell<bool>,
+    pub subs: RefCell<HashMap<ChannelName, SubInfo>>,
+}
+
+impl Conn {
+    pub fn new(id: ConnId, max_frames: usize, max_bytes: usize) -> Self {
+        let now = Instant::now();
+        Self {
+            id,
+            outbox: Outbox::new(max_frames, max_bytes),
+            canceller: RefCell::new(Canceller::new()),
+            write_canceller: RefCell::new(Canceller::new()),
+            closing_since: Cell::new(None),
+            phase: Cell::new(Phase::Http),
+            opened: now,
+            last_seen: Cell::new(now),
+            http_deadline: Cell::new(None),
+            ping_outstanding: Cell::new(false),
+            subs: RefCell::new(HashMap::new()),
+        }
+    }
+
+    pub fn cancel_handle(&self) -> CancelHandle {
+        self.canceller.borrow().handle()
+    }
+
+    pub fn write_cancel_handle(&self) -> CancelHandle {
+        self.write_canceller.borrow().handle()
+    }
+
+    /// Cancels the in-flight read so the reader task returns promptly.
+    pub fn cancel_read(&self) {
+        let mut c = self.canceller.borrow_mut();
+        let old = std::mem::take(&mut *c);
+        *c = old.cancel();
+    }
+
+    /// Cancels the in-flight write (a peer that does not read would block it forever).
+    pub fn cancel_write(&self) {
+        let mut c = self.write_canceller.borrow_mut();
+        let old = std::mem::take(&mut *c);
+        *c = old.cancel();
+    }
+
+    pub fn touch(&self, now: Instant) {
+        self.last_seen.set(now);
+        self.ping_outstanding.set(false);
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.phase.get() == Phase::Closing
+    }
+
+    /// Starts a WebSocket close: queue the close frame, stop reading. `discard` drops
+    /// frames still queued (slow consumers). Idempotent.
+    pub fn close(&self, code: CloseCode, reason: &str, discard: bool) {
+        if self.phase.replace(Phase::Closing) == Phase::Closing {
+            return;
+        }
+        self.closing_since.set(Some(Instant::now()));
+        self.outbox
+            .finish_with(frame::encode_close(code, reason), discard);
+        self.cancel_read();
+        if discard {
+            self.cancel_write();
+        }
+    }
+
+    /// Ends the connection without a close frame (peer gone, HTTP timeout).
+    pub fn abort(&self) {
+        self.phase.set(Phase::Closing);
+        self.closing_since.set(Some(Instant::now()));
+        self.outbox.abort();
+        self.cancel_read();
+        self.cancel_write();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_bounds_and_finish() {
+        let o = Outbox::new(2, 10);
+        assert!(o.try_push(Bytes::from_static(b"1234")).is_ok());
+        assert!(
+            o.try_push(Bytes::from_static(b"1234567")).is_err(),
+            "byte bound"
+        );
+        assert!(o.try_push(Bytes::from_static(b"12")).is_ok());
+        assert_eq!(
+            o.try_push(Bytes::from_static(b"1")),
+            Err(Full),
+            "frame bound"
+        );
+        let mut out = Vec::new();
+        assert!(!o.drain_into(&mut out, 1 << 20));
+        assert_eq!(out.len(), 2);
+        o.finish_with(Bytes::from_static(b"bye"), false);
+        out.clear();
+        assert!(o.drain_into(&mut out, 1 << 20));
+        assert_eq!(out, vec![Bytes::from_static(b"bye")]);
+    }
+}

@@ -1,0 +1,191 @@
+//! The core's two background tasks: the inbox loop, which applies what the control thread
+//! sends (deliveries, replies, new channel tables), and the sweeper, which enforces auth,
+//! idle and HTTP timeouts and sends keep-alive pings. Neither awaits anything but its own
+//! queue or timer.
+
+use std::{mem, rc::Rc, time::Instant};
+
+use tokio::sync::mpsc;
+use tungstenite::protocol::frame::coding::{CloseCode, Control, OpCode};
+
+use super::{Core, conn::Phase};
+use crate::{
+    control::{ControlMsg, CoreMsg, Delivery},
+    protocol::ServerMsg,
+    ws::frame,
+};
+
+/// Messages applied per wake-up before the audience batch is flushed.
+const BATCH: usize = 1024;
+/// A close that has not finished writing after this long is forced off.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+pub async fn run_inbox(core: Rc<Core>, mut rx: mpsc::Receiver<CoreMsg>) {
+    let mut audience: Vec<(u64, u32)> = Vec::new();
+    while let Some(m) = rx.recv().await {
+        core.apply(m, &mut audience);
+        for _ in 0..BATCH {
+            match rx.try_recv() {
+                Ok(m) => core.apply(m, &mut audience),
+                Err(_) => break,
+            }
+        }
+        if !audience.is_empty() {
+            let batch = mem::take(&mut audience);
+            if core.control.try_send(ControlMsg::Audience(batch)).is_err() {
+                core.metrics().audience_updates_dropped_total.inc();
+            }
+        }
+    }
+}
+
+impl Core {
+    fn apply(&self, m: CoreMsg, audience: &mut Vec<(u64, u32)>) {
+        match m {
+            CoreMsg::Deliver(d) => {
+                let n = self.deliver(&d);
+                if n > 0 {
+                    audience.push((d.key, n));
+                }
+            }
+            CoreMsg::Reply { conn, frame } => {
+                let c = self.conns.borrow().get(&conn).cloned();
+                if let Some(c) = c {
+                    self.push(&c, frame);
+                }
+            }
+            CoreMsg::Snapshot { table, done } => {
+                *self.table.borrow_mut() = table;
+                self.drop_unresolvable();
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Queues a frame to one connection; a full queue closes it as a slow consumer.
+    pub fn push(&self, c: &super::conn::Conn, f: bytes::Bytes) -> bool {
+        if c.is_closing() {
+            return false;
+        }
+        match c.outbox.try_push(f) {
+            Ok(()) => {
+                self.metrics().messages_out_total.inc();
+                true
+            }
+            Err(_) => {
+                let m = self.metrics();
+                m.queue_drops_total.inc();
+                m.slow_consumer_closes_total.inc();
+                c.close(CloseCode::Again, "slow consumer: outbound queue full", true);
+                false
+            }
+        }
+    }
+
+    /// Queues one encoded message to every local subscriber of its channel.
+    fn deliver(&self, d: &Delivery) -> u32 {
+        let idx = self.index.borrow();
+        let Some(e) = idx.get(&d.channel) else {
+            return 0;
+        };
+        let db = d.channel.is_db();
+        let mut n = 0u32;
+        for m in e.members.values() {
+            if db
+                && let Some(f) = &m.filter
+                && !f.accepts(&d.event, d.schema.as_deref())
+            {
+                continue;
+            }
+            if self.push(&m.conn, d.frame.clone()) {
+                n += 1;
+            }
+        }
+        self.metrics().deliveries_total.add(u64::from(n));
+        n
+    }
+
+    /// After a new table: subscribers of channels that no longer resolve to an enabled record
+    /// get `unsubscribed` and stop receiving.
+    fn drop_unresolvable(&self) {
+        let table = self.table.borrow().clone();
+        let names = self.index.borrow().channel_names();
+        for ch in names {
+            if table.resolve(ch.as_str()).is_some() {
+                continue;
+            }
+            let members = self.index.borrow_mut().take_all(&ch);
+            let frame = frame::encode_json(&ServerMsg::Unsubscribed {
+                channel: ch.as_str(),
+                reason: Some("channel disabled or deleted"),
+                r#ref: None,
+            });
+            for m in &members {
+                if m.conn.subs.borrow_mut().remove(&ch).is_some() {
+                    self.metrics().subscriptions.sub(1);
+                }
+                self.push(&m.conn, frame.clone());
+            }
+            if self.index.borrow().get(&ch).is_none() && !members.is_empty() {
+                let _ = self.control.try_send(ControlMsg::Interest {
+                    core: self.id,
+                    channel: ch,
+                    on: false,
+                    done: None,
+                });
+            }
+        }
+    }
+
+    /// One pass of timeouts and pings over this core's connections.
+    pub fn sweep(&self, now: Instant) {
+        let cfg = self.cfg();
+        let conns: Vec<_> = self.conns.borrow().values().cloned().collect();
+        for c in conns {
+            match c.phase.get() {
+                Phase::Http => {
+                    if c.http_deadline.get().is_some_and(|d| now >= d) {
+                        c.abort();
+                    }
+                }
+                Phase::Closing => {
+                    if c.closing_since
+                        .get()
+                        .is_some_and(|t| now.duration_since(t) >= CLOSE_GRACE)
+                    {
+                        c.abort();
+                    }
+                }
+                phase @ (Phase::Unauthed | Phase::Ready) => {
+                    let idle = now.duration_since(c.last_seen.get());
+                    if phase == Phase::Unauthed && now.duration_since(c.opened) >= cfg.auth_timeout
+                    {
+                        c.close(CloseCode::Policy, "authentication timeout", false);
+                    } else if idle >= cfg.idle_timeout {
+                        c.close(CloseCode::Away, "idle timeout", false);
+                    } else if idle >= cfg.ping_interval && !c.ping_outstanding.get() {
+                        c.ping_outstanding.set(true);
+                        self.push(&c, frame::encode(OpCode::Control(Control::Ping), b""));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs `sweep` periodically: often enough for the shortest configured timeout.
+pub async fn run_sweeper(core: Rc<Core>) {
+    let cfg = core.cfg();
+    let shortest = [cfg.auth_timeout, cfg.header_timeout, cfg.ping_interval]
+        .into_iter()
+        .min()
+        .unwrap_or_default();
+    let period = (shortest / 4).clamp(
+        std::time::Duration::from_millis(20),
+        std::time::Duration::from_secs(1),
+    );
+    loop {
+        monoio::time::sleep(period).await;
+        core.sweep(Instant::now());
+    }
+}

@@ -1,0 +1,243 @@
+//! A core: one `ringcast-core-{i}` monoio thread and everything it owns: its connections,
+//! its subscription index, its copy of the channel table, its counters. `Rc`/`Cell`/`RefCell`
+//! only; nothing here is shared with another core, and nothing here awaits remote I/O.
+//!
+//! - `serve` runs one accepted connection (HTTP keep-alive, or WebSocket after upgrade);
+//! - `inbox` applies what the control thread sends (deliveries, replies, new tables);
+//! - the sweeper (in `inbox`) enforces auth, idle and HTTP timeouts and sends pings.
+
+pub mod conn;
+pub mod inbox;
+pub mod index;
+pub mod serve;
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::HashMap,
+    rc::Rc,
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    auth::{Authorizer, Verifier},
+    channel::{ChannelName, ChannelTable},
+    config::Config,
+    control::{ConnId, ControlMsg, CoreId, RestOk, RestReq},
+    http::ApiError,
+    metrics::{CoreMetrics, Metrics},
+    protocol::DbFilter,
+};
+use conn::{Conn, SubInfo};
+use index::{Member, SubIndex};
+
+/// What every core of a node reads and nobody mutates (except atomics in `metrics`).
+pub struct NodeShared {
+    pub config: Config,
+    pub metrics: Metrics,
+    pub engine_name: &'static str,
+    pub node_id: String,
+}
+
+pub struct Core {
+    pub id: CoreId,
+    pub shared: Arc<NodeShared>,
+    pub table: RefCell<Arc<ChannelTable>>,
+    pub index: RefCell<SubIndex>,
+    pub conns: RefCell<HashMap<ConnId, Rc<Conn>>>,
+    pub control: mpsc::Sender<ControlMsg>,
+    pub verifier: Verifier,
+    pub authorizer: Authorizer,
+    next_conn: Cell<u64>,
+    pub shutting_down: Cell<bool>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SubscribeError {
+    TooMany,
+    /// The control thread is gone (shutting down).
+    Unavailable,
+}
+
+impl Core {
+    pub fn new(
+        id: CoreId,
+        shared: Arc<NodeShared>,
+        table: Arc<ChannelTable>,
+        control: mpsc::Sender<ControlMsg>,
+    ) -> Self {
+        let c = &shared.config;
+        Self {
+            id,
+            verifier: Verifier::new(&c.jwt_secret, c.admin_key.as_deref()),
+            authorizer: Authorizer {
+                anon_subscribe: c.anon_subscribe,
+                anon_publish: c.anon_publish,
+            },
+            shared,
+            table: RefCell::new(table),
+            index: RefCell::new(SubIndex::default()),
+            conns: RefCell::new(HashMap::new()),
+            control,
+            next_conn: Cell::new(1),
+            shutting_down: Cell::new(false),
+        }
+    }
+
+    pub fn cfg(&self) -> &Config {
+        &self.shared.config
+    }
+
+    pub fn metrics(&self) -> &CoreMetrics {
+        &self.shared.metrics.cores[self.id]
+    }
+
+    pub fn register(&self) -> Rc<Conn> {
+        let id = ConnId(self.next_conn.get());
+        self.next_conn.set(id.0 + 1);
+        let c = self.cfg();
+        let conn = Rc::new(Conn::new(
+            id,
+            c.outbound_queue_frames,
+            c.outbound_queue_bytes,
+        ));
+        self.conns.borrow_mut().insert(id, conn.clone());
+        self.metrics().connections.inc();
+        self.metrics().connections_total.inc();
+        conn
+    }
+
+    /// Forgets a connection and all its subscriptions.
+    pub fn unregister(&self, conn: &Conn) {
+        if self.conns.borrow_mut().remove(&conn.id).is_none() {
+            return;
+        }
+        self.metrics().connections.sub(1);
+        let subs: Vec<ChannelName> = conn.subs.borrow_mut().drain().map(|(k, _)| k).collect();
+        self.metrics().subscriptions.sub(subs.len() as u64);
+        let mut idx = self.index.borrow_mut();
+        for ch in subs {
+            if idx.remove(&ch, conn.id) {
+                self.withdraw_interest(ch);
+            }
+        }
+    }
+
+    /// Open connections on the whole node (all cores), for `server.max_connections`.
+    pub fn node_connections(&self) -> u64 {
+        self.shared
+            .metrics
+            .cores
+            .iter()
+            .map(|c| c.connections.get())
+            .sum()
+    }
+
+    /// Adds a subscription; idempotent (the same id is returned for a repeated subscribe).
+    pub async fn subscribe(
+        &self,
+        conn: &Rc<Conn>,
+        ch: &ChannelName,
+        filter: Option<DbFilter>,
+    ) -> Result<Rc<str>, SubscribeError> {
+        if let Some(s) = conn.subs.borrow().get(ch) {
+            return Ok(s.id.clone());
+        }
+        if conn.subs.borrow().len() >= self.cfg().max_subscriptions {
+            return Err(SubscribeError::TooMany);
+        }
+        if !self.index.borrow().is_confirmed(ch) {
+            self.index.borrow_mut().entry(ch).pending += 1;
+            let (tx, rx) = oneshot::channel();
+            let sent = self
+                .control
+                .send(ControlMsg::Interest {
+                    core: self.id,
+                    channel: ch.clone(),
+                    on: true,
+                    done: Some(tx),
+                })
+                .await;
+            let ok = sent.is_ok() && rx.await.is_ok();
+            let mut idx = self.index.borrow_mut();
+            let e = idx.entry(ch);
+            e.pending -= 1;
+            if !ok {
+                idx.drop_if_unused(ch);
+                return Err(SubscribeError::Unavailable);
+            }
+            e.confirmed = true;
+        }
+        if conn.is_closing() {
+            // The connection went away while we waited: leave no member behind.
+            if self.index.borrow_mut().drop_if_unused(ch) {
+                self.withdraw_interest(ch.clone());
+            }
+            return Err(SubscribeError::Unavailable);
+        }
+        let id: Rc<str> = Rc::from(uuid::Uuid::new_v4().to_string());
+        self.index.borrow_mut().entry(ch).members.insert(
+            conn.id,
+            Member {
+                conn: conn.clone(),
+                filter,
+            },
+        );
+        conn.subs
+            .borrow_mut()
+            .insert(ch.clone(), SubInfo { id: id.clone() });
+        self.metrics().subscriptions.inc();
+        Ok(id)
+    }
+
+    /// Removes a subscription; true if there was one.
+    pub fn unsubscribe(&self, conn: &Conn, ch: &ChannelName) -> bool {
+        if conn.subs.borrow_mut().remove(ch).is_none() {
+            return false;
+        }
+        self.metrics().subscriptions.sub(1);
+        if self.index.borrow_mut().remove(ch, conn.id) {
+            self.withdraw_interest(ch.clone());
+        }
+        true
+    }
+
+    /// Tells the control thread this core no longer needs `ch`. Best effort: if the queue is
+    /// full the core simply keeps receiving (and ignoring) that channel's messages.
+    fn withdraw_interest(&self, ch: ChannelName) {
+        let _ = self.control.try_send(ControlMsg::Interest {
+            core: self.id,
+            channel: ch,
+            on: false,
+            done: None,
+        });
+    }
+
+    pub async fn rest(&self, req: RestReq, timeout: Duration) -> Result<RestOk, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        let unavailable = || ApiError::unavailable("control thread unavailable");
+        let call = async {
+            self.control
+                .send(ControlMsg::Rest { req, reply: tx })
+                .await
+                .map_err(|_| unavailable())?;
+            rx.await.map_err(|_| unavailable())?
+        };
+        monoio::time::timeout(timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(ApiError::unavailable("control thread timed out")))
+    }
+
+    pub async fn engine_reachable(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.control.try_send(ControlMsg::Health(tx)).is_err() {
+            return false;
+        }
+        matches!(
+            monoio::time::timeout(Duration::from_secs(2), rx).await,
+            Ok(Ok(true))
+        )
+    }
+}

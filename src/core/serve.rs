@@ -1,0 +1,167 @@
+//! One accepted TCP connection: HTTP/1.1 keep-alive requests until it upgrades to a WebSocket
+//! on `/realtime` or closes. Head and body sizes are bounded; a client that sends nothing (or
+//! too slowly) is cut off by the sweeper through `Conn::http_deadline`.
+
+use std::{rc::Rc, time::Instant};
+
+use bytes::{Buf, BytesMut};
+use monoio::{
+    buf::IoBufMut,
+    io::{AsyncWriteRentExt, CancelableAsyncReadRent, OwnedReadHalf, OwnedWriteHalf, Splitable},
+    net::TcpStream,
+};
+
+use super::{Core, conn::Conn};
+use crate::{
+    http::{self, ApiError, Head, Response, request},
+    ws,
+};
+
+pub type Reader = OwnedReadHalf<TcpStream>;
+pub type Writer = OwnedWriteHalf<TcpStream>;
+
+/// Reads more bytes into `buf` (cancellable by the sweeper). `Ok(0)`: peer closed.
+pub async fn read_more(
+    rd: &mut Reader,
+    buf: &mut BytesMut,
+    conn: &Conn,
+    want: usize,
+) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(want);
+    }
+    let len = buf.len();
+    let owned = std::mem::take(buf);
+    let (res, slice) = rd
+        .cancelable_read(owned.slice_mut(len..), conn.cancel_handle())
+        .await;
+    *buf = slice.into_inner();
+    res
+}
+
+pub async fn serve(core: Rc<Core>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let conn = core.register();
+    let (mut rd, mut wr) = stream.into_split();
+    let max = core.cfg().max_connections;
+    if max > 0 && core.node_connections() > max as u64 {
+        let e = ApiError::unavailable("connection limit reached");
+        let _ = wr.write_all(Response::error(&e).encode(false)).await;
+    } else if let Some(buf) = http_loop(&core, &conn, &mut rd, &mut wr).await {
+        ws::run(core.clone(), conn.clone(), rd, wr, buf).await;
+        return;
+    }
+    core.unregister(&conn);
+    let _ = monoio::io::AsyncWriteRent::shutdown(&mut wr).await;
+}
+
+/// Serves requests; returns the leftover buffer if the connection upgraded to a WebSocket.
+async fn http_loop(
+    core: &Rc<Core>,
+    conn: &Rc<Conn>,
+    rd: &mut Reader,
+    wr: &mut Writer,
+) -> Option<BytesMut> {
+    let cfg = core.cfg();
+    let mut buf = BytesMut::with_capacity(cfg.read_buffer_bytes.max(1024));
+    conn.http_deadline
+        .set(Some(Instant::now() + cfg.header_timeout));
+    loop {
+        let head = match read_head(core, conn, rd, &mut buf).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return None,
+            Err(e) => {
+                let _ = wr.write_all(Response::error(&e).encode(false)).await;
+                return None;
+            }
+        };
+        if is_ws_path(&head.path) {
+            return match ws::handshake::response(&head) {
+                Ok(resp) => {
+                    let (res, _) = wr.write_all(resp).await;
+                    conn.http_deadline.set(None);
+                    res.ok().map(|_| buf)
+                }
+                Err(e) => {
+                    let _ = wr.write_all(Response::error(&e).encode(false)).await;
+                    None
+                }
+            };
+        }
+        let body = match read_body(core, conn, rd, &mut buf, &head).await {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = wr.write_all(Response::error(&e).encode(false)).await;
+                return None;
+            }
+        };
+        let keep = head.keep_alive && !core.shutting_down.get() && !conn.is_closing();
+        conn.http_deadline.set(None);
+        let resp = http::route(core, &head, body).await;
+        core.metrics().http_requests_total.inc();
+        let out = resp.encode(keep);
+        let (res, _) = wr.write_all(out).await;
+        if res.is_err() || !keep {
+            return None;
+        }
+        // Waiting for the next request: the keep-alive timeout applies.
+        conn.http_deadline
+            .set(Some(Instant::now() + cfg.keepalive_timeout));
+    }
+}
+
+fn is_ws_path(p: &str) -> bool {
+    p == "/realtime" || p == "/realtime/"
+}
+
+async fn read_head(
+    core: &Core,
+    conn: &Conn,
+    rd: &mut Reader,
+    buf: &mut BytesMut,
+) -> Result<Option<Head>, ApiError> {
+    let cfg = core.cfg();
+    loop {
+        if !buf.is_empty()
+            && let Some((head, n)) = request::parse_head(buf, cfg.max_header_bytes)?
+        {
+            buf.advance(n);
+            return Ok(Some(head));
+        }
+        let was_empty = buf.is_empty();
+        match read_more(rd, buf, conn, 4096).await {
+            Ok(0) => return Ok(None),
+            Ok(n) => {
+                core.metrics().bytes_in_total.add(n as u64);
+                if was_empty {
+                    // First byte of a request: from now on the head must arrive in time.
+                    conn.http_deadline
+                        .set(Some(Instant::now() + cfg.header_timeout));
+                }
+            }
+            Err(_) if !buf.is_empty() => {
+                return Err(ApiError::timeout("request head not received in time"));
+            }
+            Err(_) => return Ok(None),
+        }
+    }
+}
+
+async fn read_body(
+    core: &Core,
+    conn: &Conn,
+    rd: &mut Reader,
+    buf: &mut BytesMut,
+    head: &Head,
+) -> Result<bytes::Bytes, ApiError> {
+    let n = request::body_len(head, core.cfg().max_body_bytes)?;
+    while buf.len() < n {
+        let want = (n - buf.len()).min(64 << 10);
+        match read_more(rd, buf, conn, want).await {
+            Ok(0) => return Err(ApiError::bad_request("connection closed mid-body")),
+            Ok(k) => core.metrics().bytes_in_total.add(k as u64),
+            Err(_) => return Err(ApiError::timeout("request body not received in time")),
+        }
+    }
+    Ok(request::take_body(buf, n))
+}

@@ -1,0 +1,315 @@
+//! The embedded `memory` engine: one node, everything in process, nothing survives a restart.
+//!
+//! History is one global sequence (`BTreeMap` by key, oldest first) plus, per channel, the
+//! keys of its retained messages. Retention is by count per channel, by age, and by a global
+//! total, all enforced on append (age also on read). Stats are computed over what is retained,
+//! as InsForge computes them over its (retention-trimmed) table.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    time::Duration,
+};
+
+use uuid::Uuid;
+
+use super::{
+    Appended, Engine, EngineError, EventCount, HistoryQuery, MessageRecord, NewMessage, Stats,
+};
+use crate::{
+    channel::{ChannelName, ChannelRecord},
+    timestamp::Timestamp,
+};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub per_channel: usize,
+    pub max_age: Option<Duration>,
+    pub max_total: usize,
+}
+
+#[derive(Default)]
+struct ChannelLog {
+    next_offset: u64,
+    keys: VecDeque<u64>,
+}
+
+pub struct MemoryEngine {
+    retention: Retention,
+    channels: HashMap<Uuid, ChannelRecord>,
+    messages: BTreeMap<u64, MessageRecord>,
+    logs: HashMap<ChannelName, ChannelLog>,
+    next_key: u64,
+}
+
+impl MemoryEngine {
+    pub fn new(retention: Retention) -> Self {
+        Self {
+            retention,
+            channels: HashMap::new(),
+            messages: BTreeMap::new(),
+            logs: HashMap::new(),
+            next_key: 1,
+        }
+    }
+
+    pub fn retained(&self) -> usize {
+        self.messages.len()
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some((key, rec)) = self.messages.pop_first()
+            && let Some(log) = self.logs.get_mut(&rec.channel_name)
+        {
+            if log.keys.front() == Some(&key) {
+                log.keys.pop_front();
+            } else {
+                log.keys.retain(|k| *k != key);
+            }
+        }
+    }
+
+    fn prune_by_age(&mut self) {
+        let Some(age) = self.retention.max_age else {
+            return;
+        };
+        let cutoff = Timestamp(Timestamp::now().0 - age.as_millis() as i64);
+        while self
+            .messages
+            .first_key_value()
+            .is_some_and(|(_, m)| m.created_at < cutoff)
+        {
+            self.evict_oldest();
+        }
+    }
+}
+
+impl Engine for MemoryEngine {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn reachable(&mut self) -> bool {
+        true
+    }
+
+    async fn load_channels(&mut self) -> Result<Vec<ChannelRecord>, EngineError> {
+        Ok(self.channels.values().cloned().collect())
+    }
+
+    async fn save_channel(&mut self, rec: &ChannelRecord) -> Result<(), EngineError> {
+        self.channels.insert(rec.id, rec.clone());
+        Ok(())
+    }
+
+    async fn delete_channel(&mut self, id: Uuid) -> Result<(), EngineError> {
+        self.channels.remove(&id);
+        Ok(())
+    }
+
+    async fn append(&mut self, m: NewMessage) -> Result<Appended, EngineError> {
+        let key = self.next_key;
+        self.next_key += 1;
+        let log = self.logs.entry(m.channel_name.clone()).or_default();
+        let offset = log.next_offset + 1;
+        log.next_offset = offset;
+        log.keys.push_back(key);
+        let over = log.keys.len() > self.retention.per_channel;
+        if over && let Some(old) = log.keys.pop_front() {
+            self.messages.remove(&old);
+        }
+        let created_at = Timestamp::now();
+        let id = Uuid::now_v7();
+        self.messages.insert(
+            key,
+            MessageRecord {
+                id,
+                event_name: m.event,
+                channel_id: m.channel_id,
+                channel_name: m.channel_name,
+                payload: m.payload,
+                sender_type: m.sender_type,
+                sender_id: m.sender_id,
+                ws_audience_count: 0,
+                wh_audience_count: m.wh_audience,
+                wh_delivered_count: 0,
+                created_at,
+                offset,
+            },
+        );
+        while self.messages.len() > self.retention.max_total {
+            self.evict_oldest();
+        }
+        self.prune_by_age();
+        Ok(Appended {
+            key,
+            id,
+            offset,
+            created_at,
+        })
+    }
+
+    async fn add_audience(&mut self, updates: &[(u64, u32)]) {
+        for &(key, n) in updates {
+            if let Some(m) = self.messages.get_mut(&key) {
+                m.ws_audience_count += u64::from(n);
+            }
+        }
+    }
+
+    async fn history(&mut self, q: &HistoryQuery) -> Result<Vec<MessageRecord>, EngineError> {
+        self.prune_by_age();
+        let keys: Box<dyn Iterator<Item = &MessageRecord>> = match q
+            .channel_name
+            .as_deref()
+            .and_then(|n| ChannelName::parse(n).ok())
+        {
+            Some(name) => match self.logs.get(&name) {
+                Some(log) => Box::new(log.keys.iter().rev().filter_map(|k| self.messages.get(k))),
+                None => Box::new(std::iter::empty()),
+            },
+            None if q.channel_name.is_some() => Box::new(std::iter::empty()),
+            None => Box::new(self.messages.values().rev()),
+        };
+        Ok(keys
+            .filter(|m| q.channel_id.is_none_or(|id| m.channel_id == id))
+            .filter(|m| q.event_name.as_deref().is_none_or(|e| &*m.event_name == e))
+            .filter(|m| q.since.is_none_or(|t| m.created_at >= t))
+            .filter(|m| q.until.is_none_or(|t| m.created_at <= t))
+            .skip(q.offset)
+            .take(q.limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn stats(&mut self, since: Option<Timestamp>) -> Result<Stats, EngineError> {
+        self.prune_by_age();
+        let mut total = 0u64;
+        let (mut audience, mut delivered) = (0u64, 0u64);
+        let mut events: HashMap<&str, u64> = HashMap::new();
+        for m in self
+            .messages
+            .values()
+            .filter(|m| since.is_none_or(|t| m.created_at >= t))
+        {
+            total += 1;
+            audience += u64::from(m.wh_audience_count);
+            delivered += u64::from(m.wh_delivered_count);
+            *events.entry(&m.event_name).or_default() += 1;
+        }
+        let mut top: Vec<EventCount> = events
+            .into_iter()
+            .map(|(e, count)| EventCount {
+                event_name: e.to_string(),
+                count,
+            })
+            .collect();
+        top.sort_by(|a, b| b.count.cmp(&a.count).then(a.event_name.cmp(&b.event_name)));
+        top.truncate(10);
+        Ok(Stats {
+            total_messages: total,
+            wh_delivery_rate: if audience == 0 {
+                1.0
+            } else {
+                delivered as f64 / audience as f64
+            },
+            top_events: top,
+        })
+    }
+
+    async fn node_interest(&mut self, _: &ChannelName, _: bool) -> Result<(), EngineError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::value::RawValue;
+    use std::sync::Arc;
+
+    fn msg(ch: &str, ev: &str) -> NewMessage {
+        NewMessage {
+            channel_id: Uuid::nil(),
+            channel_name: ChannelName::parse(ch).unwrap(),
+            event: Arc::from(ev),
+            payload: Arc::from(RawValue::from_string("{}".into()).unwrap()),
+            sender_id: None,
+            sender_type: "user",
+            wh_audience: 0,
+        }
+    }
+
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn offsets_retention_and_queries() {
+        block(async {
+            let mut e = MemoryEngine::new(Retention {
+                per_channel: 3,
+                max_age: None,
+                max_total: 5,
+            });
+            for i in 0..5 {
+                let a = e
+                    .append(msg("a:1", if i % 2 == 0 { "even" } else { "odd" }))
+                    .await
+                    .unwrap();
+                assert_eq!(a.offset, i + 1);
+            }
+            assert_eq!(e.retained(), 3, "per-channel cap");
+            for _ in 0..4 {
+                e.append(msg("b:1", "b")).await.unwrap();
+            }
+            assert_eq!(e.retained(), 5, "global cap");
+            let q = HistoryQuery {
+                limit: 100,
+                channel_name: Some("a:1".into()),
+                ..Default::default()
+            };
+            let h = e.history(&q).await.unwrap();
+            assert_eq!(h.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![5, 4]);
+            let q = HistoryQuery {
+                limit: 2,
+                offset: 1,
+                ..Default::default()
+            };
+            assert_eq!(e.history(&q).await.unwrap().len(), 2);
+            let s = e.stats(None).await.unwrap();
+            assert_eq!(s.total_messages, 5);
+            assert_eq!(
+                s.top_events[0],
+                EventCount {
+                    event_name: "b".into(),
+                    count: 3
+                }
+            );
+            assert_eq!(s.wh_delivery_rate, 1.0);
+        });
+    }
+
+    #[test]
+    fn audience_counts_add_up() {
+        block(async {
+            let mut e = MemoryEngine::new(Retention {
+                per_channel: 10,
+                max_age: None,
+                max_total: 10,
+            });
+            let a = e.append(msg("a", "x")).await.unwrap();
+            e.add_audience(&[(a.key, 3), (a.key, 2), (999, 1)]).await;
+            let h = e
+                .history(&HistoryQuery {
+                    limit: 1,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(h[0].ws_audience_count, 5);
+        });
+    }
+}

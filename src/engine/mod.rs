@@ -1,0 +1,121 @@
+//! The storage and inter-node boundary: one `Engine` trait with a `memory` implementation
+//! (default, one node) and, next, a Redis implementation (many nodes).
+//!
+//! An engine is driven by the control thread only (`control::run`), never from a core, so its
+//! methods may await remote I/O. It stores the channel registry, appends accepted publishes to
+//! history and assigns each its per-channel `offset` (the one order every subscriber sees),
+//! answers history and stats queries, and is told which channels this node has subscribers for
+//! (the hook a multi-node engine uses to subscribe to other nodes' publishes).
+
+pub mod memory;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::{
+    channel::{ChannelName, ChannelRecord},
+    timestamp::Timestamp,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("engine unavailable: {0}")]
+    Unavailable(String),
+    #[error("engine error: {0}")]
+    Other(String),
+}
+
+/// A publish accepted by a core, before the engine has ordered it.
+#[derive(Debug)]
+pub struct NewMessage {
+    pub channel_id: Uuid,
+    pub channel_name: ChannelName,
+    pub event: Arc<str>,
+    pub payload: Arc<RawValue>,
+    pub sender_id: Option<Arc<str>>,
+    pub sender_type: &'static str,
+    pub wh_audience: u32,
+}
+
+/// What `append` assigned to a message.
+#[derive(Debug, Clone, Copy)]
+pub struct Appended {
+    /// Node-local key for later audience updates.
+    pub key: u64,
+    pub id: Uuid,
+    pub offset: u64,
+    pub created_at: Timestamp,
+}
+
+/// `GET /api/realtime/messages` parameters, already validated.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    pub limit: usize,
+    pub offset: usize,
+    pub channel_id: Option<Uuid>,
+    pub channel_name: Option<String>,
+    pub event_name: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+/// One history row in the seed's shape (plus `offset`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageRecord {
+    pub id: Uuid,
+    pub event_name: Arc<str>,
+    pub channel_id: Uuid,
+    pub channel_name: ChannelName,
+    pub payload: Arc<RawValue>,
+    pub sender_type: &'static str,
+    pub sender_id: Option<Arc<str>>,
+    pub ws_audience_count: u64,
+    pub wh_audience_count: u32,
+    pub wh_delivered_count: u32,
+    pub created_at: Timestamp,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub total_messages: u64,
+    pub wh_delivery_rate: f64,
+    pub top_events: Vec<EventCount>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EventCount {
+    pub event_name: String,
+    pub count: u64,
+}
+
+/// Everything the control thread needs from a storage/fan-out backend.
+#[allow(async_fn_in_trait)]
+pub trait Engine {
+    /// Short name for logs and `/health`.
+    fn name(&self) -> &'static str;
+    /// Whether the backing store answers (`/health`).
+    async fn reachable(&mut self) -> bool;
+
+    async fn load_channels(&mut self) -> Result<Vec<ChannelRecord>, EngineError>;
+    async fn save_channel(&mut self, rec: &ChannelRecord) -> Result<(), EngineError>;
+    async fn delete_channel(&mut self, id: Uuid) -> Result<(), EngineError>;
+
+    /// Stores a message and assigns its id and per-channel offset. The publisher is
+    /// acknowledged only after this returns `Ok`.
+    async fn append(&mut self, msg: NewMessage) -> Result<Appended, EngineError>;
+    /// Adds subscribers a message was delivered to (`wsAudienceCount`).
+    async fn add_audience(&mut self, updates: &[(u64, u32)]);
+
+    async fn history(&mut self, q: &HistoryQuery) -> Result<Vec<MessageRecord>, EngineError>;
+    async fn stats(&mut self, since: Option<Timestamp>) -> Result<Stats, EngineError>;
+
+    /// This node gained its first / lost its last subscriber of `channel` (fan-out hook).
+    async fn node_interest(&mut self, channel: &ChannelName, on: bool) -> Result<(), EngineError>;
+}

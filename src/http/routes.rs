@@ -1,0 +1,221 @@
+//! Routing and the REST handlers. Order of checks: path (404), method (405), credentials
+//! (401/403), then parameters and body (400/413). Every answer is JSON.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::{ApiError, Head, Response, request::query_pairs};
+use crate::{
+    channel::{CreateChannel, UpdateChannel},
+    control::{RestOk, RestReq},
+    core::Core,
+    engine::HistoryQuery,
+    timestamp::Timestamp,
+};
+
+/// How long a REST call waits for the control thread before answering 503.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+
+enum Route {
+    Health,
+    Metrics,
+    Channels,
+    Channel(String),
+    Messages,
+    Stats,
+    Permissions,
+}
+
+fn match_path(path: &str) -> Option<(Route, &'static str)> {
+    let p = path
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(path);
+    Some(match p {
+        "/health" => (Route::Health, "GET"),
+        "/metrics" => (Route::Metrics, "GET"),
+        "/api/realtime/channels" => (Route::Channels, "GET, POST"),
+        "/api/realtime/messages" => (Route::Messages, "GET"),
+        "/api/realtime/messages/stats" => (Route::Stats, "GET"),
+        "/api/realtime/permissions" => (Route::Permissions, "GET"),
+        _ => {
+            let id = p.strip_prefix("/api/realtime/channels/")?;
+            if id.is_empty() || id.contains('/') {
+                return None;
+            }
+            (Route::Channel(id.to_string()), "GET, PUT, PATCH, DELETE")
+        }
+    })
+}
+
+/// Answers one request (never panics on input; every failure is a JSON error).
+pub async fn route(core: &Core, head: &Head, body: Bytes) -> Response {
+    match dispatch(core, head, body).await {
+        Ok(r) => r,
+        Err(e) => {
+            let mut r = Response::error(&e);
+            if e.status == 405 {
+                r.allow = match_path(&head.path).map(|(_, a)| a);
+            }
+            r
+        }
+    }
+}
+
+async fn dispatch(core: &Core, head: &Head, body: Bytes) -> Result<Response, ApiError> {
+    let (route, allowed) = match_path(&head.path)
+        .ok_or_else(|| ApiError::not_found(format!("no route for {}", head.path)))?;
+    let m = head.method.as_str();
+    let method_ok = allowed.split(", ").any(|a| a == m) || (m == "HEAD" && allowed.contains("GET"));
+    if !method_ok {
+        return Err(ApiError::method_not_allowed(format!(
+            "{m} is not allowed here; use {allowed}"
+        )));
+    }
+    match route {
+        Route::Health => return health(core).await,
+        Route::Metrics => {
+            return Ok(Response {
+                status: 200,
+                content_type: "text/plain; version=0.0.4",
+                body: core.shared.metrics.render().into_bytes(),
+                allow: None,
+            });
+        }
+        _ => {}
+    }
+    require_admin(core, head)?;
+    let req = match route {
+        Route::Channels if m == "POST" => {
+            RestReq::CreateChannel(json_body::<CreateChannel>(&body)?)
+        }
+        Route::Channels => RestReq::ListChannels,
+        Route::Channel(id) => {
+            let id = Uuid::parse_str(&id)
+                .map_err(|_| ApiError::bad_request(format!("`{id}` is not a channel id (UUID)")))?;
+            match m {
+                "PUT" | "PATCH" => RestReq::UpdateChannel(id, json_body::<UpdateChannel>(&body)?),
+                "DELETE" => RestReq::DeleteChannel(id),
+                _ => RestReq::GetChannel(id),
+            }
+        }
+        Route::Messages => RestReq::Messages(history_query(&head.query)?),
+        Route::Stats => RestReq::Stats(stats_since(&head.query)?),
+        Route::Permissions => {
+            let body = serde_json::to_vec(&core.authorizer.permissions())
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            return Ok(Response::json(200, body));
+        }
+        Route::Health | Route::Metrics => unreachable!("answered above"),
+    };
+    let RestOk { status, body } = core.rest(req, CONTROL_TIMEOUT).await?;
+    Ok(Response::json(status, body))
+}
+
+fn require_admin(core: &Core, head: &Head) -> Result<(), ApiError> {
+    let Some(auth) = head.authorization.as_deref() else {
+        return Err(ApiError::unauthorized(
+            "missing Authorization: Bearer <token>",
+        ));
+    };
+    let token = auth
+        .strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))
+        .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
+    let who = core
+        .verifier
+        .verify(token.trim())
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    if !core.authorizer.is_admin(&who) {
+        return Err(ApiError::forbidden("project_admin role required"));
+    }
+    Ok(())
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("a JSON body is required"));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
+}
+
+fn timestamp(key: &str, v: &str) -> Result<Timestamp, ApiError> {
+    Timestamp::parse(v)
+        .ok_or_else(|| ApiError::bad_request(format!("{key}: `{v}` is not an ISO 8601 timestamp")))
+}
+
+fn history_query(q: &str) -> Result<HistoryQuery, ApiError> {
+    let mut out = HistoryQuery {
+        limit: 100,
+        ..HistoryQuery::default()
+    };
+    for (k, v) in query_pairs(q)? {
+        match k.as_str() {
+            "limit" => {
+                out.limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=1000).contains(l))
+                    .ok_or_else(|| ApiError::bad_request("limit must be an integer in 1..=1000"))?
+            }
+            "offset" => {
+                out.offset = v
+                    .parse::<usize>()
+                    .map_err(|_| ApiError::bad_request("offset must be an integer >= 0"))?
+            }
+            "channelId" => {
+                out.channel_id = Some(Uuid::parse_str(&v).map_err(|_| {
+                    ApiError::bad_request(format!("channelId: `{v}` is not a UUID"))
+                })?)
+            }
+            "channelName" => out.channel_name = Some(v),
+            "eventName" => out.event_name = Some(v),
+            "since" => out.since = Some(timestamp("since", &v)?),
+            "until" => out.until = Some(timestamp("until", &v)?),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{other}`"
+                )));
+            }
+        }
+    }
+    if let (Some(s), Some(u)) = (out.since, out.until)
+        && s > u
+    {
+        return Err(ApiError::bad_request("since must not be after until"));
+    }
+    Ok(out)
+}
+
+fn stats_since(q: &str) -> Result<Option<Timestamp>, ApiError> {
+    let mut since = None;
+    for (k, v) in query_pairs(q)? {
+        match k.as_str() {
+            "since" => since = Some(timestamp("since", &v)?),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{other}`"
+                )));
+            }
+        }
+    }
+    Ok(since)
+}
+
+async fn health(core: &Core) -> Result<Response, ApiError> {
+    let reachable = core.engine_reachable().await;
+    let status = if reachable { "ok" } else { "degraded" };
+    let body = serde_json::json!({
+        "status": status,
+        "engine": core.shared.engine_name,
+        "engineReachable": reachable,
+        "nodeId": core.shared.node_id,
+        "workers": core.shared.metrics.cores.len(),
+    });
+    Ok(Response::json(
+        if reachable { 200 } else { 503 },
+        serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))?,
+    ))
+}

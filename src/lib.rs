@@ -1,0 +1,58 @@
+//! # ringcast
+//!
+//! A thread-per-core WebSocket pub/sub broker speaking the InsForge Realtime API.
+//!
+//! # Layout
+//!
+//! ```text
+//! main.rs        CLI -> Config -> logging -> runtime::start; the only place that exits
+//! config/        raw serde file types (file), clap CLI with env fallbacks (cli), validated Config
+//! runtime/       listeners (SO_REUSEPORT per core), core threads, control thread, shutdown
+//! core/          a core: connections (conn), subscription index (index), inbox + sweeper
+//!                (inbox), one accepted connection's HTTP loop (serve)
+//! ws/            upgrade handshake, RFC 6455 framing (frame), session (reader), writer task
+//! http/          request parsing, routing and REST handlers, ApiError -> status mapping
+//! protocol/      ClientMsg / ServerMsg / MessageFrame, stable error codes
+//! channel/       ChannelName / ChannelPattern newtypes, ChannelRecord, ChannelTable snapshot
+//! auth/          JWT verification and minting, roles, admin key, Authorizer
+//! control/       the control thread: registry owner and publish sequencer; core<->control msgs
+//! engine/        the Engine trait (registry store, history, stats, node fan-out hook); memory
+//! metrics.rs     per-core counters, summed on scrape, Prometheus text
+//! timestamp.rs   RFC 3339 timestamps
+//! ```
+//!
+//! Data path of a publish: a core parses and authorizes it and `try_send`s it to the control
+//! thread; the engine appends it (assigning the per-channel offset); the control thread encodes
+//! the `message` frame once, acks the publisher, and sends the same `Bytes` to every core with
+//! subscribers; each core queues it to its subscribers' bounded outboxes; writer tasks batch it
+//! onto the sockets.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod channel;
+pub mod config;
+pub mod control;
+pub mod core;
+pub mod engine;
+pub mod http;
+pub mod metrics;
+pub mod protocol;
+pub mod runtime;
+pub mod timestamp;
+pub mod ws;
+
+pub use runtime::{ServerHandle, StartError, start};
+
+/// Sets up `tracing` from the configured level and format. Call once per process.
+pub fn init_logging(level: &str, format: config::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_thread_names(true);
+    let _ = match format {
+        config::LogFormat::Json => b.json().try_init(),
+        config::LogFormat::Text => b.try_init(),
+    };
+}

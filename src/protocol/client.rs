@@ -1,0 +1,318 @@
+//! Client -> server messages. Parsing is strict and happens once per text frame: unknown
+//! fields, wrong types, missing fields and fields that do not belong to the message `type` are
+//! all `INVALID_MESSAGE`; an unknown `type` is `UNKNOWN_TYPE`. `payload` is kept as raw JSON
+//! so it is copied, never re-serialized, on its way to subscribers.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{ErrorCode, ProtocolError};
+use crate::channel::ChannelName;
+
+/// Everything any client message may carry; `ClientMsg::from_wire` checks which belong.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(rename = "ref", borrow)]
+    r#ref: Option<&'a RawValue>,
+    #[serde(borrow)]
+    token: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    channel: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    event: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+    filter: Option<DbFilter>,
+}
+
+/// Lenient second pass used only to echo `ref` when the strict parse failed.
+#[derive(Deserialize)]
+struct RefOnly<'a> {
+    #[serde(rename = "ref", borrow)]
+    r#ref: Option<&'a RawValue>,
+}
+
+/// The seed's `filter` on `db:` subscriptions.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DbFilter {
+    /// `INSERT`, `UPDATE`, `DELETE` or `*` (default `*`).
+    #[serde(default)]
+    pub event: Option<String>,
+    #[serde(default)]
+    pub schema: Option<String>,
+    #[serde(default)]
+    pub table: Option<String>,
+}
+
+impl DbFilter {
+    pub fn validate(&self) -> Result<(), String> {
+        match self.event.as_deref() {
+            None | Some("*" | "INSERT" | "UPDATE" | "DELETE") => Ok(()),
+            Some(other) => Err(format!(
+                "filter.event `{other}` is not one of INSERT, UPDATE, DELETE, *"
+            )),
+        }
+    }
+
+    /// Whether a message with this event (and payload schema) passes the filter.
+    pub fn accepts(&self, event: &str, schema: Option<&str>) -> bool {
+        let ev_ok = match self.event.as_deref() {
+            None | Some("*") => true,
+            Some(e) => e.eq_ignore_ascii_case(event),
+        };
+        let schema_ok = match (self.schema.as_deref(), schema) {
+            (None, _) => true,
+            (Some(want), Some(got)) => want == got,
+            (Some(_), None) => false,
+        };
+        ev_ok && schema_ok
+    }
+}
+
+#[derive(Debug)]
+pub enum ClientMsg<'a> {
+    Auth {
+        token: Cow<'a, str>,
+    },
+    Subscribe {
+        channel: ChannelName,
+        filter: Option<DbFilter>,
+    },
+    Unsubscribe {
+        channel: ChannelName,
+    },
+    Publish {
+        channel: ChannelName,
+        event: Cow<'a, str>,
+        /// Raw JSON of the payload (`null` when absent).
+        payload: &'a RawValue,
+    },
+}
+
+/// A parsed client message with its `ref`.
+#[derive(Debug)]
+pub struct Inbound<'a> {
+    pub msg: ClientMsg<'a>,
+    pub r#ref: Option<&'a RawValue>,
+}
+
+pub const MAX_EVENT_LEN: usize = 255;
+
+/// Parses one text frame. On error, the returned `ProtocolError` carries the `ref` if any.
+pub fn parse_client(text: &str) -> Result<Inbound<'_>, ProtocolError> {
+    let wire: Wire<'_> = serde_json::from_str(text).map_err(|e| {
+        let r = serde_json::from_str::<RefOnly<'_>>(text)
+            .ok()
+            .and_then(|x| x.r#ref)
+            .filter(|r| valid_ref(r));
+        let msg = if e.is_syntax() || e.is_eof() {
+            format!("malformed JSON: {e}")
+        } else {
+            format!("invalid message: {e}")
+        };
+        ProtocolError::new(ErrorCode::InvalidMessage, msg).with_ref(r)
+    })?;
+    let r = wire.r#ref;
+    if let Some(raw) = r
+        && !valid_ref(raw)
+    {
+        return Err(ProtocolError::new(
+            ErrorCode::InvalidMessage,
+            "`ref` must be a string or a number",
+        ));
+    }
+    ClientMsg::from_wire(wire)
+        .map(|msg| Inbound { msg, r#ref: r })
+        .map_err(|e| e.with_ref(r))
+}
+
+fn valid_ref(r: &RawValue) -> bool {
+    let s = r.get();
+    s.starts_with('"') || s.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+}
+
+fn invalid(msg: impl Into<String>) -> ProtocolError {
+    ProtocolError::new(ErrorCode::InvalidMessage, msg)
+}
+
+fn null() -> &'static RawValue {
+    // A constant raw `null`, for publishes without a payload.
+    static NULL: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+    NULL.get_or_init(|| RawValue::from_string("null".into()).expect("valid JSON"))
+}
+
+impl<'a> ClientMsg<'a> {
+    fn from_wire(w: Wire<'a>) -> Result<Self, ProtocolError> {
+        let kind = w.kind.ok_or_else(|| invalid("missing field `type`"))?;
+        let channel = |c: Option<Cow<'a, str>>| -> Result<ChannelName, ProtocolError> {
+            let c = c.ok_or_else(|| invalid("missing field `channel`"))?;
+            ChannelName::parse(&c).map_err(|e| invalid(format!("invalid channel `{c}`: {e}")))
+        };
+        let reject = |present: bool, field: &str| -> Result<(), ProtocolError> {
+            if present {
+                Err(invalid(format!(
+                    "field `{field}` does not belong to a `{kind}` message"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        match kind.as_ref() {
+            "auth" => {
+                reject(w.channel.is_some(), "channel")?;
+                reject(w.event.is_some(), "event")?;
+                reject(w.payload.is_some(), "payload")?;
+                reject(w.filter.is_some(), "filter")?;
+                let token = w.token.ok_or_else(|| invalid("missing field `token`"))?;
+                Ok(Self::Auth { token })
+            }
+            "subscribe" => {
+                reject(w.token.is_some(), "token")?;
+                reject(w.event.is_some(), "event")?;
+                reject(w.payload.is_some(), "payload")?;
+                if let Some(f) = &w.filter {
+                    f.validate().map_err(invalid)?;
+                }
+                Ok(Self::Subscribe {
+                    channel: channel(w.channel)?,
+                    filter: w.filter,
+                })
+            }
+            "unsubscribe" => {
+                reject(w.token.is_some(), "token")?;
+                reject(w.event.is_some(), "event")?;
+                reject(w.payload.is_some(), "payload")?;
+                reject(w.filter.is_some(), "filter")?;
+                Ok(Self::Unsubscribe {
+                    channel: channel(w.channel)?,
+                })
+            }
+            "publish" => {
+                reject(w.token.is_some(), "token")?;
+                reject(w.filter.is_some(), "filter")?;
+                let channel = channel(w.channel)?;
+                let event = w.event.ok_or_else(|| invalid("missing field `event`"))?;
+                if event.is_empty() || event.len() > MAX_EVENT_LEN {
+                    return Err(invalid(format!(
+                        "`event` must be 1..={MAX_EVENT_LEN} bytes"
+                    )));
+                }
+                Ok(Self::Publish {
+                    channel,
+                    event,
+                    payload: match w.payload {
+                        Some(p) => p,
+                        None => null(),
+                    },
+                })
+            }
+            other => Err(ProtocolError::new(
+                ErrorCode::UnknownType,
+                format!("unknown message type `{other}`"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> ErrorCode {
+        parse_client(text).unwrap_err().code
+    }
+
+    #[test]
+    fn parses_every_frame() {
+        let m = parse_client(r#"{"type":"auth","token":"abc","ref":1}"#).unwrap();
+        assert!(matches!(m.msg, ClientMsg::Auth { ref token } if token == "abc"));
+        assert_eq!(m.r#ref.unwrap().get(), "1");
+        let m = parse_client(r#"{"type":"subscribe","channel":"db:posts","filter":{"event":"INSERT","schema":"public"}}"#).unwrap();
+        assert!(matches!(
+            m.msg,
+            ClientMsg::Subscribe {
+                filter: Some(_),
+                ..
+            }
+        ));
+        let m = parse_client(r#"{"type":"unsubscribe","channel":"order:1"}"#).unwrap();
+        assert!(matches!(m.msg, ClientMsg::Unsubscribe { .. }));
+        let m = parse_client(
+            r#"{"type":"publish","channel":"order:1","event":"e","payload":{"a":[1,2]},"ref":"x"}"#,
+        )
+        .unwrap();
+        match m.msg {
+            ClientMsg::Publish { payload, .. } => assert_eq!(payload.get(), r#"{"a":[1,2]}"#),
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn bad_messages_get_stable_codes() {
+        assert_eq!(code("{"), ErrorCode::InvalidMessage);
+        assert_eq!(code("[]"), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"nope"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":"auth"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code(r#"{"type":"auth","token":5}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"auth","token":"t","x":1}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"subscribe","channel":"a","token":"t"}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"subscribe","channel":"a b"}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"publish","channel":"a"}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"subscribe","channel":"db:x","filter":{"event":"X"}}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(code(r#"{"channel":"a"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code(r#"{"type":"auth","token":"t","ref":{}}"#),
+            ErrorCode::InvalidMessage
+        );
+    }
+
+    #[test]
+    fn ref_is_kept_on_errors() {
+        let e = parse_client(r#"{"type":"auth","ref":"r1","bogus":true}"#).unwrap_err();
+        assert_eq!(e.r#ref.unwrap().get(), r#""r1""#);
+        let e = parse_client(r#"{"type":"zzz","ref":7}"#).unwrap_err();
+        assert_eq!(e.r#ref.unwrap().get(), "7");
+    }
+
+    #[test]
+    fn filters() {
+        let f = DbFilter {
+            event: Some("INSERT".into()),
+            schema: Some("public".into()),
+            table: None,
+        };
+        assert!(f.accepts("INSERT", Some("public")));
+        assert!(!f.accepts("UPDATE", Some("public")));
+        assert!(!f.accepts("INSERT", Some("other")));
+        let any = DbFilter {
+            event: Some("*".into()),
+            schema: None,
+            table: None,
+        };
+        assert!(any.accepts("DELETE", None));
+    }
+}

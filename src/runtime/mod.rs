@@ -1,0 +1,188 @@
+//! Starting and stopping a node: binds the listeners, starts the control thread and one core
+//! thread per worker, and hands back a `ServerHandle` whose `shutdown` closes everything
+//! gracefully. Used by `main` and by the integration tests (which start real servers on
+//! port 0 in-process).
+
+mod core_thread;
+pub mod listen;
+
+use std::{net::SocketAddr, sync::Arc, thread::JoinHandle};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::{
+    config::{Config, EngineKind},
+    control::Control,
+    core::NodeShared,
+    engine::memory::{MemoryEngine, Retention},
+    metrics::Metrics,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Listen(#[from] listen::ListenError),
+    #[error("the redis engine is not available in this build yet; use --engine memory")]
+    EngineUnsupported,
+    #[error("engine failed to start: {0}")]
+    Engine(String),
+    #[error("core failed to start: {0}")]
+    Core(String),
+    #[error("thread spawn failed: {0}")]
+    Spawn(#[from] std::io::Error),
+}
+
+pub struct ServerHandle {
+    addr: SocketAddr,
+    drivers: Vec<&'static str>,
+    shared: Arc<NodeShared>,
+    shutdown: watch::Sender<bool>,
+    cores: Vec<JoinHandle<()>>,
+    control_stop: Option<oneshot::Sender<()>>,
+    control: Option<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The monoio driver each core runs on.
+    pub fn drivers(&self) -> &[&'static str] {
+        &self.drivers
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Stops accepting, closes WebSockets with 1001, waits for the cores (bounded by the
+    /// shutdown grace), then stops the control thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for c in self.cores.drain(..) {
+            let _ = c.join();
+        }
+        if let Some(s) = self.control_stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(c) = self.control.take() {
+            let _ = c.join();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn start(config: Config) -> Result<ServerHandle, StartError> {
+    if config.engine == EngineKind::Redis {
+        return Err(StartError::EngineUnsupported);
+    }
+    let workers = config.workers.clamp(1, 64);
+    let listeners = listen::bind(config.listen, workers)?;
+    let addr = listeners[0]
+        .local_addr()
+        .map_err(|e| StartError::Core(e.to_string()))?;
+    let shared = Arc::new(NodeShared {
+        metrics: Metrics::new(workers),
+        engine_name: "memory",
+        node_id: config.node_id.clone(),
+        config,
+    });
+    let cfg = &shared.config;
+
+    let (control_tx, control_rx) = mpsc::channel(cfg.engine_queue);
+    let mut core_txs = Vec::with_capacity(workers);
+    let mut core_rxs = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (tx, rx) = mpsc::channel(cfg.core_queue);
+        core_txs.push(tx);
+        core_rxs.push(rx);
+    }
+
+    // Control thread: owns the engine and registry; reports the initial table back.
+    let (table_tx, table_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let retention = Retention {
+        per_channel: cfg.history_per_channel,
+        max_age: cfg.history_max_age,
+        max_total: cfg.history_max_total,
+    };
+    let metrics_shared = shared.clone();
+    let control = std::thread::Builder::new()
+        .name("ringcast-control".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = table_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let engine = MemoryEngine::new(retention);
+                match Control::new(engine, core_txs, metrics_shared).await {
+                    Ok(c) => {
+                        let _ = table_tx.send(Ok(c.table()));
+                        tokio::select! {
+                            _ = c.run(control_rx) => {}
+                            _ = stop_rx => {}
+                        }
+                    }
+                    Err(e) => {
+                        let _ = table_tx.send(Err(e.to_string()));
+                    }
+                }
+            });
+        })?;
+    let table = table_rx
+        .recv()
+        .map_err(|_| StartError::Engine("control thread died".into()))?
+        .map_err(StartError::Engine)?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut cores = Vec::with_capacity(workers);
+    for (id, (listener, inbox)) in listeners.into_iter().zip(core_rxs).enumerate() {
+        cores.push(core_thread::spawn(core_thread::CoreStart {
+            id,
+            shared: shared.clone(),
+            listener,
+            table: table.clone(),
+            control: control_tx.clone(),
+            inbox,
+            shutdown: shutdown_rx.clone(),
+            ready: ready_tx.clone(),
+        })?);
+    }
+    drop(control_tx);
+    drop(ready_tx);
+    let mut handle = ServerHandle {
+        addr,
+        drivers: Vec::new(),
+        shared,
+        shutdown: shutdown_tx,
+        cores,
+        control_stop: Some(stop_tx),
+        control: Some(control),
+    };
+    for _ in 0..workers {
+        match ready_rx.recv() {
+            Ok(Ok(d)) => handle.drivers.push(d),
+            Ok(Err(e)) => return Err(StartError::Core(e)),
+            Err(_) => return Err(StartError::Core("a core thread exited early".into())),
+        }
+    }
+    Ok(handle)
+}

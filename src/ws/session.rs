@@ -1,0 +1,299 @@
+//! The reading side of one WebSocket: decodes frames from the read buffer, parses each text
+//! message once into a `ClientMsg`, and answers it. Bad messages get an error frame and the
+//! connection stays open; protocol violations close it with their RFC 6455 code.
+//!
+//! Publishes are handed to the control thread with `try_send` (never awaited); the `published`
+//! ack comes back through the core inbox once the message is stored.
+
+use std::{rc::Rc, sync::Arc, time::Instant};
+
+use bytes::BytesMut;
+use tungstenite::protocol::frame::coding::{CloseCode, Control, OpCode};
+
+use super::frame::{self, FrameDecoder, Incoming};
+use crate::{
+    auth::Identity,
+    control::{ControlMsg, PublishReq},
+    core::{
+        Core, SubscribeError,
+        conn::{Conn, Phase},
+        serve::{Reader, read_more},
+    },
+    protocol::{ClientMsg, ErrorCode, ProtocolError, ServerMsg, parse_client},
+};
+
+/// The largest single read once a connection is busy.
+const MAX_READ: usize = 64 << 10;
+
+/// Token bucket for publishes: `rate` per second, up to `burst` at once.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            tokens: f64::from(burst),
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let dt = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Session {
+    identity: Option<Identity>,
+    bucket: Bucket,
+}
+
+pub async fn run(core: &Rc<Core>, conn: &Rc<Conn>, rd: &mut Reader, mut buf: BytesMut) {
+    let cfg = core.cfg();
+    let base = cfg.read_buffer_bytes;
+    let mut want = base;
+    let mut dec = FrameDecoder::new(cfg.max_frame_bytes);
+    let mut s = Session {
+        identity: None,
+        bucket: Bucket::new(cfg.publish_rate, cfg.publish_burst),
+    };
+    loop {
+        loop {
+            match dec.decode(&mut buf) {
+                Ok(Some(inc)) => s.on_frame(core, conn, inc).await,
+                Ok(None) => break,
+                Err(e) => {
+                    core.metrics().protocol_closes_total.inc();
+                    tracing::debug!(conn = conn.id.0, error = %e, "protocol violation");
+                    conn.close(e.close_code(), &e.to_string(), false);
+                    return;
+                }
+            }
+            if conn.is_closing() {
+                return;
+            }
+        }
+        if conn.is_closing() {
+            return;
+        }
+        if buf.is_empty() && buf.capacity() > base * 4 {
+            // Idle again after a burst: give the large buffer back.
+            buf = BytesMut::with_capacity(base);
+            want = base;
+        }
+        match read_more(rd, &mut buf, conn, want.min(MAX_READ)).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                core.metrics().bytes_in_total.add(n as u64);
+                conn.touch(Instant::now());
+                if n >= want {
+                    want = (want * 2).min(MAX_READ);
+                }
+            }
+        }
+    }
+}
+
+impl Session {
+    async fn on_frame(&mut self, core: &Rc<Core>, conn: &Rc<Conn>, inc: Incoming) {
+        match inc {
+            Incoming::Text(b) => {
+                core.metrics().messages_in_total.inc();
+                let text = std::str::from_utf8(&b).expect("decoder checked UTF-8");
+                self.on_text(core, conn, text).await;
+            }
+            Incoming::Binary => {
+                core.metrics().messages_in_total.inc();
+                let e = ProtocolError::new(
+                    ErrorCode::InvalidMessage,
+                    "binary frames are not supported; send JSON text frames",
+                );
+                send_error(core, conn, &e);
+            }
+            Incoming::Ping(p) => {
+                core.push(conn, frame::encode(OpCode::Control(Control::Pong), &p));
+            }
+            Incoming::Pong => {}
+            Incoming::Close(_) => conn.close(CloseCode::Normal, "", false),
+        }
+    }
+
+    async fn on_text(&mut self, core: &Rc<Core>, conn: &Rc<Conn>, text: &str) {
+        let inbound = match parse_client(text) {
+            Ok(i) => i,
+            Err(e) => return send_error(core, conn, &e),
+        };
+        let r = inbound.r#ref;
+        let err = |code: ErrorCode, msg: &str, ch: Option<&str>| {
+            let mut e = ProtocolError::new(code, msg).with_ref(r);
+            e.channel = ch.map(str::to_string);
+            send_error(core, conn, &e);
+        };
+        let msg = match inbound.msg {
+            ClientMsg::Auth { token } => {
+                match core.verifier.verify(&token) {
+                    Ok(id) => {
+                        if conn.phase.get() == Phase::Unauthed {
+                            conn.phase.set(Phase::Ready);
+                        }
+                        let f = frame::encode_json(&ServerMsg::AuthSuccess {
+                            user_id: id.user_id.as_deref(),
+                            role: id.role.as_str(),
+                            r#ref: r,
+                        });
+                        core.push(conn, f);
+                        self.identity = Some(id);
+                    }
+                    Err(_) => err(ErrorCode::InvalidToken, "Invalid token", None),
+                }
+                return;
+            }
+            other => other,
+        };
+        let Some(who) = self.identity.clone() else {
+            return err(
+                ErrorCode::Unauthorized,
+                "authenticate first: send {\"type\":\"auth\",\"token\":\"...\"}",
+                None,
+            );
+        };
+        match msg {
+            ClientMsg::Auth { .. } => unreachable!("handled above"),
+            ClientMsg::Subscribe { channel, filter } => {
+                let rec = core.table.borrow().resolve(channel.as_str()).cloned();
+                let Some(rec) = rec else {
+                    return err(
+                        ErrorCode::ChannelNotFound,
+                        "Channel not found or not accessible",
+                        Some(channel.as_str()),
+                    );
+                };
+                if !core.authorizer.can_subscribe(&who, &rec) {
+                    return err(
+                        ErrorCode::Forbidden,
+                        "Not authorized to subscribe to this channel",
+                        Some(channel.as_str()),
+                    );
+                }
+                match core.subscribe(conn, &channel, filter).await {
+                    Ok(id) => {
+                        let f = frame::encode_json(&ServerMsg::Subscribed {
+                            channel: channel.as_str(),
+                            subscription_id: &id,
+                            r#ref: r,
+                        });
+                        core.push(conn, f);
+                    }
+                    Err(SubscribeError::TooMany) => err(
+                        ErrorCode::TooManySubscriptions,
+                        &format!(
+                            "at most {} subscriptions per connection",
+                            core.cfg().max_subscriptions
+                        ),
+                        Some(channel.as_str()),
+                    ),
+                    Err(SubscribeError::Unavailable) => err(
+                        ErrorCode::Internal,
+                        "subscription could not be registered (server shutting down?)",
+                        Some(channel.as_str()),
+                    ),
+                }
+            }
+            ClientMsg::Unsubscribe { channel } => {
+                core.unsubscribe(conn, &channel);
+                let f = frame::encode_json(&ServerMsg::Unsubscribed {
+                    channel: channel.as_str(),
+                    reason: None,
+                    r#ref: r,
+                });
+                core.push(conn, f);
+            }
+            ClientMsg::Publish {
+                channel,
+                event,
+                payload,
+            } => {
+                let ch = Some(channel.as_str());
+                if !self.bucket.take(Instant::now()) {
+                    return err(
+                        ErrorCode::RateLimited,
+                        &format!(
+                            "publish rate limit: {} per second (burst {})",
+                            core.cfg().publish_rate,
+                            core.cfg().publish_burst
+                        ),
+                        ch,
+                    );
+                }
+                let max = core.cfg().max_payload_bytes;
+                if payload.get().len() > max {
+                    return err(
+                        ErrorCode::PayloadTooLarge,
+                        &format!("payload exceeds {max} bytes"),
+                        ch,
+                    );
+                }
+                let rec = core.table.borrow().resolve(channel.as_str()).cloned();
+                let Some(rec) = rec else {
+                    return err(
+                        ErrorCode::ChannelNotFound,
+                        "Channel not found or not accessible",
+                        ch,
+                    );
+                };
+                if !core.authorizer.can_publish(&who, &rec) {
+                    return err(ErrorCode::Forbidden, "Not authorized to publish", ch);
+                }
+                let req = PublishReq {
+                    core: core.id,
+                    conn: conn.id,
+                    r#ref: r.map(|r| r.to_owned()),
+                    channel: channel.clone(),
+                    event: Arc::from(event.as_ref()),
+                    payload: payload.to_owned(),
+                    sender_id: who.user_id.clone(),
+                    sender_type: who.sender_type(),
+                };
+                use tokio::sync::mpsc::error::TrySendError;
+                match core.control.try_send(ControlMsg::Publish(Box::new(req))) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        core.metrics().publishes_refused_busy_total.inc();
+                        err(
+                            ErrorCode::RateLimited,
+                            "broker busy: publish not accepted, retry",
+                            ch,
+                        )
+                    }
+                    Err(TrySendError::Closed(_)) => {
+                        err(ErrorCode::Internal, "server shutting down", ch)
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn send_error(core: &Core, conn: &Conn, e: &ProtocolError) {
+    core.metrics().errors_sent_total.inc();
+    let f = frame::encode_json(&ServerMsg::Error {
+        message: &e.message,
+        code: e.code.as_str(),
+        channel: e.channel.as_deref(),
+        r#ref: e.r#ref.as_deref(),
+    });
+    core.push(conn, f);
+}
