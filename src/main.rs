@@ -78,7 +78,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn check_config(path: &std::path::Path) -> ExitCode {
-    let result = config::load_file(path).and_then(|f| config::validate(&f));
+    let result = config::check_file(path);
     match result {
         Ok(_) => {
             println!("{}: ok", path.display());

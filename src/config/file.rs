@@ -2,7 +2,8 @@
 //!
 //! Owns the on-disk shape only. Durations are strings here ("25s", "1h") and are parsed
 //! during validation (`config::validate`), so every error can be reported at once.
-//! Unknown keys are errors: they are collected by `serde_ignored` in `config::load`.
+//! Unknown keys are errors: `config::parse_toml` lists every one of them (known keys are the
+//! ones the defaults serialize), and `deny_unknown_fields` backs that up.
 
 use serde::{Deserialize, Serialize};
 

@@ -102,29 +102,46 @@ impl Config {
     }
 }
 
-/// Reads and parses a TOML file, reporting unknown keys and type errors per section.
+/// Reads and parses a TOML file (flags are merged after this, then `validate` runs).
 pub fn load_file(path: &Path) -> Result<FileConfig, ConfigErrors> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
-    parse_toml(&text).map_err(|ConfigErrors(errs)| {
-        ConfigErrors(
-            errs.into_iter()
-                .map(|e| format!("{}: {e}", path.display()))
-                .collect(),
-        )
-    })
+    match parse_toml(&text) {
+        (file, errors) if errors.is_empty() => Ok(file),
+        (_, errors) => Err(ConfigErrors(errors)),
+    }
 }
 
-/// Parses TOML text. Each section is deserialized on its own so that one bad section does not
-/// hide the errors of the others; unknown keys anywhere are all listed.
-pub fn parse_toml(text: &str) -> Result<FileConfig, ConfigErrors> {
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigErrors(vec![e.to_string()]))?;
+/// `check-config`: parses and validates a file on its own, reporting every problem at once.
+pub fn check_file(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+    let (file, mut errors) = parse_toml(&text);
+    match validate(&file) {
+        Ok(c) if errors.is_empty() => Ok(c),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(ConfigErrors(more)) => {
+            errors.extend(more);
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// Parses TOML text leniently: every unknown section or key and every badly typed value is
+/// reported, and the rest is kept (so semantic validation can still report its own errors).
+pub fn parse_toml(text: &str) -> (FileConfig, Vec<String>) {
     let mut errors = Vec::new();
     let mut out = FileConfig::default();
+    let table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            let e: toml::de::Error = e;
+            errors.push(e.to_string().trim().to_string());
+            return (out, errors);
+        }
+    };
     for (key, value) in table {
-        let r = match key.as_str() {
+        match key.as_str() {
             "server" => section(&key, value, &mut out.server, &mut errors),
             "auth" => section(&key, value, &mut out.auth, &mut errors),
             "websocket" => section(&key, value, &mut out.websocket, &mut errors),
@@ -133,47 +150,44 @@ pub fn parse_toml(text: &str) -> Result<FileConfig, ConfigErrors> {
             "redis" => section(&key, value, &mut out.redis, &mut errors),
             "webhooks" => section(&key, value, &mut out.webhooks, &mut errors),
             "log" => section(&key, value, &mut out.log, &mut errors),
-            other => Err(format!("unknown section `{other}`")),
-        };
-        if let Err(e) = r {
-            errors.push(e);
+            other => errors.push(format!("unknown section [{other}]")),
         }
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    (out, errors)
 }
 
-fn section<T: serde::de::DeserializeOwned>(
-    name: &str,
-    value: toml::Value,
-    slot: &mut T,
-    errors: &mut Vec<String>,
-) -> Result<(), String> {
-    let mut unknown = Vec::new();
-    // A second, lenient pass finds every unknown key (deny_unknown_fields stops at the first).
-    let _ = serde_ignored::deserialize(value.clone(), |path| unknown.push(path.to_string()))
-        .map(|v: toml::Value| v);
-    match T::deserialize(value) {
-        Ok(v) => {
-            *slot = v;
-            Ok(())
+/// Deserializes one section key by key: unknown keys (those the default does not serialize)
+/// and badly typed values are each reported; valid keys are applied.
+fn section<T>(name: &str, value: toml::Value, slot: &mut T, errors: &mut Vec<String>)
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let toml::Value::Table(table) = value else {
+        errors.push(format!("[{name}] must be a table"));
+        return;
+    };
+    let known = match toml::Value::try_from(&*slot) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    };
+    let mut good = toml::Table::new();
+    for (k, v) in table {
+        if !known.contains_key(&k) {
+            errors.push(format!("[{name}] unknown key `{k}`"));
+            continue;
         }
-        Err(e) => {
-            let msg = e.to_string();
-            if unknown.is_empty() {
-                return Err(format!("[{name}]: {}", msg.trim()));
+        let mut one = toml::Table::new();
+        one.insert(k.clone(), v.clone());
+        match T::deserialize(toml::Value::Table(one)) {
+            Ok(_) => {
+                good.insert(k, v);
             }
-            for key in unknown {
-                errors.push(format!("[{name}]: unknown key `{key}`"));
-            }
-            if !msg.contains("unknown field") {
-                errors.push(format!("[{name}]: {}", msg.trim()));
-            }
-            Ok(())
+            Err(e) => errors.push(format!("[{name}] {k}: {}", e.message().trim())),
         }
+    }
+    match T::deserialize(toml::Value::Table(good)) {
+        Ok(v) => *slot = v,
+        Err(e) => errors.push(format!("[{name}]: {}", e.message().trim())),
     }
 }
 
@@ -384,19 +398,21 @@ mod tests {
             [server]
             listen = "nope"
             bogus = 1
+            workers = "two"
             [websocket]
             ping_interval = "soon"
             [nosuch]
             x = 1
         "#;
-        let f = parse_toml(text);
-        let errs = match f {
-            Err(ConfigErrors(e)) => e,
-            Ok(f) => validate(&f).unwrap_err().0,
-        };
+        let (f, mut errs) = parse_toml(text);
+        errs.extend(validate(&f).unwrap_err().0);
         let all = errs.join("\n");
         assert!(all.contains("bogus"), "{all}");
         assert!(all.contains("nosuch"), "{all}");
+        assert!(all.contains("server.listen"), "{all}");
+        assert!(all.contains("websocket.ping_interval"), "{all}");
+        assert!(all.contains("workers"), "{all}");
+        assert_eq!(errs.len(), 5, "{all}");
     }
 
     #[test]
