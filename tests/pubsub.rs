@@ -28,6 +28,9 @@ both_drivers!(publish_reaches_subscribers_with_offsets, |driver| {
     assert_eq!(m["senderType"], "user");
     assert_eq!(m["offset"], 1);
     assert!(m["timestamp"].as_str().unwrap().ends_with('Z'));
+    let metrics = s.handle.as_ref().unwrap().metrics();
+    assert_eq!(metrics.control.history_retained.get(), 1);
+    assert_eq!(metrics.control.published_total.get(), 1);
     s.shutdown();
 });
 

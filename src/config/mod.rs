@@ -303,6 +303,9 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             errs.push(format!("{key}: must be greater than 0"));
         }
     }
+    if f.server.workers > 64 {
+        errs.push("server.workers: at most 64".into());
+    }
     if f.websocket.max_payload_bytes > f.websocket.max_frame_bytes {
         errs.push("websocket.max_payload_bytes: must not exceed websocket.max_frame_bytes".into());
     }

@@ -157,7 +157,9 @@ impl<E: Engine> Control<E> {
                 return;
             }
         };
-        self.shared.metrics.control.published_total.inc();
+        let m = &self.shared.metrics.control;
+        m.published_total.inc();
+        m.history_retained.set(self.engine.retained());
         let id = a.id.to_string();
         let ack = frame::encode_json(&ServerMsg::Published {
             message_id: &id,

@@ -101,7 +101,9 @@ pub(super) async fn handle_rest<E: Engine>(
             }
             let now = Timestamp::now();
             let rec = ChannelRecord {
-                id: Uuid::new_v4(),
+                // v7: time-ordered, so the (createdAt, id) listing order is creation order
+                // even for channels created within the same millisecond.
+                id: Uuid::now_v7(),
                 pattern,
                 description: body.description,
                 webhook_urls: body.webhook_urls,

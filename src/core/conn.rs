@@ -217,6 +217,10 @@ impl Conn {
 
     /// Starts a WebSocket close: queue the close frame, stop reading. `discard` drops
     /// frames still queued (slow consumers). Idempotent.
+    ///
+    /// A write already in flight is left to finish, so the close frame follows a whole frame
+    /// (cancelling it could cut a frame in half, and the client would never see the close
+    /// code). A peer that never reads is forced off after `CLOSE_GRACE` (`ws::run`).
     pub fn close(&self, code: CloseCode, reason: &str, discard: bool) {
         if self.phase.replace(Phase::Closing) == Phase::Closing {
             return;
@@ -225,9 +229,6 @@ impl Conn {
         self.outbox
             .finish_with(frame::encode_close(code, reason), discard);
         self.cancel_read();
-        if discard {
-            self.cancel_write();
-        }
     }
 
     /// Ends the connection without a close frame (peer gone, HTTP timeout).

@@ -18,7 +18,7 @@ use crate::{
 /// Messages applied per wake-up before the audience batch is flushed.
 const BATCH: usize = 1024;
 /// A close that has not finished writing after this long is forced off.
-const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn run_inbox(core: Rc<Core>, mut rx: mpsc::Receiver<CoreMsg>) {
     let mut audience: Vec<(u64, u32)> = Vec::new();

@@ -57,6 +57,8 @@ pub struct Core {
 #[derive(Debug, PartialEq, Eq)]
 pub enum SubscribeError {
     TooMany,
+    /// The channel was disabled or deleted while the subscribe waited for confirmation.
+    NotFound,
     /// The control thread is gone (shutting down).
     Unavailable,
 }
@@ -170,12 +172,19 @@ impl Core {
             }
             e.confirmed = true;
         }
-        if conn.is_closing() {
-            // The connection went away while we waited: leave no member behind.
+        let gone = conn.is_closing();
+        let unresolvable = self.table.borrow().resolve(ch.as_str()).is_none();
+        if gone || unresolvable {
+            // The connection went away, or a new table disabled the channel, while we waited:
+            // leave no member behind.
             if self.index.borrow_mut().drop_if_unused(ch) {
                 self.withdraw_interest(ch.clone());
             }
-            return Err(SubscribeError::Unavailable);
+            return Err(if gone {
+                SubscribeError::Unavailable
+            } else {
+                SubscribeError::NotFound
+            });
         }
         let id: Rc<str> = Rc::from(uuid::Uuid::new_v4().to_string());
         self.index.borrow_mut().entry(ch).members.insert(

@@ -83,7 +83,11 @@ async fn http_loop(
                     res.ok().map(|_| buf)
                 }
                 Err(e) => {
-                    let _ = wr.write_all(Response::error(&e).encode(false)).await;
+                    let mut r = Response::error(&e);
+                    if e.status == 405 {
+                        r.allow = Some("GET");
+                    }
+                    let _ = wr.write_all(wire(&r, &head, false)).await;
                     None
                 }
             };
@@ -91,7 +95,7 @@ async fn http_loop(
         let body = match read_body(core, conn, rd, &mut buf, &head).await {
             Ok(b) => b,
             Err(e) => {
-                let _ = wr.write_all(Response::error(&e).encode(false)).await;
+                let _ = wr.write_all(wire(&Response::error(&e), &head, false)).await;
                 return None;
             }
         };
@@ -99,7 +103,7 @@ async fn http_loop(
         conn.http_deadline.set(None);
         let resp = http::route(core, &head, body).await;
         core.metrics().http_requests_total.inc();
-        let out = resp.encode(keep);
+        let out = wire(&resp, &head, keep);
         let (res, _) = wr.write_all(out).await;
         if res.is_err() || !keep {
             return None;
@@ -108,6 +112,17 @@ async fn http_loop(
         conn.http_deadline
             .set(Some(Instant::now() + cfg.keepalive_timeout));
     }
+}
+
+/// The bytes of `resp` as the answer to `head`: a HEAD request gets the headers a GET would
+/// (`content-length` included) and no body (RFC 9110 9.3.2), or a kept-alive client would
+/// read the body as the start of the next response.
+fn wire(resp: &Response, head: &Head, keep_alive: bool) -> Vec<u8> {
+    let mut out = resp.encode(keep_alive);
+    if head.method == "HEAD" {
+        out.truncate(out.len() - resp.body.len());
+    }
+    out
 }
 
 fn is_ws_path(p: &str) -> bool {

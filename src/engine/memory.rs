@@ -52,10 +52,6 @@ impl MemoryEngine {
         }
     }
 
-    pub fn retained(&self) -> usize {
-        self.messages.len()
-    }
-
     fn evict_oldest(&mut self) {
         if let Some((key, rec)) = self.messages.pop_first()
             && let Some(log) = self.logs.get_mut(&rec.channel_name)
@@ -218,6 +214,10 @@ impl Engine for MemoryEngine {
 
     async fn node_interest(&mut self, _: &ChannelName, _: bool) -> Result<(), EngineError> {
         Ok(())
+    }
+
+    fn retained(&self) -> u64 {
+        self.messages.len() as u64
     }
 }
 

@@ -116,6 +116,12 @@ pub trait Engine {
     async fn history(&mut self, q: &HistoryQuery) -> Result<Vec<MessageRecord>, EngineError>;
     async fn stats(&mut self, since: Option<Timestamp>) -> Result<Stats, EngineError>;
 
+    /// Messages this engine keeps in process memory (`ringcast_history_retained`); 0 for an
+    /// engine that stores history elsewhere.
+    fn retained(&self) -> u64 {
+        0
+    }
+
     /// This node gained its first / lost its last subscriber of `channel` (fan-out hook).
     async fn node_interest(&mut self, channel: &ChannelName, on: bool) -> Result<(), EngineError>;
 }

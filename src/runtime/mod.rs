@@ -86,7 +86,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     if config.engine == EngineKind::Redis {
         return Err(StartError::EngineUnsupported);
     }
-    let workers = config.workers.clamp(1, 64);
+    let workers = config.workers.clamp(1, 64); // validated: 1..=64
     let listeners = listen::bind(config.listen, workers)?;
     let addr = listeners[0]
         .local_addr()

@@ -14,6 +14,7 @@ use bytes::BytesMut;
 use crate::core::{
     Core,
     conn::{Conn, Phase},
+    inbox::CLOSE_GRACE,
     serve::{Reader, Writer},
 };
 
@@ -22,7 +23,7 @@ pub async fn run(core: Rc<Core>, conn: Rc<Conn>, rd: Reader, wr: Writer, buf: By
     conn.phase.set(Phase::Unauthed);
     conn.touch(std::time::Instant::now());
     core.metrics().ws_connections.inc();
-    monoio::spawn(writer::run(core.clone(), conn.clone(), wr));
+    let writer = monoio::spawn(writer::run(core.clone(), conn.clone(), wr));
     let mut rd = rd;
     session::run(&core, &conn, &mut rd, buf).await;
     if !conn.is_closing() {
@@ -30,4 +31,10 @@ pub async fn run(core: Rc<Core>, conn: Rc<Conn>, rd: Reader, wr: Writer, buf: By
     }
     core.unregister(&conn);
     core.metrics().ws_connections.sub(1);
+    // The close frame may wait behind a write to a peer that does not read (a slow consumer
+    // closed with 1013): it gets `CLOSE_GRACE` to drain, then the socket is forced off.
+    monoio::select! {
+        _ = writer => {}
+        _ = monoio::time::sleep(CLOSE_GRACE) => conn.abort(),
+    }
 }

@@ -65,6 +65,10 @@ pub async fn run(core: &Rc<Core>, conn: &Rc<Conn>, rd: &mut Reader, mut buf: Byt
     let cfg = core.cfg();
     let base = cfg.read_buffer_bytes;
     let mut want = base;
+    if buf.is_empty() && buf.capacity() > base {
+        // The HTTP head needed a bigger buffer; an idle socket holds only `base` bytes.
+        buf = BytesMut::with_capacity(base);
+    }
     let mut dec = FrameDecoder::new(cfg.max_frame_bytes);
     let mut s = Session {
         identity: None,
@@ -89,7 +93,7 @@ pub async fn run(core: &Rc<Core>, conn: &Rc<Conn>, rd: &mut Reader, mut buf: Byt
         if conn.is_closing() {
             return;
         }
-        if buf.is_empty() && buf.capacity() > base * 4 {
+        if buf.is_empty() && buf.capacity() > base * 2 {
             // Idle again after a burst: give the large buffer back.
             buf = BytesMut::with_capacity(base);
             want = base;
@@ -205,6 +209,11 @@ impl Session {
                         ),
                         Some(channel.as_str()),
                     ),
+                    Err(SubscribeError::NotFound) => err(
+                        ErrorCode::ChannelNotFound,
+                        "Channel not found or not accessible",
+                        Some(channel.as_str()),
+                    ),
                     Err(SubscribeError::Unavailable) => err(
                         ErrorCode::Internal,
                         "subscription could not be registered (server shutting down?)",
@@ -227,17 +236,6 @@ impl Session {
                 payload,
             } => {
                 let ch = Some(channel.as_str());
-                if !self.bucket.take(Instant::now()) {
-                    return err(
-                        ErrorCode::RateLimited,
-                        &format!(
-                            "publish rate limit: {} per second (burst {})",
-                            core.cfg().publish_rate,
-                            core.cfg().publish_burst
-                        ),
-                        ch,
-                    );
-                }
                 let max = core.cfg().max_payload_bytes;
                 if payload.get().len() > max {
                     return err(
@@ -256,6 +254,18 @@ impl Session {
                 };
                 if !core.authorizer.can_publish(&who, &rec) {
                     return err(ErrorCode::Forbidden, "Not authorized to publish", ch);
+                }
+                // Only publishes that would be accepted spend quota.
+                if !self.bucket.take(Instant::now()) {
+                    return err(
+                        ErrorCode::RateLimited,
+                        &format!(
+                            "publish rate limit: {} per second (burst {})",
+                            core.cfg().publish_rate,
+                            core.cfg().publish_burst
+                        ),
+                        ch,
+                    );
                 }
                 let req = PublishReq {
                     core: core.id,

@@ -1,0 +1,492 @@
+//! Bad client input on the WebSocket: every bad message gets an error frame with its stable
+//! `code` (and the client's `ref`) while the connection stays usable; protocol violations close
+//! with the RFC 6455 code; limits refuse with their code, never silently. After each, the
+//! server still serves other clients. Runs on both drivers.
+
+mod common;
+
+use std::{io::Write, net::TcpStream, time::Duration};
+
+use common::*;
+use serde_json::{Value, json};
+use tungstenite::Message;
+
+/// A server with `x:*` (used by the test) and `probe:*` (used by `still_serves`).
+fn server(driver: &str, f: impl FnOnce(&mut ringcast::config::FileConfig)) -> TestServer {
+    let s = TestServer::builder(driver).with(f).start();
+    s.channel("x:*");
+    s.channel("probe:*");
+    s
+}
+
+/// Next frame must be an error with `code`; returns it.
+fn expect_error(ws: &mut Ws, code: &str) -> Value {
+    let e = ws.expect("error");
+    assert_eq!(e["code"], code, "{e}");
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
+    e
+}
+
+/// A fresh pair of clients can still subscribe, publish and receive.
+fn still_serves(s: &TestServer) {
+    let mut sub = s.client("probe-sub");
+    sub.subscribe("probe:1");
+    let mut publ = s.client("probe-pub");
+    let ack = publ.publish("probe:1", "probe", json!({"ok": true}));
+    let m = sub.expect("message");
+    assert_eq!(m["messageId"], ack["messageId"]);
+    assert_eq!(m["payload"], json!({"ok": true}));
+}
+
+/// One masked client frame (FIN set) with any opcode and payload.
+fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut v = vec![0x80 | opcode];
+    let n = payload.len();
+    if n < 126 {
+        v.push(0x80 | n as u8);
+    } else if n <= u16::MAX as usize {
+        v.push(0x80 | 126);
+        v.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        v.push(0x80 | 127);
+        v.extend_from_slice(&(n as u64).to_be_bytes());
+    }
+    v.extend_from_slice(&mask);
+    v.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    v
+}
+
+fn raw_write(ws: &mut Ws, bytes: &[u8]) {
+    let s: &mut TcpStream = ws.ws.get_mut();
+    s.write_all(bytes).expect("raw write");
+    s.flush().unwrap();
+}
+
+/// Value of one metric from `GET /metrics`.
+fn metric(s: &TestServer, name: &str) -> u64 {
+    let (status, body) = raw_http(
+        s.addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing:\n{body}"))
+}
+
+both_drivers!(malformed_json_keeps_connection_usable, |driver| {
+    let s = server(driver, |_| {});
+    let mut ws = s.client("u1");
+    for bad in [
+        "{not json",
+        "",
+        "{\"type\":\"subscribe\"",
+        "[]",
+        "42",
+        "null",
+    ] {
+        ws.send_text(bad);
+        let e = expect_error(&mut ws, "INVALID_MESSAGE");
+        assert_eq!(e["type"], "error");
+    }
+    let r = ws.subscribe("x:1");
+    assert_eq!(r["channel"], "x:1");
+    still_serves(&s);
+    s.shutdown();
+});
+
+both_drivers!(wrong_field_types_are_invalid, |driver| {
+    let s = server(driver, |_| {});
+    let mut ws = s.client("u1");
+    for bad in [
+        json!({"type": 5}),
+        json!({"type": "subscribe", "channel": 5}),
+        json!({"type": "subscribe", "channel": ["x:1"]}),
+        json!({"type": "publish", "channel": "x:1", "event": 7}),
+        json!({"type": "auth", "token": 123}),
+        json!({"type": "subscribe", "channel": "x:1", "filter": "INSERT"}),
+        json!({"type": "subscribe", "channel": "x:1", "ref": {"a": 1}}),
+    ] {
+        ws.send(bad.clone());
+        let e = ws.expect("error");
+        assert_eq!(e["code"], "INVALID_MESSAGE", "for {bad}: {e}");
+    }
+    ws.subscribe("x:1");
+    still_serves(&s);
+    s.shutdown();
+});
+
+both_drivers!(missing_fields_are_invalid, |driver| {
+    let s = server(driver, |_| {});
+    let mut ws = s.client("u1");
+    for bad in [
+        json!({}),
+        json!({"channel": "x:1"}),
+        json!({"type": "auth"}),
+        json!({"type": "subscribe"}),
+        json!({"type": "unsubscribe"}),
+        json!({"type": "publish", "channel": "x:1", "payload": {}}),
+        json!({"type": "publish", "event": "e", "payload": {}}),
+    ] {
+        ws.send(bad.clone());
+        let e = ws.expect("error");
+        assert_eq!(e["code"], "INVALID_MESSAGE", "for {bad}: {e}");
+    }
+    ws.subscribe("x:1");
+    still_serves(&s);
+    s.shutdown();
+});
+
+both_drivers!(unknown_and_misplaced_fields_are_invalid, |driver| {
+    let s = server(driver, |_| {});
+    let mut ws = s.client("u1");
+    for bad in [
+        json!({"type": "subscribe", "channel": "x:1", "bogus": 1}),
+        json!({"type": "publish", "channel": "x:1", "event": "e", "payload": {}, "extra": true}),
+        // Known fields that do not belong to this message type.
+        json!({"type": "subscribe", "channel": "x:1", "token": "t"}),
+        json!({"type": "unsubscribe", "channel": "x:1", "payload": {}}),
+    ] {
+        ws.send(bad.clone());
+        let e = ws.expect("error");
+        assert_eq!(e["code"], "INVALID_MESSAGE", "for {bad}: {e}");
+    }
+    // Nothing above took effect: not subscribed, nothing published.
+    let mut other = s.client("u2");
+    other.publish("x:1", "e", json!(1));
+    ws.expect_silence(Duration::from_millis(150));
+    still_serves(&s);
+    s.shutdown();
+});
+
+both_drivers!(unknown_type_is_unknown_type, |driver| {
+    let s = server(driver, |_| {});
+    let mut ws = s.client("u1");
+    ws.send(json!({"type": "frobnicate", "channel": "x:1"}));
+    let e = expect_error(&mut ws, "UNKNOWN_TYPE");
+    assert!(e["message"].as_str().unwrap().contains("frobnicate"), "{e}");
+    // Also before authentication.
+    let mut fresh = s.ws();
+    fresh.send(json!({"type": "hello"}));
+    expect_error(&mut fresh, "UNKNOWN_TYPE");
+    fresh.auth(&token("u9", "authenticated"));
+    ws.subscribe("x:1");
+    still_serves(&s);
+    s.shutdown();
+});
+
+both_drivers!(ref_is_echoed_on_errors, |driver| {
+    let s = server(driver, |_| {});
+    let mut ws = s.ws();
+    // Before auth: UNAUTHORIZED with the ref.
+    ws.send(json!({"type": "subscribe", "channel": "x:1", "ref": "r0"}));
+    let e = expect_error(&mut ws, "UNAUTHORIZED");
+    assert_eq!(e["ref"], "r0");
+    ws.send(json!({"type": "auth", "token": "garbage", "ref": 1}));
+    let e = expect_error(&mut ws, "INVALID_TOKEN");
+    assert_eq!(e["ref"], 1);
+    ws.send(json!({"type": "auth", "token": token("u1", "authenticated"), "ref": "a"}));
+    let ok = ws.expect("auth_success");
+    assert_eq!(ok["ref"], "a");
+    let cases = [
+        (
+            json!({"type": "nope", "ref": "r1"}),
+            "UNKNOWN_TYPE",
+            json!("r1"),
+        ),
+        (
+            json!({"type": "subscribe", "ref": 42}),
+            "INVALID_MESSAGE",
+            json!(42),
+        ),
+        (
+            json!({"type": "subscribe", "channel": "x:1", "bogus": true, "ref": "r2"}),
+            "INVALID_MESSAGE",
+            json!("r2"),
+        ),
+        (
+            json!({"type": "subscribe", "channel": "nosuch:1", "ref": "r3"}),
+            "CHANNEL_NOT_FOUND",
+            json!("r3"),
+        ),
+        (
+            json!({"type": "publish", "channel": "nosuch:1", "event": "e", "ref": -5}),
+            "CHANNEL_NOT_FOUND",
+            json!(-5),
+        ),
+        (
+            json!({"type": "subscribe", "channel": "bad name", "ref": "r4"}),
+            "INVALID_MESSAGE",
+            json!("r4"),
+        ),
+    ];
+    for (msg, code, r) in cases {
+        ws.send(msg.clone());
+        let e = ws.expect("error");
+        assert_eq!(e["code"], code, "for {msg}: {e}");
+        assert_eq!(e["ref"], r, "for {msg}: {e}");
+    }
+    // No ref sent: none echoed.
+    ws.send(json!({"type": "nope"}));
+    let e = expect_error(&mut ws, "UNKNOWN_TYPE");
+    assert!(e.get("ref").is_none(), "{e}");
+    still_serves(&s);
+    s.shutdown();
+});
+
+both_drivers!(binary_frame_gets_error_and_stays_open, |driver| {
+    let s = server(driver, |_| {});
+    let mut ws = s.client("u1");
+    ws.ws
+        .send(Message::binary(
+            br#"{"type":"subscribe","channel":"x:1"}"#.to_vec(),
+        ))
+        .unwrap();
+    let e = expect_error(&mut ws, "INVALID_MESSAGE");
+    assert!(e["message"].as_str().unwrap().contains("binary"), "{e}");
+    let r = ws.subscribe("x:1");
+    assert_eq!(r["channel"], "x:1");
+    still_serves(&s);
+    s.shutdown();
+});
+
+both_drivers!(invalid_utf8_text_closes_1007, |driver| {
+    let s = server(driver, |_| {});
+    let mut ws = s.client("u1");
+    raw_write(&mut ws, &masked_frame(0x1, &[b'{', 0xff, 0xfe, 0xfd, b'}']));
+    let (code, _) = ws.expect_close();
+    assert_eq!(code, 1007);
+    still_serves(&s);
+    s.shutdown();
+});
+
+both_drivers!(unmasked_frame_closes_1002, |driver| {
+    let s = server(driver, |_| {});
+    let mut ws = s.client("u1");
+    // Client frames must be masked (RFC 6455 5.1).
+    raw_write(&mut ws, &[0x81, 0x02, b'{', b'}']);
+    let (code, _) = ws.expect_close();
+    assert_eq!(code, 1002);
+    still_serves(&s);
+    s.shutdown();
+});
+
+both_drivers!(huge_frame_closes_1009_from_header, |driver| {
+    let s = server(driver, |_| {});
+    let mut ws = s.client("u1");
+    // Announce a 16 MiB text frame, send only 100 bytes of it: the server must refuse it from
+    // the header alone (it cannot wait for the rest: we never send it).
+    let mut f = vec![0x81, 0x80 | 127];
+    f.extend_from_slice(&(16u64 << 20).to_be_bytes());
+    f.extend_from_slice(&[1, 2, 3, 4]);
+    f.extend_from_slice(&[b'a'; 100]);
+    raw_write(&mut ws, &f);
+    let (code, _) = ws.expect_close();
+    assert_eq!(code, 1009);
+    assert_eq!(metric(&s, "ringcast_protocol_closes_total"), 1);
+    still_serves(&s);
+    s.shutdown();
+});
+
+both_drivers!(frame_just_over_limit_closes_1009, |driver| {
+    let s = server(driver, |f| {
+        f.websocket.max_frame_bytes = 4096;
+        f.websocket.max_payload_bytes = 1024;
+    });
+    let mut ws = s.client("u1");
+    // A complete, valid frame of 4097 bytes: still over the limit.
+    let head = r#"{"type":"publish","channel":"x:1","event":"e","payload":""#;
+    let body = format!("{head}{}\"}}", "a".repeat(4097 - head.len() - 2));
+    assert_eq!(body.len(), 4097);
+    raw_write(&mut ws, &masked_frame(0x1, body.as_bytes()));
+    let (code, _) = ws.expect_close();
+    assert_eq!(code, 1009);
+    still_serves(&s);
+    s.shutdown();
+});
+
+both_drivers!(anything_before_auth_is_unauthorized, |driver| {
+    let s = server(driver, |_| {});
+    let mut sub = s.client("watcher");
+    sub.subscribe("x:1");
+    let mut ws = s.ws();
+    ws.send(json!({"type": "publish", "channel": "x:1", "event": "e", "payload": {}}));
+    let e = expect_error(&mut ws, "UNAUTHORIZED");
+    assert_eq!(e["type"], "error");
+    ws.send(json!({"type": "subscribe", "channel": "x:1"}));
+    expect_error(&mut ws, "UNAUTHORIZED");
+    ws.send(json!({"type": "unsubscribe", "channel": "x:1"}));
+    expect_error(&mut ws, "UNAUTHORIZED");
+    // Nothing was published.
+    sub.expect_silence(Duration::from_millis(150));
+    // The socket stays open and can authenticate.
+    ws.auth(&token("u1", "authenticated"));
+    ws.publish("x:1", "e", json!({}));
+    sub.expect("message");
+    still_serves(&s);
+    s.shutdown();
+});
+
+both_drivers!(unknown_channel_is_channel_not_found, |driver| {
+    let s = server(driver, |_| {});
+    let mut ws = s.client("u1");
+    ws.send(json!({"type": "subscribe", "channel": "nosuch:1"}));
+    let e = expect_error(&mut ws, "CHANNEL_NOT_FOUND");
+    assert_eq!(e["message"], "Channel not found or not accessible");
+    assert_eq!(e["channel"], "nosuch:1");
+    ws.send(json!({"type": "publish", "channel": "nosuch:1", "event": "e", "payload": 1}));
+    let e = expect_error(&mut ws, "CHANNEL_NOT_FOUND");
+    assert_eq!(e["message"], "Channel not found or not accessible");
+    // `x:*` does not match `x` (no `:` after it) nor `xx:1`.
+    for name in ["x", "xx:1"] {
+        ws.send(json!({"type": "subscribe", "channel": name}));
+        expect_error(&mut ws, "CHANNEL_NOT_FOUND");
+    }
+    ws.subscribe("x:1");
+    still_serves(&s);
+    s.shutdown();
+});
+
+both_drivers!(subscriptions_past_the_limit_are_refused, |driver| {
+    let s = server(driver, |f| f.websocket.max_subscriptions = 2);
+    let mut ws = s.client("u1");
+    let first = ws.subscribe("x:1");
+    ws.subscribe("x:2");
+    ws.send(json!({"type": "subscribe", "channel": "x:3", "ref": "third"}));
+    let e = expect_error(&mut ws, "TOO_MANY_SUBSCRIPTIONS");
+    assert_eq!(e["ref"], "third");
+    assert_eq!(e["channel"], "x:3");
+    // Re-subscribing to a channel already held is not a new subscription.
+    assert_eq!(
+        ws.subscribe("x:1")["subscriptionId"],
+        first["subscriptionId"]
+    );
+    // The refused subscription really does not exist.
+    let mut p = s.client("p");
+    p.publish("x:3", "e", json!(3));
+    ws.expect_silence(Duration::from_millis(150));
+    // Freeing a slot makes room.
+    ws.send(json!({"type": "unsubscribe", "channel": "x:2"}));
+    ws.expect("unsubscribed");
+    ws.subscribe("x:3");
+    p.publish("x:3", "e", json!(4));
+    assert_eq!(ws.expect("message")["payload"], 4);
+    // Another connection has its own budget.
+    let mut other = s.client("u2");
+    other.subscribe("x:1");
+    other.subscribe("x:2");
+    still_serves(&s);
+    s.shutdown();
+});
+
+both_drivers!(
+    publish_flood_is_rate_limited_and_acked_ones_arrive,
+    |driver| {
+        // Refill 1/s, burst 5: 20 publishes sent at once get exactly 5 acks (the test sends them in
+        // far less than the one second another token would take).
+        let s = server(driver, |f| {
+            f.websocket.publish_rate = 1;
+            f.websocket.publish_burst = 5;
+        });
+        let mut sub = s.client("sub");
+        sub.subscribe("x:1");
+        let mut p = s.client("flooder");
+        let n = 20;
+        let text: Vec<Message> = (0..n)
+        .map(|i| {
+            Message::text(
+                json!({"type": "publish", "channel": "x:1", "event": "e", "payload": {"i": i}, "ref": i})
+                    .to_string(),
+            )
+        })
+        .collect();
+        for m in text {
+            p.ws.write(m).unwrap();
+        }
+        p.ws.flush().unwrap();
+        let mut acked = Vec::new();
+        let mut limited = Vec::new();
+        for _ in 0..n {
+            let v = p.recv();
+            match v["type"].as_str() {
+                Some("published") => {
+                    acked.push((v["ref"].as_u64().unwrap(), v["messageId"].clone()))
+                }
+                Some("error") => {
+                    assert_eq!(v["code"], "RATE_LIMITED", "{v}");
+                    assert_eq!(v["channel"], "x:1");
+                    limited.push(v["ref"].as_u64().unwrap());
+                }
+                _ => panic!("unexpected {v}"),
+            }
+        }
+        assert_eq!(acked.len(), 5, "acked {acked:?}");
+        assert_eq!(limited.len(), 15);
+        acked.sort_by_key(|a| a.0);
+        assert_eq!(
+            acked.iter().map(|a| a.0).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4],
+            "the first five fit the burst"
+        );
+        // Every acknowledged message reaches the subscriber, in order; nothing else does.
+        for (i, id) in &acked {
+            let m = sub.expect("message");
+            assert_eq!(&m["messageId"], id);
+            assert_eq!(m["payload"]["i"], *i);
+        }
+        sub.expect_silence(Duration::from_millis(150));
+        // Other connections have their own bucket.
+        still_serves(&s);
+        s.shutdown();
+    }
+);
+
+both_drivers!(oversize_payload_is_refused, |driver| {
+    let s = server(driver, |f| f.websocket.max_payload_bytes = 1024);
+    let mut sub = s.client("sub");
+    sub.subscribe("x:1");
+    let mut ws = s.client("u1");
+    // The payload as JSON text: a 1030-character string is 1032 bytes.
+    ws.send(json!({"type": "publish", "channel": "x:1", "event": "e", "payload": "a".repeat(1030), "ref": "big"}));
+    let e = expect_error(&mut ws, "PAYLOAD_TOO_LARGE");
+    assert_eq!(e["ref"], "big");
+    assert_eq!(e["channel"], "x:1");
+    sub.expect_silence(Duration::from_millis(150));
+    // Exactly at the limit is fine.
+    let ack = ws.publish("x:1", "e", json!("a".repeat(1022)));
+    let m = sub.expect("message");
+    assert_eq!(m["messageId"], ack["messageId"]);
+    still_serves(&s);
+    s.shutdown();
+});
+
+both_drivers!(slow_consumer_is_closed_with_1013, |driver| {
+    let s = server(driver, |f| f.websocket.outbound_queue_frames = 8);
+    let mut slow = s.client("slow");
+    slow.subscribe("x:1");
+    let mut p = s.client("fast");
+    // 128 KiB messages: the socket buffers fill, then the 8-frame queue, then the subscriber
+    // is cut off. Never more than this is needed (buffers are a few MiB at most).
+    let payload = json!("z".repeat(128 << 10));
+    let mut sent = 0;
+    while metric(&s, "ringcast_slow_consumer_closes_total") == 0 {
+        assert!(sent < 400, "slow consumer not closed after {sent} messages");
+        for _ in 0..8 {
+            p.publish("x:1", "big", payload.clone());
+            sent += 1;
+        }
+    }
+    eventually("one slow-consumer close", Duration::from_secs(2), || {
+        metric(&s, "ringcast_slow_consumer_closes_total") == 1
+    });
+    assert!(metric(&s, "ringcast_queue_drops_total") >= 1);
+    // The slow client finally reads: what made it out, then the close frame.
+    let (code, reason) = slow.expect_close();
+    assert_eq!(code, 1013, "{reason}");
+    assert!(reason.contains("slow"), "{reason}");
+    // The publisher was not affected.
+    p.publish("x:1", "big", json!("small"));
+    still_serves(&s);
+    s.shutdown();
+});
