@@ -82,8 +82,9 @@ impl Core {
         }
     }
 
-    /// Queues one encoded message to every local subscriber of its channel.
-    fn deliver(&self, d: &Delivery) -> u32 {
+    /// Queues one encoded message to every local subscriber of its channel (the same `Bytes`
+    /// to each); returns how many it was queued to. Public for the fan-out benchmark.
+    pub fn deliver(&self, d: &Delivery) -> u32 {
         let idx = self.index.borrow();
         let Some(e) = idx.get(&d.channel) else {
             return 0;

@@ -1,0 +1,55 @@
+//! `ringcast-loadtest`: parses the command line, runs one mode, prints its report (table or
+//! JSON) and turns the verdict into the exit code: 0 ok, 1 the run found a problem (loss,
+//! duplicates, reordering, failed connections), 2 the run could not start, 3 hard deadline.
+
+mod cli;
+mod conn;
+mod modes;
+mod payload;
+mod procstat;
+mod progress;
+mod rawws;
+mod report;
+mod rest;
+mod runner;
+mod scan;
+mod shared;
+mod stats;
+mod target;
+mod token;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Mode};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (json, result) = match cli.mode {
+        Mode::Fanout(a) => (a.common.json, modes::fanout::run_fanout(a)),
+        Mode::Publish(a) => (a.common.json, modes::fanout::run_publish(a)),
+        Mode::Idle(a) => (a.common.json, modes::conns::run_idle(a)),
+        Mode::Connect(a) => (a.common.json, modes::conns::run_connect(a)),
+    };
+    match result {
+        Ok(r) => {
+            if json {
+                if let Err(e) = r.print_json() {
+                    eprintln!("ringcast-loadtest: {e:#}");
+                    return ExitCode::from(2);
+                }
+            } else {
+                r.print_table();
+            }
+            if r.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("ringcast-loadtest: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! `fanout` and `publish`: subscribers (none for `publish`) spread over channels, publishers
+//! at a rate; connect everyone, run for the duration, drain acks and deliveries, then judge
+//! every subscriber's offsets against the highest acknowledged offset of its channel.
+
+use std::{
+    cell::RefCell,
+    rc::Rc,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::{Duration, Instant},
+};
+
+use anyhow::bail;
+use tokio::sync::Semaphore;
+
+use super::{
+    Sampler, Snap, fill_common, merge, prepare,
+    publisher::{self, PubCfg},
+    subscriber, take_stats, watchdog,
+};
+use crate::{
+    cli::{Common, FanoutArgs, PublishArgs},
+    conn::Net,
+    progress::Progress,
+    report::{Pct, Report},
+    runner,
+    shared::{Phase, Shared, wait_until},
+    stats::ThreadStats,
+};
+
+/// The default per-connection publish limit of the broker (`[websocket] publish_rate`).
+const BROKER_DEFAULT_RATE: f64 = 1000.0;
+const LIMIT_HINT: &str = "The broker allows 1000 publishes/s per connection by default \
+     (burst 2000): use more --publishers, or start it with `ringcast serve --config F` where F \
+     sets [websocket] publish_rate and publish_burst (see loadtest/README.md)";
+
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    subs: usize,
+    channels: usize,
+    publishers: usize,
+    rate: f64,
+    size: usize,
+    window: u64,
+    duration: Duration,
+    drain: Duration,
+    threads: usize,
+    concurrency: usize,
+}
+
+pub fn run_fanout(a: FanoutArgs) -> anyhow::Result<Report> {
+    let p = Params {
+        subs: a.subs,
+        channels: a.channels,
+        publishers: a.publishers,
+        rate: a.rate,
+        size: a.size,
+        window: a.window,
+        duration: a.duration,
+        drain: a.drain,
+        threads: a.common.threads,
+        concurrency: a.common.concurrency,
+    };
+    drive("fanout", &a.common, p)
+}
+
+pub fn run_publish(a: PublishArgs) -> anyhow::Result<Report> {
+    let p = Params {
+        subs: 0,
+        channels: a.channels,
+        publishers: a.publishers,
+        rate: a.rate,
+        size: a.size,
+        window: a.window,
+        duration: a.duration,
+        drain: a.drain,
+        threads: a.common.threads,
+        concurrency: a.common.concurrency,
+    };
+    drive("publish", &a.common, p)
+}
+
+fn drive(mode: &'static str, c: &Common, p: Params) -> anyhow::Result<Report> {
+    if p.channels == 0 || p.publishers == 0 {
+        bail!("--channels and --publishers must be at least 1");
+    }
+    if !p.rate.is_finite() || p.rate < 0.0 || p.window == 0 {
+        bail!("--rate must be >= 0 and --window >= 1");
+    }
+    if p.duration.is_zero() || p.duration > Duration::from_secs(3600) {
+        bail!("--duration must be between 1ms and 1h");
+    }
+    let setup = prepare(c, p.subs + p.publishers, p.channels)?;
+    let mut warnings = Vec::new();
+    if p.rate > BROKER_DEFAULT_RATE {
+        warnings.push(format!(
+            "--rate {} is above the broker's default limit. {LIMIT_HINT}",
+            p.rate
+        ));
+    }
+    watchdog(c.connect_timeout + p.duration + p.drain * 2 + Duration::from_secs(30));
+    let shared = setup.shared.clone();
+    let progress = Progress::start(mode, shared.clone());
+    let net = setup.net.clone();
+    let workers = runner::spawn(p.threads, move |tid| thread_main(net.clone(), tid, p))?;
+
+    let all = (p.subs + p.publishers) as u64;
+    let connect_deadline = Instant::now() + c.connect_timeout;
+    wait_until(
+        connect_deadline,
+        || Shared::get(&shared.connected) + Shared::get(&shared.connect_failed) >= all,
+        || {},
+    );
+    let mut sampler = Sampler::new(setup.server.as_ref());
+    let snap0 = Snap::take(&setup);
+    let run_start = Instant::now();
+    let until = run_start + p.duration;
+    shared.set_phase(Phase::Run { until });
+    wait_until(
+        until + p.drain,
+        || Shared::get(&shared.pubs_done) >= p.publishers as u64,
+        || sampler.tick(),
+    );
+    let pub_end = Instant::now();
+    let targets: Vec<u64> = shared.max_offset.iter().map(|o| o.load(Relaxed)).collect();
+    shared.set_phase(Phase::Drain {
+        targets: Arc::new(targets.clone()),
+    });
+    wait_until(
+        Instant::now() + p.drain,
+        || Shared::get(&shared.subs_done) >= p.subs as u64,
+        || sampler.tick(),
+    );
+    let end = Instant::now();
+    let snap1 = Snap::take(&setup);
+    shared.set_phase(Phase::Stop);
+    let st = merge(workers.join()?);
+    progress.stop();
+
+    let mut r = Report {
+        mode,
+        subs: p.subs,
+        publishers: p.publishers,
+        channels: p.channels,
+        rate: p.rate,
+        size: p.size,
+        duration_s: p.duration.as_secs_f64(),
+        warnings,
+        ..Report::default()
+    };
+    fill_common(&mut r, &setup, &st, &snap0, &snap1);
+    r.published = Shared::get(&shared.sent);
+    r.acked = Shared::get(&shared.acked);
+    r.rate_limited = Shared::get(&shared.rate_limited);
+    r.publish_errors = Shared::get(&shared.publish_errors);
+    r.publishes_per_sec = r.acked as f64 / pub_end.duration_since(run_start).as_secs_f64();
+    r.ack_ms = Pct::of(&st.ack);
+    r.delivered = Shared::get(&shared.delivered);
+    for s in &st.subs {
+        let t = targets.get(s.channel).copied().unwrap_or(0);
+        r.expected += t;
+        r.lost += s.lost(t);
+        r.duplicated += s.duplicated;
+        r.reordered += s.reordered;
+        r.beyond_acked += s.beyond(t);
+    }
+    r.unparsed = st.unparsed;
+    r.deliveries_per_sec = r.delivered as f64 / end.duration_since(run_start).as_secs_f64();
+    r.latency_ms = Pct::of(&st.latency);
+    if let (Some(proc), Some(a), Some(b)) = (&setup.server, snap0.server, snap1.server) {
+        let msgs = if p.subs > 0 { r.delivered } else { r.acked };
+        if msgs > 0 {
+            r.server_cpu_us_per_msg = Some(proc.cpu_secs(&a, &b) * 1e6 / msgs as f64);
+        }
+        r.server_rss_peak_bytes = Some(sampler.peak.max(b.rss_bytes));
+    }
+    for (ch, t) in targets.iter().enumerate() {
+        let acked = shared.acked_per_channel[ch].load(Relaxed);
+        if acked != *t {
+            r.warnings.push(format!(
+                "channel {ch}: highest acked offset {t} but {acked} acks (offsets not contiguous?)"
+            ));
+        }
+    }
+    if r.rate_limited > 0 {
+        r.warnings.push(format!(
+            "{} publishes were refused with RATE_LIMITED. {LIMIT_HINT}",
+            r.rate_limited
+        ));
+    }
+    let clean = r.connect_failures == 0 && r.disconnects == 0 && r.publish_errors == 0;
+    r.ok = clean
+        && if p.subs > 0 {
+            r.lost == 0 && r.duplicated == 0 && r.reordered == 0 && r.expected > 0
+        } else {
+            r.acked > 0
+        };
+    Ok(r)
+}
+
+async fn thread_main(net: Arc<Net>, tid: usize, p: Params) -> ThreadStats {
+    let stats = Rc::new(RefCell::new(ThreadStats::default()));
+    let sem = Rc::new(Semaphore::new((p.concurrency / p.threads).max(1)));
+    let cfg = Rc::new(PubCfg {
+        rate: p.rate,
+        size: p.size,
+        window: p.window,
+        drain: p.drain,
+    });
+    let mut tasks = Vec::new();
+    for i in (tid..p.subs).step_by(p.threads) {
+        tasks.push(tokio::task::spawn_local(subscriber::run(
+            net.clone(),
+            i,
+            i % p.channels,
+            sem.clone(),
+            stats.clone(),
+        )));
+    }
+    for j in (tid..p.publishers).step_by(p.threads) {
+        tasks.push(tokio::task::spawn_local(publisher::run(
+            net.clone(),
+            p.subs + j,
+            j,
+            j % p.channels,
+            cfg.clone(),
+            sem.clone(),
+            stats.clone(),
+        )));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    take_stats(stats)
+}

@@ -1,0 +1,126 @@
+//! One subscriber connection: subscribes to its channel, then for every delivered `message`
+//! records end-to-end latency (payload `ts` to now) and the offset sequence, until it holds
+//! its channel's target offset (drain) or the run stops.
+
+use std::{cell::RefCell, rc::Rc, sync::Arc};
+
+use tokio::sync::Semaphore;
+
+use crate::{
+    conn::Net,
+    payload::now_nanos,
+    rawws::Frame,
+    scan::{self, Kind, TsFinder},
+    shared::{DoneGuard, Phase, Shared},
+    stats::{ThreadStats, Tracker},
+};
+
+pub async fn run(
+    net: Arc<Net>,
+    idx: usize,
+    ch: usize,
+    sem: Rc<Semaphore>,
+    stats: Rc<RefCell<ThreadStats>>,
+) {
+    let shared = &net.shared;
+    let _done = DoneGuard(&shared.subs_done);
+    let mut rx = shared.phase.subscribe();
+    let name = net.channel(ch);
+    let Some(mut ws) = net
+        .connect_raw(idx, &format!("lt-sub-{idx}"), &name, &sem, &stats)
+        .await
+    else {
+        return;
+    };
+    let mut tr = Tracker::default();
+    let mut ts = TsFinder::default();
+    let mut target: Option<u64> = None;
+    'run: loop {
+        // One `changed()` future per phase change, not one per message.
+        {
+            let changed = rx.changed();
+            tokio::pin!(changed);
+            loop {
+                if target.is_some_and(|t| tr.complete(t)) {
+                    break 'run;
+                }
+                tokio::select! {
+                    biased;
+                    f = ws.next() => match f {
+                        Ok(Some(Frame::Text(r))) => {
+                            let b = ws.bytes(r);
+                            match scan::kind(b) {
+                                Kind::Message => on_message(b, &mut tr, &mut ts, shared, &stats),
+                                Kind::Error => {
+                                    Shared::inc(&shared.server_errors);
+                                    let e = String::from_utf8_lossy(b);
+                                    shared.error(format!("subscriber {idx}: {e}"));
+                                }
+                                _ => {}
+                            }
+                        }
+                        Ok(Some(Frame::Ping(p))) => {
+                            if let Err(e) = ws.send_pong(&p).await {
+                                ended(shared, format!("subscriber {idx}: {e:#}"));
+                                break 'run;
+                            }
+                        }
+                        Ok(Some(Frame::Other)) => {}
+                        Ok(Some(Frame::Close(code))) => {
+                            ended(shared, format!("subscriber {idx} closed by server (code {code:?})"));
+                            break 'run;
+                        }
+                        Ok(None) => {
+                            ended(shared, format!("subscriber {idx}: connection closed"));
+                            break 'run;
+                        }
+                        Err(e) => {
+                            ended(shared, format!("subscriber {idx}: {e:#}"));
+                            break 'run;
+                        }
+                    },
+                    r = &mut changed => {
+                        if r.is_err() {
+                            break 'run;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        match &*rx.borrow_and_update() {
+            Phase::Drain { targets } => target = targets.get(ch).copied(),
+            Phase::Stop => break,
+            _ => {}
+        }
+    }
+    stats.borrow_mut().subs.push(tr.result(ch));
+}
+
+fn ended(shared: &Shared, why: String) {
+    Shared::inc(&shared.disconnects);
+    shared.error(why);
+}
+
+fn on_message(
+    b: &[u8],
+    tr: &mut Tracker,
+    ts: &mut TsFinder,
+    shared: &Shared,
+    stats: &RefCell<ThreadStats>,
+) {
+    let now = now_nanos();
+    Shared::inc(&shared.delivered);
+    let mut st = stats.borrow_mut();
+    match ts.find(b) {
+        Some(ts) => {
+            st.latency
+                .saturating_record((now.saturating_sub(ts) / 1000).max(1));
+        }
+        None => st.unparsed += 1,
+    }
+    match scan::offset(b) {
+        Some(o) => tr.observe(o),
+        None => st.unparsed += 1,
+    }
+}

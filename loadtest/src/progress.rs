@@ -1,0 +1,80 @@
+//! The progress line on stderr while a run goes on: once a second, counters and rates read
+//! from the shared atomics. Rewrites one line on a terminal, one line per second otherwise.
+
+use std::{
+    io::{IsTerminal, Write},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use crate::shared::Shared;
+
+pub struct Progress {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Progress {
+    pub fn start(mode: &'static str, shared: Arc<Shared>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("loadtest-progress".into())
+            .spawn(move || run(mode, &shared, &s2))
+            .ok();
+        Self { stop, handle }
+    }
+
+    pub fn stop(mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn run(mode: &str, s: &Shared, stop: &AtomicBool) {
+    let tty = std::io::stderr().is_terminal();
+    let mut last_delivered = 0;
+    let mut last_acked = 0;
+    let mut ticks = 0u32;
+    while !stop.load(Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        ticks += 1;
+        if !ticks.is_multiple_of(10) {
+            continue;
+        }
+        let d = Shared::get(&s.delivered);
+        let a = Shared::get(&s.acked);
+        let line = format!(
+            "[{mode} {:>5.1}s] conns {} (failed {}, dropped {}) sent {} acked {} (+{}/s) \
+             rate-limited {} errors {} delivered {} (+{}/s)",
+            s.t0.elapsed().as_secs_f64(),
+            Shared::get(&s.connected),
+            Shared::get(&s.connect_failed),
+            Shared::get(&s.disconnects),
+            Shared::get(&s.sent),
+            a,
+            a - last_acked,
+            Shared::get(&s.rate_limited),
+            Shared::get(&s.publish_errors) + Shared::get(&s.server_errors),
+            d,
+            d - last_delivered,
+        );
+        last_delivered = d;
+        last_acked = a;
+        let mut err = std::io::stderr().lock();
+        let _ = if tty {
+            write!(err, "\r\x1b[2K{line}")
+        } else {
+            writeln!(err, "{line}")
+        };
+    }
+    if tty {
+        let _ = writeln!(std::io::stderr());
+    }
+}

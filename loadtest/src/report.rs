@@ -1,0 +1,234 @@
+//! The result of a run: one struct, printed as a human table (default) or as one JSON object
+//! on stdout (`--json`). Fields that a mode does not measure are `null` in JSON.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Percentiles in milliseconds.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Pct {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub samples: u64,
+}
+
+impl Pct {
+    /// From a histogram of microseconds.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let ms = |v: u64| v as f64 / 1000.0;
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            samples: h.len(),
+        }
+    }
+
+    fn line(&self) -> String {
+        if self.samples == 0 {
+            return "no samples".into();
+        }
+        format!(
+            "p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+            self.p50, self.p90, self.p99, self.p999, self.max
+        )
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub mode: &'static str,
+    pub ok: bool,
+    pub urls: Vec<String>,
+    pub threads: usize,
+    pub subs: usize,
+    pub publishers: usize,
+    pub channels: usize,
+    pub conns: usize,
+    /// Messages per second per publisher (0 = as fast as acks allow).
+    pub rate: f64,
+    pub size: usize,
+    pub duration_s: f64,
+
+    pub connected: u64,
+    pub connect_failures: u64,
+    pub connects_per_sec: Option<f64>,
+    pub connect_ms: Pct,
+
+    pub published: u64,
+    pub acked: u64,
+    pub rate_limited: u64,
+    pub publish_errors: u64,
+    pub publishes_per_sec: f64,
+    pub ack_ms: Pct,
+
+    pub delivered: u64,
+    pub expected: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+    /// Deliveries past the last acknowledged offset (stored, ack not seen in time).
+    pub beyond_acked: u64,
+    pub unparsed: u64,
+    pub disconnects: u64,
+    pub server_errors: u64,
+    pub deliveries_per_sec: f64,
+    pub latency_ms: Pct,
+
+    pub server_cpu_pct: Option<f64>,
+    /// The kernel-time part of `server_cpu_pct`.
+    pub server_cpu_sys_pct: Option<f64>,
+    /// Broker CPU time per delivered message (fanout) or per acked publish (publish).
+    pub server_cpu_us_per_msg: Option<f64>,
+    pub server_rss_bytes: Option<u64>,
+    pub server_rss_peak_bytes: Option<u64>,
+    pub server_rss_before_bytes: Option<u64>,
+    pub rss_per_conn_bytes: Option<f64>,
+    pub client_cpu_pct: f64,
+    pub client_rss_bytes: u64,
+    /// Whole-machine busy CPU % over the window (100 = one core), and what is left of it
+    /// after the broker and this harness: softirq network work and any other load.
+    pub machine_cpu_pct: Option<f64>,
+    pub other_cpu_pct: Option<f64>,
+    pub machine_cores: usize,
+
+    pub first_error: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+}
+
+impl Report {
+    pub fn print_table(&self) {
+        let mut out = String::new();
+        let mut row = |k: &str, v: String| out.push_str(&format!("  {k:<17}{v}\n"));
+        row(
+            "target",
+            format!("{} ({} thread(s))", self.urls.join(" "), self.threads),
+        );
+        row(
+            "connections",
+            format!(
+                "{} ok, {} failed{}, disconnects {}",
+                self.connected,
+                self.connect_failures,
+                self.connects_per_sec
+                    .map(|r| format!(", {r:.0} conn/s"))
+                    .unwrap_or_default(),
+                self.disconnects
+            ),
+        );
+        row("connect ms", self.connect_ms.line());
+        if self.publishers > 0 {
+            row(
+                "published",
+                format!(
+                    "{} sent, {} acked ({:.0}/s), {} rate-limited, {} errors",
+                    self.published,
+                    self.acked,
+                    self.publishes_per_sec,
+                    self.rate_limited,
+                    self.publish_errors
+                ),
+            );
+            row("ack ms", self.ack_ms.line());
+        }
+        if self.subs > 0 {
+            row(
+                "delivered",
+                format!(
+                    "{} of {} expected ({:.0}/s)",
+                    self.delivered, self.expected, self.deliveries_per_sec
+                ),
+            );
+            row(
+                "lost/dup/reord",
+                format!(
+                    "{} / {} / {}  (beyond last ack {}, unparsed {})",
+                    self.lost, self.duplicated, self.reordered, self.beyond_acked, self.unparsed
+                ),
+            );
+            row("latency ms", self.latency_ms.line());
+        }
+        if let Some(cpu) = self.server_cpu_pct {
+            let per = self
+                .server_cpu_us_per_msg
+                .map(|u| format!(" ({u:.2} µs CPU per message)"))
+                .unwrap_or_default();
+            let sys = self.server_cpu_sys_pct.unwrap_or(0.0);
+            row("broker CPU", format!("{cpu:.1} % ({sys:.1} % kernel){per}"));
+        }
+        if let Some(rss) = self.server_rss_bytes {
+            let mut v = mib(rss);
+            if let Some(b) = self.server_rss_before_bytes {
+                v.push_str(&format!(" (before {})", mib(b)));
+            }
+            if let Some(p) = self.server_rss_peak_bytes {
+                v.push_str(&format!(" (peak sampled {})", mib(p)));
+            }
+            if let Some(per) = self.rss_per_conn_bytes {
+                v.push_str(&format!(", {per:.0} B per connection"));
+            }
+            row("broker RSS", v);
+        }
+        row(
+            "harness",
+            format!(
+                "CPU {:.1} %, RSS {}",
+                self.client_cpu_pct,
+                mib(self.client_rss_bytes)
+            ),
+        );
+        if let Some(m) = self.machine_cpu_pct {
+            row(
+                "machine CPU",
+                format!(
+                    "{m:.1} % of {} % ({} cores); not broker/harness: {:.1} % (softirq, other load)",
+                    self.machine_cores * 100,
+                    self.machine_cores,
+                    self.other_cpu_pct.unwrap_or(0.0)
+                ),
+            );
+        }
+        if let Some(e) = &self.first_error {
+            row("first error", e.clone());
+        }
+        for w in &self.warnings {
+            row("warning", w.clone());
+        }
+        row("result", if self.ok { "OK" } else { "FAIL" }.into());
+        let what = if self.conns > 0 {
+            format!("{} connections", self.conns)
+        } else {
+            let rate = if self.rate == 0.0 {
+                "max".to_string()
+            } else {
+                format!("{}", self.rate)
+            };
+            format!(
+                "{} subs, {} publishers @ {rate}/s, {} channel(s), {} B payload",
+                self.subs, self.publishers, self.channels, self.size
+            )
+        };
+        println!(
+            "ringcast-loadtest {}: {:.1} s, {what}",
+            self.mode, self.duration_s
+        );
+        print!("{out}");
+    }
+
+    pub fn print_json(&self) -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string(self)?);
+        Ok(())
+    }
+}
