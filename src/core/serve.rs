@@ -101,7 +101,9 @@ async fn http_loop(
         };
         let keep = head.keep_alive && !core.shutting_down.get() && !conn.is_closing();
         conn.http_deadline.set(None);
-        let resp = http::route(core, &head, body).await;
+        // Boxed: the REST handler's state lives on the heap only while a request is served,
+        // instead of inflating every connection task (idle WebSockets included).
+        let resp = Box::pin(http::route(core, &head, body)).await;
         core.metrics().http_requests_total.inc();
         let out = wire(&resp, &head, keep);
         let (res, _) = wr.write_all(out).await;

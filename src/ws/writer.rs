@@ -1,12 +1,12 @@
 //! The writer task of one WebSocket: waits on the connection's outbox and writes everything
 //! queued in as few syscalls as possible (one frame: written as is, zero-copy; several:
 //! gathered into one buffer of at most `MAX_BATCH` bytes). Ends when the outbox is finished
-//! and empty, or when a write fails or is cancelled.
+//! and empty, when a write fails, or at once when the connection is killed (`Conn::abort`).
 
 use std::{future::poll_fn, rc::Rc};
 
 use bytes::Bytes;
-use monoio::io::{AsyncWriteRent, CancelableAsyncWriteRentExt};
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
 use crate::core::{Core, conn::Conn, serve::Writer};
 
@@ -21,23 +21,29 @@ pub async fn run(core: Rc<Core>, conn: Rc<Conn>, mut wr: Writer) {
         poll_fn(|cx| conn.outbox.poll_ready(cx)).await;
         let done = conn.outbox.drain_into(&mut frames, MAX_BATCH);
         if !frames.is_empty() {
-            let h = conn.write_cancel_handle();
+            // A killed connection drops the write in flight (monoio keeps its buffer until the
+            // kernel lets go of it): the data is of no use to a peer we are cutting off.
             let res = if frames.len() == 1 {
                 let f = frames.pop().expect("one frame");
-                CancelableAsyncWriteRentExt::write_all(&mut wr, f, h)
-                    .await
-                    .0
+                monoio::select! {
+                    (r, _) = wr.write_all(f) => r,
+                    _ = poll_fn(|cx| conn.poll_killed(cx)) => break,
+                }
             } else {
-                batch.clear();
+                let mut buf = std::mem::take(&mut batch);
+                buf.clear();
                 for f in frames.drain(..) {
-                    batch.extend_from_slice(&f);
+                    buf.extend_from_slice(&f);
                 }
-                let (r, b) = CancelableAsyncWriteRentExt::write_all(&mut wr, batch, h).await;
-                batch = b;
-                if batch.capacity() > KEEP_BATCH {
-                    batch = Vec::new();
+                monoio::select! {
+                    (r, b) = wr.write_all(buf) => {
+                        if b.capacity() <= KEEP_BATCH {
+                            batch = b;
+                        }
+                        r
+                    }
+                    _ = poll_fn(|cx| conn.poll_killed(cx)) => break,
                 }
-                r
             };
             match res {
                 Ok(n) => core.metrics().bytes_out_total.add(n as u64),
