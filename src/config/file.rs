@@ -105,7 +105,7 @@ impl Default for WebSocketSection {
             idle_timeout: "60s".into(),
             outbound_queue_frames: 4096,
             outbound_queue_bytes: 4 << 20,
-            read_buffer_bytes: 1024,
+            read_buffer_bytes: 512,
         }
     }
 }

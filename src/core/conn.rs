@@ -4,7 +4,7 @@
 
 use std::{
     cell::{Cell, RefCell},
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     task::{Context, Poll, Waker},
     time::Instant,
 };
@@ -147,10 +147,37 @@ impl Outbox {
     }
 }
 
-/// A subscription as the connection knows it.
-#[derive(Debug, Clone)]
-pub struct SubInfo {
-    pub id: std::rc::Rc<str>,
+/// The subscriptions of one connection, as (channel, subscription number). A small vector:
+/// most connections hold one or a few, and a hash map would cost ~150 bytes per idle socket.
+#[derive(Debug, Default)]
+pub struct Subs(Vec<(ChannelName, u64)>);
+
+impl Subs {
+    pub fn get(&self, ch: &ChannelName) -> Option<u64> {
+        self.0.iter().find(|(c, _)| c == ch).map(|(_, n)| *n)
+    }
+    pub fn insert(&mut self, ch: ChannelName, n: u64) {
+        if self.0.len() == self.0.capacity() {
+            self.0.reserve_exact(self.0.len().max(1));
+        }
+        self.0.push((ch, n));
+    }
+    pub fn remove(&mut self, ch: &ChannelName) -> Option<u64> {
+        let i = self.0.iter().position(|(c, _)| c == ch)?;
+        Some(self.0.swap_remove(i).1)
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn drain(&mut self) -> Vec<ChannelName> {
+        std::mem::take(&mut self.0)
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect()
+    }
 }
 
 pub struct Conn {
@@ -169,7 +196,7 @@ pub struct Conn {
     /// Deadline of the current HTTP wait (head or keep-alive); `None` once upgraded.
     pub http_deadline: Cell<Option<Instant>>,
     pub ping_outstanding: Cell<bool>,
-    pub subs: RefCell<HashMap<ChannelName, SubInfo>>,
+    pub subs: RefCell<Subs>,
 }
 
 impl Conn {
@@ -187,7 +214,7 @@ impl Conn {
             last_seen: Cell::new(now),
             http_deadline: Cell::new(None),
             ping_outstanding: Cell::new(false),
-            subs: RefCell::new(HashMap::new()),
+            subs: RefCell::new(Subs::default()),
         }
     }
 

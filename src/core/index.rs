@@ -13,7 +13,8 @@ use crate::{channel::ChannelName, control::ConnId, protocol::DbFilter};
 
 pub struct Member {
     pub conn: Rc<Conn>,
-    pub filter: Option<DbFilter>,
+    /// Boxed: most subscriptions have none, and members are per subscriber.
+    pub filter: Option<Box<DbFilter>>,
 }
 
 #[derive(Default)]

@@ -30,7 +30,7 @@ use crate::{
     metrics::{CoreMetrics, Metrics},
     protocol::DbFilter,
 };
-use conn::{Conn, SubInfo};
+use conn::Conn;
 use index::{Member, SubIndex};
 
 /// What every core of a node reads and nobody mutates (except atomics in `metrics`).
@@ -51,6 +51,7 @@ pub struct Core {
     pub verifier: Verifier,
     pub authorizer: Authorizer,
     next_conn: Cell<u64>,
+    next_sub: Cell<u64>,
     pub shutting_down: Cell<bool>,
 }
 
@@ -84,6 +85,7 @@ impl Core {
             conns: RefCell::new(HashMap::new()),
             control,
             next_conn: Cell::new(1),
+            next_sub: Cell::new(1),
             shutting_down: Cell::new(false),
         }
     }
@@ -117,7 +119,7 @@ impl Core {
             return;
         }
         self.metrics().connections.sub(1);
-        let subs: Vec<ChannelName> = conn.subs.borrow_mut().drain().map(|(k, _)| k).collect();
+        let subs: Vec<ChannelName> = conn.subs.borrow_mut().drain();
         self.metrics().subscriptions.sub(subs.len() as u64);
         let mut idx = self.index.borrow_mut();
         for ch in subs {
@@ -144,8 +146,8 @@ impl Core {
         ch: &ChannelName,
         filter: Option<DbFilter>,
     ) -> Result<Rc<str>, SubscribeError> {
-        if let Some(s) = conn.subs.borrow().get(ch) {
-            return Ok(s.id.clone());
+        if let Some(n) = conn.subs.borrow().get(ch) {
+            return Ok(self.subscription_id(n));
         }
         if conn.subs.borrow().len() >= self.cfg().max_subscriptions {
             return Err(SubscribeError::TooMany);
@@ -186,19 +188,23 @@ impl Core {
                 SubscribeError::NotFound
             });
         }
-        let id: Rc<str> = Rc::from(uuid::Uuid::new_v4().to_string());
+        let n = self.next_sub.get();
+        self.next_sub.set(n + 1);
         self.index.borrow_mut().entry(ch).members.insert(
             conn.id,
             Member {
                 conn: conn.clone(),
-                filter,
+                filter: filter.map(Box::new),
             },
         );
-        conn.subs
-            .borrow_mut()
-            .insert(ch.clone(), SubInfo { id: id.clone() });
+        conn.subs.borrow_mut().insert(ch.clone(), n);
         self.metrics().subscriptions.inc();
-        Ok(id)
+        Ok(self.subscription_id(n))
+    }
+
+    /// `subscriptionId`: unique per subscription across nodes (node id, core, sequence).
+    fn subscription_id(&self, n: u64) -> Rc<str> {
+        Rc::from(format!("{}-{}-{n}", self.shared.node_id, self.id))
     }
 
     /// Removes a subscription; true if there was one.

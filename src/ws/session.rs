@@ -77,7 +77,9 @@ pub async fn run(core: &Rc<Core>, conn: &Rc<Conn>, rd: &mut Reader, mut buf: Byt
     loop {
         loop {
             match dec.decode(&mut buf) {
-                Ok(Some(inc)) => s.on_frame(core, conn, inc).await,
+                // Boxed: handling a message (auth, subscribe, publish) needs far more state
+                // than waiting for one; boxing keeps every idle connection's task small.
+                Ok(Some(inc)) => Box::pin(s.on_frame(core, conn, inc)).await,
                 Ok(None) => break,
                 Err(e) => {
                     core.metrics().protocol_closes_total.inc();
