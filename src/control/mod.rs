@@ -118,7 +118,7 @@ impl<E: Engine> Control<E> {
                 r#ref: p.r#ref.as_deref(),
             })
         };
-        let Some(rec) = self.registry.table().resolve(p.channel.as_str()).cloned() else {
+        let Some(rec) = self.registry.resolve(&p.channel) else {
             let f = reply(
                 ErrorCode::ChannelNotFound,
                 "Channel not found or not accessible",

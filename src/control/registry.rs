@@ -8,7 +8,10 @@ use uuid::Uuid;
 
 use super::{Control, RestOk, RestReq};
 use crate::{
-    channel::{ChannelPattern, ChannelRecord, ChannelTable, UpdateChannel, validate_webhook_urls},
+    channel::{
+        ChannelName, ChannelPattern, ChannelRecord, ChannelTable, ResolveCache, UpdateChannel,
+        validate_webhook_urls,
+    },
     engine::Engine,
     http::ApiError,
     timestamp::Timestamp,
@@ -17,6 +20,7 @@ use crate::{
 pub struct Registry {
     records: HashMap<Uuid, Arc<ChannelRecord>>,
     table: Arc<ChannelTable>,
+    cache: ResolveCache,
     version: u64,
 }
 
@@ -25,6 +29,7 @@ impl Registry {
         let mut r = Self {
             records: records.into_iter().map(|c| (c.id, Arc::new(c))).collect(),
             table: Arc::default(),
+            cache: ResolveCache::default(),
             version: 0,
         };
         r.rebuild();
@@ -33,6 +38,11 @@ impl Registry {
 
     pub fn table(&self) -> Arc<ChannelTable> {
         self.table.clone()
+    }
+
+    /// The enabled record a name resolves to now (memoized per table version).
+    pub fn resolve(&mut self, name: &ChannelName) -> Option<Arc<ChannelRecord>> {
+        self.cache.resolve(&self.table, name)
     }
 
     fn rebuild(&mut self) {

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     auth::{Authorizer, Verifier},
-    channel::{ChannelName, ChannelTable},
+    channel::{ChannelName, ChannelRecord, ChannelTable, ResolveCache},
     config::Config,
     control::{ConnId, ControlMsg, CoreId, RestOk, RestReq},
     http::ApiError,
@@ -45,6 +45,7 @@ pub struct Core {
     pub id: CoreId,
     pub shared: Arc<NodeShared>,
     pub table: RefCell<Arc<ChannelTable>>,
+    resolved: RefCell<ResolveCache>,
     pub index: RefCell<SubIndex>,
     pub conns: RefCell<HashMap<ConnId, Rc<Conn>>>,
     pub control: mpsc::Sender<ControlMsg>,
@@ -81,6 +82,7 @@ impl Core {
             },
             shared,
             table: RefCell::new(table),
+            resolved: RefCell::new(ResolveCache::default()),
             index: RefCell::new(SubIndex::default()),
             conns: RefCell::new(HashMap::new()),
             control,
@@ -88,6 +90,12 @@ impl Core {
             next_sub: Cell::new(1),
             shutting_down: Cell::new(false),
         }
+    }
+
+    /// The enabled record `ch` resolves to in this core's current table (memoized).
+    pub fn resolve(&self, ch: &ChannelName) -> Option<Arc<ChannelRecord>> {
+        let table = self.table.borrow();
+        self.resolved.borrow_mut().resolve(&table, ch)
     }
 
     pub fn cfg(&self) -> &Config {
@@ -175,7 +183,7 @@ impl Core {
             e.confirmed = true;
         }
         let gone = conn.is_closing();
-        let unresolvable = self.table.borrow().resolve(ch.as_str()).is_none();
+        let unresolvable = self.resolve(ch).is_none();
         if gone || unresolvable {
             // The connection went away, or a new table disabled the channel, while we waited:
             // leave no member behind.

@@ -179,7 +179,7 @@ impl Session {
         match msg {
             ClientMsg::Auth { .. } => unreachable!("handled above"),
             ClientMsg::Subscribe { channel, filter } => {
-                let rec = core.table.borrow().resolve(channel.as_str()).cloned();
+                let rec = core.resolve(&channel);
                 let Some(rec) = rec else {
                     return err(
                         ErrorCode::ChannelNotFound,
@@ -246,7 +246,7 @@ impl Session {
                         ch,
                     );
                 }
-                let rec = core.table.borrow().resolve(channel.as_str()).cloned();
+                let rec = core.resolve(&channel);
                 let Some(rec) = rec else {
                     return err(
                         ErrorCode::ChannelNotFound,
