@@ -104,3 +104,61 @@ both_drivers!(
         s.shutdown();
     }
 );
+
+both_drivers!(db_channel_filters_select_events_and_schema, |driver| {
+    let s = TestServer::start(driver);
+    s.channel("db:*");
+    let sub = |who: &str, filter: Option<serde_json::Value>| {
+        let mut w = s.client(who);
+        let mut m = json!({"type": "subscribe", "channel": "db:posts"});
+        if let Some(f) = filter {
+            m["filter"] = f;
+        }
+        w.send(m);
+        w.expect("subscribed");
+        w
+    };
+    let mut inserts = sub("a", Some(json!({"event": "INSERT", "schema": "public"})));
+    let mut any = sub("b", Some(json!({"event": "*"})));
+    let mut unfiltered = sub("c", None);
+    let mut updates = sub("d", Some(json!({"event": "UPDATE"})));
+    // A CDC bridge publishes changes with the admin key (senderType "system").
+    let mut bridge = s.admin();
+    let change = |ev: &str, schema: &str, id: u32| {
+        json!({"schema": schema, "table": "posts", "eventType": ev,
+               "new": {"id": id}, "old": null})
+    };
+    bridge.publish("db:posts", "INSERT", change("INSERT", "public", 1));
+    bridge.publish("db:posts", "UPDATE", change("UPDATE", "public", 2));
+    bridge.publish("db:posts", "INSERT", change("INSERT", "audit", 3));
+    let ids = |w: &mut Ws, n: usize| -> Vec<u64> {
+        (0..n)
+            .map(|_| {
+                w.expect("message")["payload"]["new"]["id"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(ids(&mut inserts, 1), vec![1]);
+    assert_eq!(ids(&mut any, 3), vec![1, 2, 3]);
+    assert_eq!(ids(&mut unfiltered, 3), vec![1, 2, 3]);
+    assert_eq!(ids(&mut updates, 1), vec![2]);
+    inserts.expect_silence(Duration::from_millis(150));
+    updates.expect_silence(Duration::from_millis(50));
+    let m = {
+        bridge.publish("db:posts", "DELETE", change("DELETE", "public", 4));
+        any.expect("message")
+    };
+    assert_eq!(m["senderType"], "system");
+    assert_eq!(m["event"], "DELETE");
+
+    // On a channel that is not `db:`, a filter is accepted and not applied.
+    s.channel("plain:*");
+    let mut p = s.client("e");
+    p.send(json!({"type": "subscribe", "channel": "plain:1", "filter": {"event": "INSERT"}}));
+    p.expect("subscribed");
+    bridge.publish("plain:1", "UPDATE", json!({}));
+    assert_eq!(p.expect("message")["event"], "UPDATE");
+    s.shutdown();
+});
