@@ -129,6 +129,13 @@ impl serde::Serialize for ChannelPattern {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for ChannelPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl serde::Serialize for ChannelName {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)

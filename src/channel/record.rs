@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::ChannelPattern;
 use crate::timestamp::Timestamp;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelRecord {
     pub id: Uuid,

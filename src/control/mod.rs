@@ -16,6 +16,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use bytes::Bytes;
 use serde::Deserialize;
 use tokio::sync::mpsc;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 pub use msg::{ConnId, ControlMsg, CoreId, CoreMsg, Delivery, PublishReq, RestOk, RestReq};
 use registry::Registry;
@@ -23,7 +24,7 @@ use registry::Registry;
 use crate::{
     channel::ChannelName,
     core::NodeShared,
-    engine::{Engine, NewMessage},
+    engine::{Appended, Engine, EngineError, EngineEvent, NewMessage},
     protocol::{ErrorCode, MessageFrame, ServerMsg},
     ws::frame,
 };
@@ -61,12 +62,60 @@ impl<E: Engine> Control<E> {
         self.registry.table()
     }
 
-    /// Serves until every core has hung up.
+    /// Serves until every core has hung up. Must run inside a `LocalSet` (pipelined
+    /// publishes are local tasks).
     pub async fn run(mut self, mut rx: mpsc::Receiver<ControlMsg>) {
-        while let Some(m) = rx.recv().await {
-            self.handle(m).await;
+        let mut events = self.engine.take_events();
+        loop {
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => self.handle(m).await,
+                    None => break,
+                },
+                Some(ev) = next_event(&mut events) => self.on_event(ev).await,
+            }
         }
         tracing::debug!("control thread: all cores gone");
+    }
+
+    async fn on_event(&mut self, ev: EngineEvent) {
+        match ev {
+            EngineEvent::RegistryChanged => registry::reload(self).await,
+            EngineEvent::Message {
+                channel,
+                frame_json,
+            } => {
+                let Some(&bits) = self.interest.get(&channel) else {
+                    return;
+                };
+                let Some(offset) = trailing_offset(&frame_json) else {
+                    tracing::warn!(%channel, "message without offset from the engine; dropped");
+                    return;
+                };
+                // Filters only apply to `db:` channels: only those need the event and schema.
+                let (event, schema) = if channel.is_db() {
+                    event_and_schema(&frame_json)
+                } else {
+                    (Arc::from(""), None)
+                };
+                let d = Arc::new(Delivery {
+                    key: offset,
+                    channel,
+                    event,
+                    schema,
+                    frame: frame::encode(OpCode::Data(Data::Text), &frame_json),
+                });
+                self.fan_out(bits, d).await;
+            }
+        }
+    }
+
+    async fn fan_out(&self, bits: u64, d: Arc<Delivery>) {
+        for (i, core) in self.cores.iter().enumerate() {
+            if bits & (1 << i) != 0 {
+                let _ = core.send(CoreMsg::Deliver(d.clone())).await;
+            }
+        }
     }
 
     async fn handle(&mut self, m: ControlMsg) {
@@ -110,92 +159,92 @@ impl<E: Engine> Control<E> {
     }
 
     async fn publish(&mut self, p: PublishReq) {
-        let reply = |code: ErrorCode, message: &str| {
-            frame::encode_json(&ServerMsg::Error {
-                message,
-                code: code.as_str(),
-                channel: Some(p.channel.as_str()),
-                r#ref: p.r#ref.as_deref(),
-            })
-        };
         let Some(rec) = self.registry.resolve(&p.channel) else {
-            let f = reply(
+            let f = error_frame(
+                &p,
                 ErrorCode::ChannelNotFound,
                 "Channel not found or not accessible",
             );
-            self.send_reply(p.core, p.conn, f).await;
-            return;
+            return self.send_reply(p.core, p.conn, f).await;
         };
-        let payload: Arc<serde_json::value::RawValue> = Arc::from(p.payload);
-        let schema = if p.channel.is_db() {
+        let PublishReq {
+            core,
+            conn,
+            r#ref,
+            channel,
+            event,
+            payload,
+            sender_id,
+            sender_type,
+        } = p;
+        let payload: Arc<serde_json::value::RawValue> = Arc::from(payload);
+        let msg = NewMessage {
+            channel_id: rec.id,
+            channel_name: channel.clone(),
+            event: event.clone(),
+            payload: payload.clone(),
+            sender_id: sender_id.clone(),
+            sender_type,
+            wh_audience: 0,
+        };
+        let origin = Origin {
+            r#ref,
+            channel,
+            event,
+        };
+        if let Some(append) = self.engine.pipelined_append(msg.clone()) {
+            // Multi-node engine: the append runs as its own task (many in flight); the message
+            // comes back through the engine's event stream, so only the ack is sent from here.
+            let tx = self.cores.get(core).cloned();
+            let shared = self.shared.clone();
+            tokio::task::spawn_local(async move {
+                let frame = origin.answer(append.await, &shared);
+                if let Some(tx) = tx {
+                    let _ = tx.send(CoreMsg::Reply { conn, frame }).await;
+                }
+            });
+            return;
+        }
+        // Single node: append, ack and deliver right here, in order.
+        let schema = if origin.channel.is_db() {
             schema_of(payload.get())
         } else {
             None
         };
-        let appended = self
-            .engine
-            .append(NewMessage {
-                channel_id: rec.id,
-                channel_name: p.channel.clone(),
-                event: p.event.clone(),
-                payload: payload.clone(),
-                sender_id: p.sender_id.clone(),
-                sender_type: p.sender_type,
-                wh_audience: 0,
-            })
-            .await;
-        let a = match appended {
-            Ok(a) => a,
-            Err(e) => {
-                self.shared.metrics.control.publish_failures_total.inc();
-                tracing::warn!(channel = %p.channel, error = %e, "append failed; publish refused");
-                let f = reply(
-                    ErrorCode::Internal,
-                    "message could not be stored; not published",
-                );
-                self.send_reply(p.core, p.conn, f).await;
-                return;
-            }
-        };
-        let m = &self.shared.metrics.control;
-        m.published_total.inc();
-        m.history_retained.set(self.engine.retained());
-        let id = a.id.to_string();
-        let ack = frame::encode_json(&ServerMsg::Published {
-            message_id: &id,
-            channel: p.channel.as_str(),
-            event: &p.event,
-            offset: a.offset,
-            r#ref: p.r#ref.as_deref(),
-        });
-        self.send_reply(p.core, p.conn, ack).await;
-        let Some(&bits) = self.interest.get(&p.channel) else {
+        let appended = self.engine.append(msg).await;
+        let ok = appended.as_ref().ok().copied();
+        let ack = origin.answer(appended, &self.shared);
+        self.send_reply(core, conn, ack).await;
+        let Some(a) = ok else { return };
+        self.shared
+            .metrics
+            .control
+            .history_retained
+            .set(self.engine.retained());
+        let Some(&bits) = self.interest.get(&origin.channel) else {
             return;
         };
+        let id = a.id.to_string();
         let ts = a.created_at.to_rfc3339();
         let frame = frame::encode_json(&MessageFrame {
             kind: "message",
             message_id: &id,
-            channel: p.channel.as_str(),
-            event: &p.event,
+            channel: origin.channel.as_str(),
+            event: &origin.event,
             payload: &payload,
-            sender_id: p.sender_id.as_deref(),
-            sender_type: p.sender_type,
+            sender_id: sender_id.as_deref(),
+            sender_type,
             timestamp: &ts,
             offset: a.offset,
         });
         let d = Arc::new(Delivery {
             key: a.key,
-            channel: p.channel,
-            event: p.event,
+            channel: origin.channel,
+            event: origin.event,
             schema,
             frame,
         });
-        for (i, core) in self.cores.iter().enumerate() {
-            if bits & (1 << i) != 0 {
-                let _ = core.send(CoreMsg::Deliver(d.clone())).await;
-            }
-        }
+        self.fan_out(bits, d).await;
     }
 
     async fn send_reply(&self, core: CoreId, conn: ConnId, frame: Bytes) {
@@ -237,4 +286,104 @@ fn schema_of(payload: &str) -> Option<Box<str>> {
         .ok()
         .and_then(|s| s.schema)
         .map(|s| s.into())
+}
+
+/// Who published a message, for the answer (`published` or an error frame).
+struct Origin {
+    r#ref: Option<Box<serde_json::value::RawValue>>,
+    channel: ChannelName,
+    event: Arc<str>,
+}
+
+impl Origin {
+    fn answer(&self, r: Result<Appended, EngineError>, shared: &NodeShared) -> Bytes {
+        let m = &shared.metrics.control;
+        match r {
+            Ok(a) => {
+                m.published_total.inc();
+                let id = a.id.to_string();
+                frame::encode_json(&ServerMsg::Published {
+                    message_id: &id,
+                    channel: self.channel.as_str(),
+                    event: &self.event,
+                    offset: a.offset,
+                    r#ref: self.r#ref.as_deref(),
+                })
+            }
+            Err(e) => {
+                m.publish_failures_total.inc();
+                tracing::warn!(channel = %self.channel, error = %e, "append failed; publish refused");
+                frame::encode_json(&ServerMsg::Error {
+                    message: "message could not be stored; not published",
+                    code: ErrorCode::Internal.as_str(),
+                    channel: Some(self.channel.as_str()),
+                    r#ref: self.r#ref.as_deref(),
+                })
+            }
+        }
+    }
+}
+
+fn error_frame(p: &PublishReq, code: ErrorCode, message: &str) -> Bytes {
+    frame::encode_json(&ServerMsg::Error {
+        message,
+        code: code.as_str(),
+        channel: Some(p.channel.as_str()),
+        r#ref: p.r#ref.as_deref(),
+    })
+}
+
+async fn next_event(events: &mut Option<mpsc::Receiver<EngineEvent>>) -> Option<EngineEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The offset at the end of an encoded `message` frame (`..."offset":N}`).
+fn trailing_offset(frame: &[u8]) -> Option<u64> {
+    let body = frame.strip_suffix(b"}")?;
+    let start = body.iter().rposition(|b| !b.is_ascii_digit())? + 1;
+    if !body[..start].ends_with(b"\"offset\":") {
+        return None;
+    }
+    std::str::from_utf8(&body[start..]).ok()?.parse().ok()
+}
+
+/// `event` and `payload.schema` of an encoded `message` frame (for `db:` filters).
+fn event_and_schema(frame: &[u8]) -> (Arc<str>, Option<Box<str>>) {
+    #[derive(Deserialize)]
+    struct Payload<'a> {
+        #[serde(borrow)]
+        schema: Option<std::borrow::Cow<'a, str>>,
+    }
+    #[derive(Deserialize)]
+    struct Frame<'a> {
+        #[serde(borrow)]
+        event: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        payload: Option<Payload<'a>>,
+    }
+    match serde_json::from_slice::<Frame<'_>>(frame) {
+        Ok(f) => (
+            Arc::from(f.event.as_ref()),
+            f.payload.and_then(|p| p.schema).map(|s| s.into()),
+        ),
+        Err(_) => (Arc::from(""), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_offsets_and_db_fields() {
+        let f = br#"{"type":"message","event":"INSERT","payload":{"schema":"public","x":1},"offset":42}"#;
+        assert_eq!(trailing_offset(f), Some(42));
+        assert_eq!(trailing_offset(b"{\"a\":1}"), None);
+        let (e, s) = event_and_schema(f);
+        assert_eq!(&*e, "INSERT");
+        assert_eq!(s.as_deref(), Some("public"));
+    }
 }

@@ -41,8 +41,8 @@ pub enum ControlMsg {
         on: bool,
         done: Option<oneshot::Sender<()>>,
     },
-    /// (message key, subscribers it was queued to) from one core.
-    Audience(Vec<(u64, u32)>),
+    /// (channel, message key, subscribers it was queued to) from one core.
+    Audience(Vec<(ChannelName, u64, u32)>),
     Rest {
         req: RestReq,
         reply: oneshot::Sender<Result<RestOk, ApiError>>,

@@ -12,7 +12,7 @@ use crate::{
         ChannelName, ChannelPattern, ChannelRecord, ChannelTable, ResolveCache, UpdateChannel,
         validate_webhook_urls,
     },
-    engine::Engine,
+    engine::{Engine, EngineError},
     http::ApiError,
     timestamp::Timestamp,
 };
@@ -34,6 +34,18 @@ impl Registry {
         };
         r.rebuild();
         r
+    }
+
+    /// Replaces every record (another node changed the registry); false if nothing changed.
+    pub fn replace(&mut self, records: Vec<ChannelRecord>) -> bool {
+        let next: HashMap<Uuid, Arc<ChannelRecord>> =
+            records.into_iter().map(|c| (c.id, Arc::new(c))).collect();
+        if next == self.records {
+            return false;
+        }
+        self.records = next;
+        self.rebuild();
+        true
     }
 
     pub fn table(&self) -> Arc<ChannelTable> {
@@ -121,7 +133,8 @@ pub(super) async fn handle_rest<E: Engine>(
                 created_at: now,
                 updated_at: now,
             };
-            save(c, rec, 201).await
+            let r = c.engine.create_channel(&rec).await;
+            stored(c, r, rec, 201).await
         }
         RestReq::UpdateChannel(id, body) => {
             let UpdateChannel {
@@ -130,7 +143,8 @@ pub(super) async fn handle_rest<E: Engine>(
                 webhook_urls,
                 enabled,
             } = body;
-            let mut rec = (**c.registry.records.get(&id).ok_or_else(not_found)?).clone();
+            let old = c.registry.records.get(&id).ok_or_else(not_found)?.clone();
+            let mut rec = (*old).clone();
             if let Some(p) = pattern {
                 let p = parse_pattern(&p)?;
                 if c.registry.pattern_taken(p.as_str(), Some(id)) {
@@ -153,16 +167,12 @@ pub(super) async fn handle_rest<E: Engine>(
             }
             // Strictly increasing, even within one millisecond.
             rec.updated_at = Timestamp::now().max(Timestamp(rec.updated_at.0 + 1));
-            save(c, rec, 200).await
+            let r = c.engine.update_channel(&old, &rec).await;
+            stored(c, r, rec, 200).await
         }
         RestReq::DeleteChannel(id) => {
-            if !c.registry.records.contains_key(&id) {
-                return Err(not_found());
-            }
-            c.engine
-                .delete_channel(id)
-                .await
-                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            let rec = c.registry.records.get(&id).ok_or_else(not_found)?.clone();
+            c.engine.delete_channel(&rec).await.map_err(api_error)?;
             c.registry.records.remove(&id);
             changed(c).await;
             Ok(RestOk {
@@ -171,37 +181,48 @@ pub(super) async fn handle_rest<E: Engine>(
             })
         }
         RestReq::Messages(q) => {
-            let rows = c
-                .engine
-                .history(&q)
-                .await
-                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            let rows = c.engine.history(&q).await.map_err(api_error)?;
             json(200, &rows)
         }
         RestReq::Stats(since) => {
-            let s = c
-                .engine
-                .stats(since)
-                .await
-                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            let s = c.engine.stats(since).await.map_err(api_error)?;
             json(200, &s)
         }
     }
 }
 
-async fn save<E: Engine>(
+fn api_error(e: EngineError) -> ApiError {
+    match e {
+        EngineError::Conflict(m) => ApiError::conflict(m),
+        other => ApiError::unavailable(other.to_string()),
+    }
+}
+
+/// After the engine stored (or refused) a record: update the registry and the cores.
+async fn stored<E: Engine>(
     c: &mut Control<E>,
+    r: Result<(), EngineError>,
     rec: ChannelRecord,
     status: u16,
 ) -> Result<RestOk, ApiError> {
-    c.engine
-        .save_channel(&rec)
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    r.map_err(api_error)?;
     let rec = Arc::new(rec);
     c.registry.records.insert(rec.id, rec.clone());
     changed(c).await;
     json(status, &rec)
+}
+
+/// Reloads the registry from the engine (a change announced by any node).
+pub(super) async fn reload<E: Engine>(c: &mut Control<E>) {
+    match c.engine.load_channels().await {
+        Ok(records) => {
+            if c.registry.replace(records) {
+                c.shared.metrics.control.registry_changes_total.inc();
+                c.push_table().await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "registry reload failed; keeping the current table"),
+    }
 }
 
 async fn changed<E: Engine>(c: &mut Control<E>) {

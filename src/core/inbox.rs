@@ -10,6 +10,7 @@ use tungstenite::protocol::frame::coding::{CloseCode, Control, OpCode};
 
 use super::{Core, conn::Phase};
 use crate::{
+    channel::ChannelName,
     control::{ControlMsg, CoreMsg, Delivery},
     protocol::ServerMsg,
     ws::frame,
@@ -21,7 +22,7 @@ const BATCH: usize = 1024;
 pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn run_inbox(core: Rc<Core>, mut rx: mpsc::Receiver<CoreMsg>) {
-    let mut audience: Vec<(u64, u32)> = Vec::new();
+    let mut audience: Vec<(ChannelName, u64, u32)> = Vec::new();
     while let Some(m) = rx.recv().await {
         core.apply(m, &mut audience);
         for _ in 0..BATCH {
@@ -40,12 +41,12 @@ pub async fn run_inbox(core: Rc<Core>, mut rx: mpsc::Receiver<CoreMsg>) {
 }
 
 impl Core {
-    fn apply(&self, m: CoreMsg, audience: &mut Vec<(u64, u32)>) {
+    fn apply(&self, m: CoreMsg, audience: &mut Vec<(ChannelName, u64, u32)>) {
         match m {
             CoreMsg::Deliver(d) => {
                 let n = self.deliver(&d);
                 if n > 0 {
-                    audience.push((d.key, n));
+                    audience.push((d.channel.clone(), d.key, n));
                 }
             }
             CoreMsg::Reply { conn, frame } => {

@@ -92,13 +92,28 @@ impl Engine for MemoryEngine {
         Ok(self.channels.values().cloned().collect())
     }
 
-    async fn save_channel(&mut self, rec: &ChannelRecord) -> Result<(), EngineError> {
+    async fn create_channel(&mut self, rec: &ChannelRecord) -> Result<(), EngineError> {
+        if self.channels.values().any(|c| c.pattern == rec.pattern) {
+            return Err(EngineError::Conflict(format!(
+                "a channel with pattern `{}` already exists",
+                rec.pattern
+            )));
+        }
         self.channels.insert(rec.id, rec.clone());
         Ok(())
     }
 
-    async fn delete_channel(&mut self, id: Uuid) -> Result<(), EngineError> {
-        self.channels.remove(&id);
+    async fn update_channel(
+        &mut self,
+        _old: &ChannelRecord,
+        new: &ChannelRecord,
+    ) -> Result<(), EngineError> {
+        self.channels.insert(new.id, new.clone());
+        Ok(())
+    }
+
+    async fn delete_channel(&mut self, rec: &ChannelRecord) -> Result<(), EngineError> {
+        self.channels.remove(&rec.id);
         Ok(())
     }
 
@@ -144,8 +159,8 @@ impl Engine for MemoryEngine {
         })
     }
 
-    async fn add_audience(&mut self, updates: &[(u64, u32)]) {
-        for &(key, n) in updates {
+    async fn add_audience(&mut self, updates: &[(ChannelName, u64, u32)]) {
+        for &(_, key, n) in updates {
             if let Some(m) = self.messages.get_mut(&key) {
                 m.ws_audience_count += u64::from(n);
             }
@@ -301,7 +316,9 @@ mod tests {
                 max_total: 10,
             });
             let a = e.append(msg("a", "x")).await.unwrap();
-            e.add_audience(&[(a.key, 3), (a.key, 2), (999, 1)]).await;
+            let ch = ChannelName::parse("a").unwrap();
+            e.add_audience(&[(ch.clone(), a.key, 3), (ch.clone(), a.key, 2), (ch, 999, 1)])
+                .await;
             let h = e
                 .history(&HistoryQuery {
                     limit: 1,

@@ -8,8 +8,11 @@
 //! (the hook a multi-node engine uses to subscribe to other nodes' publishes).
 
 pub mod memory;
+pub mod redis;
 
-use std::sync::Arc;
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use bytes::Bytes;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -24,12 +27,30 @@ use crate::{
 pub enum EngineError {
     #[error("engine unavailable: {0}")]
     Unavailable(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("engine error: {0}")]
     Other(String),
 }
 
-/// A publish accepted by a core, before the engine has ordered it.
+/// What a multi-node engine reports to the control thread.
 #[derive(Debug)]
+pub enum EngineEvent {
+    /// A message published on some node (this one included), in its channel's order:
+    /// `frame_json` is the complete `message` frame body, encoded once by the publisher.
+    Message {
+        channel: ChannelName,
+        frame_json: Bytes,
+    },
+    /// The channel registry changed (on this node or another).
+    RegistryChanged,
+}
+
+/// An append that runs concurrently with others (see `Engine::pipelined_append`).
+pub type AppendFuture = Pin<Box<dyn Future<Output = Result<Appended, EngineError>>>>;
+
+/// A publish accepted by a core, before the engine has ordered it. Cheap to clone (`Arc`s).
+#[derive(Debug, Clone)]
 pub struct NewMessage {
     pub channel_id: Uuid,
     pub channel_name: ChannelName,
@@ -104,14 +125,20 @@ pub trait Engine {
     async fn reachable(&mut self) -> bool;
 
     async fn load_channels(&mut self) -> Result<Vec<ChannelRecord>, EngineError>;
-    async fn save_channel(&mut self, rec: &ChannelRecord) -> Result<(), EngineError>;
-    async fn delete_channel(&mut self, id: Uuid) -> Result<(), EngineError>;
+    /// Stores a new channel; `Conflict` if its pattern is taken (possibly by another node).
+    async fn create_channel(&mut self, rec: &ChannelRecord) -> Result<(), EngineError>;
+    async fn update_channel(
+        &mut self,
+        old: &ChannelRecord,
+        new: &ChannelRecord,
+    ) -> Result<(), EngineError>;
+    async fn delete_channel(&mut self, rec: &ChannelRecord) -> Result<(), EngineError>;
 
     /// Stores a message and assigns its id and per-channel offset. The publisher is
     /// acknowledged only after this returns `Ok`.
     async fn append(&mut self, msg: NewMessage) -> Result<Appended, EngineError>;
-    /// Adds subscribers a message was delivered to (`wsAudienceCount`).
-    async fn add_audience(&mut self, updates: &[(u64, u32)]);
+    /// Adds subscribers messages were delivered to (`wsAudienceCount`): (channel, key, n).
+    async fn add_audience(&mut self, updates: &[(ChannelName, u64, u32)]);
 
     async fn history(&mut self, q: &HistoryQuery) -> Result<Vec<MessageRecord>, EngineError>;
     async fn stats(&mut self, since: Option<Timestamp>) -> Result<Stats, EngineError>;
@@ -124,4 +151,16 @@ pub trait Engine {
 
     /// This node gained its first / lost its last subscriber of `channel` (fan-out hook).
     async fn node_interest(&mut self, channel: &ChannelName, on: bool) -> Result<(), EngineError>;
+
+    /// Multi-node engines append concurrently (many publishes in flight) and deliver every
+    /// message, local ones included, through `EngineEvent::Message`. `None` (the default):
+    /// the control thread appends with `append` and delivers right after it.
+    fn pipelined_append(&self, _msg: NewMessage) -> Option<AppendFuture> {
+        None
+    }
+
+    /// The engine's event stream, taken once by the control thread.
+    fn take_events(&mut self) -> Option<tokio::sync::mpsc::Receiver<EngineEvent>> {
+        None
+    }
 }

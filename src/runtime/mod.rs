@@ -11,10 +11,16 @@ use std::{net::SocketAddr, sync::Arc, thread::JoinHandle};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
+    channel::ChannelTable,
     config::{Config, EngineKind},
     control::Control,
+    control::{ControlMsg, CoreMsg},
     core::NodeShared,
-    engine::memory::{MemoryEngine, Retention},
+    engine::{
+        Engine,
+        memory::{MemoryEngine, Retention},
+        redis::{RedisEngine, RedisRetention},
+    },
     metrics::Metrics,
 };
 
@@ -22,8 +28,6 @@ use crate::{
 pub enum StartError {
     #[error(transparent)]
     Listen(#[from] listen::ListenError),
-    #[error("the redis engine is not available in this build yet; use --engine memory")]
-    EngineUnsupported,
     #[error("engine failed to start: {0}")]
     Engine(String),
     #[error("core failed to start: {0}")]
@@ -83,9 +87,6 @@ impl Drop for ServerHandle {
 }
 
 pub fn start(config: Config) -> Result<ServerHandle, StartError> {
-    if config.engine == EngineKind::Redis {
-        return Err(StartError::EngineUnsupported);
-    }
     let workers = config.workers.clamp(1, 64); // validated: 1..=64
     let listeners = listen::bind(config.listen, workers)?;
     let addr = listeners[0]
@@ -93,7 +94,10 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         .map_err(|e| StartError::Core(e.to_string()))?;
     let shared = Arc::new(NodeShared {
         metrics: Metrics::new(workers),
-        engine_name: "memory",
+        engine_name: match config.engine {
+            EngineKind::Memory => "memory",
+            EngineKind::Redis => "redis",
+        },
         node_id: config.node_id.clone(),
         config,
     });
@@ -111,17 +115,16 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     // Control thread: owns the engine and registry; reports the initial table back.
     let (table_tx, table_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let retention = Retention {
-        per_channel: cfg.history_per_channel,
-        max_age: cfg.history_max_age,
-        max_total: cfg.history_max_total,
+    let control_shared = shared.clone();
+    let thread_name = match cfg.engine {
+        EngineKind::Memory => "ringcast-control",
+        EngineKind::Redis => "ringcast-backplane",
     };
-    let metrics_shared = shared.clone();
     let control = std::thread::Builder::new()
-        .name("ringcast-control".into())
+        .name(thread_name.into())
         .spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_time()
+                .enable_all()
                 .build()
             {
                 Ok(rt) => rt,
@@ -130,18 +133,37 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
                     return;
                 }
             };
-            rt.block_on(async move {
-                let engine = MemoryEngine::new(retention);
-                match Control::new(engine, core_txs, metrics_shared).await {
-                    Ok(c) => {
-                        let _ = table_tx.send(Ok(c.table()));
-                        tokio::select! {
-                            _ = c.run(control_rx) => {}
-                            _ = stop_rx => {}
-                        }
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, async move {
+                let cfg = &control_shared.config;
+                let started = ControlStart {
+                    cores: core_txs,
+                    shared: control_shared.clone(),
+                    table_tx,
+                    rx: control_rx,
+                    stop: stop_rx,
+                };
+                match cfg.engine {
+                    EngineKind::Memory => {
+                        let engine = MemoryEngine::new(Retention {
+                            per_channel: cfg.history_per_channel,
+                            max_age: cfg.history_max_age,
+                            max_total: cfg.history_max_total,
+                        });
+                        started.serve(engine).await;
                     }
-                    Err(e) => {
-                        let _ = table_tx.send(Err(e.to_string()));
+                    EngineKind::Redis => {
+                        let url = cfg.redis_url.clone().unwrap_or_default();
+                        let retention = RedisRetention {
+                            per_channel: cfg.history_per_channel,
+                            max_total: cfg.history_max_total,
+                        };
+                        match RedisEngine::connect(&url, retention).await {
+                            Ok(engine) => started.serve(engine).await,
+                            Err(e) => {
+                                let _ = started.table_tx.send(Err(format!("redis at {url}: {e}")));
+                            }
+                        }
                     }
                 }
             });
@@ -185,4 +207,30 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         }
     }
     Ok(handle)
+}
+
+/// What the control thread needs to serve, whichever engine it runs.
+struct ControlStart {
+    cores: Vec<mpsc::Sender<CoreMsg>>,
+    shared: Arc<NodeShared>,
+    table_tx: std::sync::mpsc::Sender<Result<Arc<ChannelTable>, String>>,
+    rx: mpsc::Receiver<ControlMsg>,
+    stop: oneshot::Receiver<()>,
+}
+
+impl ControlStart {
+    async fn serve<E: Engine>(self, engine: E) {
+        match Control::new(engine, self.cores, self.shared).await {
+            Ok(c) => {
+                let _ = self.table_tx.send(Ok(c.table()));
+                tokio::select! {
+                    _ = c.run(self.rx) => {}
+                    _ = self.stop => {}
+                }
+            }
+            Err(e) => {
+                let _ = self.table_tx.send(Err(e.to_string()));
+            }
+        }
+    }
 }

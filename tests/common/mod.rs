@@ -2,6 +2,8 @@
 //! clients (tungstenite over std sockets), raw HTTP over real sockets, and `eventually`.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
@@ -102,6 +104,13 @@ impl TestServer {
 impl Builder {
     pub fn with(mut self, f: impl FnOnce(&mut FileConfig)) -> Self {
         f(&mut self.file);
+        self
+    }
+
+    /// Runs the node on the redis engine at `url`.
+    pub fn redis(mut self, url: &str) -> Self {
+        self.file.server.engine = "redis".into();
+        self.file.redis.url = url.into();
         self
     }
 

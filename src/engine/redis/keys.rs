@@ -1,0 +1,43 @@
+//! Redis key and channel names. Everything about one ringcast channel shares the hash tag
+//! `{name}`, so a publish script touches one cluster slot; the registry shares `{reg}`.
+//! (Channel names cannot contain `{` or `}`: see `channel::name`.)
+
+pub fn seq(name: &str) -> String {
+    format!("rc:{{{name}}}:seq")
+}
+
+pub fn log(name: &str) -> String {
+    format!("rc:{{{name}}}:log")
+}
+
+pub fn audience(name: &str) -> String {
+    format!("rc:{{{name}}}:aud")
+}
+
+/// The pub/sub channel a message of `name` is fanned out on.
+pub fn live(name: &str) -> String {
+    format!("rc:{{{name}}}:live")
+}
+
+/// The ringcast channel a pub/sub channel carries, if it is one of ours.
+pub fn name_of_live(chan: &str) -> Option<&str> {
+    chan.strip_prefix("rc:{")?.strip_suffix("}:live")
+}
+
+pub const CHANNELS: &str = "rc:{reg}:channels";
+pub const PATTERNS: &str = "rc:{reg}:patterns";
+pub const VERSION: &str = "rc:{reg}:version";
+/// Registry changes are announced here (the message is the new version).
+pub const REGISTRY_EVENTS: &str = "rc:{reg}:events";
+/// Every message of every channel, newest last: the index of `GET /messages` and stats.
+pub const MESSAGES: &str = "rc:messages";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn live_round_trip() {
+        assert_eq!(super::live("order:1"), "rc:{order:1}:live");
+        assert_eq!(super::name_of_live("rc:{order:1}:live"), Some("order:1"));
+        assert_eq!(super::name_of_live("rc:{reg}:events"), None);
+    }
+}

@@ -1,0 +1,528 @@
+//! The `redis` engine: several ringcast nodes on one Redis behave as one broker.
+//!
+//! Runs on the backplane thread (`ringcast-backplane`, a current-thread tokio runtime) with
+//! fred; cores never see it. Layout in Redis (see `keys`):
+//! - per channel `{name}`: `seq` (offset counter), `log` (stream, entry id = `offset-1`,
+//!   trimmed to an exact count), `aud` (hash offset -> subscribers it reached, summed over
+//!   nodes) and the pub/sub channel `live`;
+//! - `rc:messages`: every message, in arrival order (the history listing and stats);
+//! - the registry under `{reg}`: records by id, ids by pattern (uniqueness across nodes), a
+//!   version bumped and announced on `rc:{reg}:events` at every change.
+//!
+//! A publish is one script (`scripts::PUBLISH`): offset, stream append and fan-out together,
+//! so every node delivers a channel's messages in history order. Every node, the publishing
+//! one included, delivers from the pub/sub stream. Publishes are pipelined: each is a task, so
+//! many are in flight on one connection.
+
+mod keys;
+mod scripts;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use fred::{
+    prelude::*,
+    types::{Message, scripts::Script},
+};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::{
+    AppendFuture, Appended, Engine, EngineError, EngineEvent, EventCount, HistoryQuery,
+    MessageRecord, NewMessage, Stats,
+};
+use crate::{
+    channel::{ChannelName, ChannelRecord},
+    protocol::MessageFrame,
+    timestamp::Timestamp,
+};
+
+/// Bound of the queue from the pub/sub reader to the control thread. Full: the reader waits
+/// (fred's broadcast buffer, sized `BROADCAST_CAPACITY`, absorbs the wait).
+const EVENT_QUEUE: usize = 65_536;
+/// fred's default (32) drops pub/sub messages under bursts (PLATFORM.md).
+const BROADCAST_CAPACITY: usize = 1 << 16;
+/// Longest wait for one Redis command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+/// Page size when scanning `rc:messages`.
+const SCAN_PAGE: u64 = 512;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RedisRetention {
+    pub per_channel: usize,
+    pub max_total: usize,
+}
+
+pub struct RedisEngine {
+    client: Client,
+    subscriber: fred::clients::SubscriberClient,
+    publish: Arc<Script>,
+    create: Script,
+    update: Script,
+    delete: Script,
+    retention: RedisRetention,
+    events: Option<mpsc::Receiver<EngineEvent>>,
+}
+
+fn unavailable(e: fred::error::Error) -> EngineError {
+    EngineError::Unavailable(e.to_string())
+}
+
+impl RedisEngine {
+    /// Connects (failing fast with a clear error if Redis does not answer) and starts the
+    /// pub/sub reader. Must run inside the backplane's tokio runtime (with a `LocalSet`).
+    pub async fn connect(url: &str, retention: RedisRetention) -> Result<Self, EngineError> {
+        let config = Config::from_url(url).map_err(|e| EngineError::Other(e.to_string()))?;
+        let mut builder = Builder::from_config(config);
+        builder
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .with_performance_config(|p| {
+                p.broadcast_channel_capacity = BROADCAST_CAPACITY;
+                // While Redis is away a publish fails after this (an error frame, never a
+                // false ack) instead of waiting in fred's queue for the reconnection.
+                p.default_command_timeout = COMMAND_TIMEOUT;
+            })
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(5);
+            });
+        let client = builder.build().map_err(unavailable)?;
+        let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
+        let connect = async {
+            client.init().await?;
+            subscriber.init().await?;
+            Ok::<_, fred::error::Error>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Err(_) => {
+                return Err(EngineError::Unavailable(format!(
+                    "no answer from {url} within 10 s"
+                )));
+            }
+        }
+        // Re-subscribes every channel after a reconnection; runs for the client's lifetime
+        // (dropping the handle detaches the task, it does not stop it).
+        drop(subscriber.manage_subscriptions());
+        subscriber
+            .subscribe(keys::REGISTRY_EVENTS)
+            .await
+            .map_err(unavailable)?;
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let mut messages = subscriber.message_rx();
+        tokio::spawn(async move {
+            loop {
+                match messages.recv().await {
+                    Ok(m) => {
+                        if let Some(ev) = event_of(m)
+                            && tx.send(ev).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::error!(lost = n, "redis pub/sub reader lagged; messages lost");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Self {
+            client,
+            subscriber,
+            publish: Arc::new(Script::from_lua(scripts::PUBLISH)),
+            create: Script::from_lua(scripts::CREATE),
+            update: Script::from_lua(scripts::UPDATE),
+            delete: Script::from_lua(scripts::DELETE),
+            retention,
+            events: Some(rx),
+        })
+    }
+
+    /// Calls `f` on records newest first until it returns false. With `channel`, reads that
+    /// channel's own stream (exact offset order); otherwise the all-channels index, whose ids
+    /// are arrival times, bounded by `since`/`until`.
+    async fn scan<F>(
+        &self,
+        channel: Option<&str>,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        mut f: F,
+    ) -> Result<(), EngineError>
+    where
+        F: FnMut(MessageRecord) -> bool,
+    {
+        let (key, start, mut end) = match channel {
+            Some(name) => (keys::log(name), "-".to_string(), "+".to_string()),
+            None => (
+                keys::MESSAGES.to_string(),
+                since.map_or_else(|| "-".to_string(), |t| t.millis().max(0).to_string()),
+                until.map_or_else(
+                    || "+".to_string(),
+                    |t| format!("{}-18446744073709551615", t.millis().max(0)),
+                ),
+            ),
+        };
+        loop {
+            let page: Vec<(String, HashMap<String, String>)> = self
+                .client
+                .xrevrange_values(key.as_str(), end.as_str(), start.as_str(), Some(SCAN_PAGE))
+                .await
+                .map_err(unavailable)?;
+            let n = page.len();
+            for (id, fields) in &page {
+                if let Some(rec) = fields.get("r").and_then(|r| parse_record(r)) {
+                    if !f(rec) {
+                        return Ok(());
+                    }
+                }
+                end = format!("({id}");
+            }
+            if (n as u64) < SCAN_PAGE {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Turns a pub/sub message into an engine event.
+fn event_of(m: Message) -> Option<EngineEvent> {
+    if &*m.channel == keys::REGISTRY_EVENTS {
+        return Some(EngineEvent::RegistryChanged);
+    }
+    let name = ChannelName::parse(keys::name_of_live(&m.channel)?).ok()?;
+    let frame_json = match m.value {
+        Value::Bytes(b) => b,
+        Value::String(s) => Bytes::copy_from_slice(s.as_bytes()),
+        _ => return None,
+    };
+    Some(EngineEvent::Message {
+        channel: name,
+        frame_json,
+    })
+}
+
+/// A record as stored in Redis (the JSON of `MessageRecord`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordIn {
+    id: Uuid,
+    event_name: String,
+    channel_id: Uuid,
+    channel_name: String,
+    payload: Box<RawValue>,
+    sender_type: String,
+    sender_id: Option<String>,
+    wh_audience_count: u32,
+    wh_delivered_count: u32,
+    created_at: String,
+    offset: u64,
+}
+
+fn parse_record(s: &str) -> Option<MessageRecord> {
+    let r: RecordIn = serde_json::from_str(s).ok()?;
+    Some(MessageRecord {
+        id: r.id,
+        event_name: Arc::from(r.event_name),
+        channel_id: r.channel_id,
+        channel_name: ChannelName::parse(&r.channel_name).ok()?,
+        payload: Arc::from(r.payload),
+        sender_type: if r.sender_type == "system" {
+            "system"
+        } else {
+            "user"
+        },
+        sender_id: r.sender_id.map(Arc::from),
+        ws_audience_count: 0,
+        wh_audience_count: r.wh_audience_count,
+        wh_delivered_count: r.wh_delivered_count,
+        created_at: Timestamp::parse(&r.created_at)?,
+        offset: r.offset,
+    })
+}
+
+/// JSON of `v` (whose last field is `offset`, serialized as 0) cut just after `"offset":`.
+fn offset_prefix<T: serde::Serialize>(v: &T) -> String {
+    let mut s = serde_json::to_string(v).expect("serializing to a String cannot fail");
+    debug_assert!(s.ends_with("\"offset\":0}"));
+    s.truncate(s.len() - 2);
+    s
+}
+
+fn conflict_or(v: i64, pattern: &str) -> Result<(), EngineError> {
+    if v == 0 {
+        Err(EngineError::Conflict(format!(
+            "a channel with pattern `{pattern}` already exists"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+impl Engine for RedisEngine {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn reachable(&mut self) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), self.client.ping::<String>(None)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    async fn load_channels(&mut self) -> Result<Vec<ChannelRecord>, EngineError> {
+        let all: HashMap<String, String> = self
+            .client
+            .hgetall(keys::CHANNELS)
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(all.len());
+        for (id, json) in all {
+            match serde_json::from_str::<ChannelRecord>(&json) {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::warn!(%id, error = %e, "skipping unreadable channel record"),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create_channel(&mut self, rec: &ChannelRecord) -> Result<(), EngineError> {
+        let json = serde_json::to_string(rec).map_err(|e| EngineError::Other(e.to_string()))?;
+        let v: i64 = self
+            .create
+            .evalsha_with_reload(
+                &self.client,
+                vec![keys::CHANNELS, keys::PATTERNS, keys::VERSION],
+                vec![
+                    rec.id.to_string(),
+                    rec.pattern.to_string(),
+                    json,
+                    keys::REGISTRY_EVENTS.into(),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        conflict_or(v, rec.pattern.as_str())
+    }
+
+    async fn update_channel(
+        &mut self,
+        old: &ChannelRecord,
+        new: &ChannelRecord,
+    ) -> Result<(), EngineError> {
+        let json = serde_json::to_string(new).map_err(|e| EngineError::Other(e.to_string()))?;
+        let v: i64 = self
+            .update
+            .evalsha_with_reload(
+                &self.client,
+                vec![keys::CHANNELS, keys::PATTERNS, keys::VERSION],
+                vec![
+                    new.id.to_string(),
+                    old.pattern.to_string(),
+                    new.pattern.to_string(),
+                    json,
+                    keys::REGISTRY_EVENTS.into(),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        conflict_or(v, new.pattern.as_str())
+    }
+
+    async fn delete_channel(&mut self, rec: &ChannelRecord) -> Result<(), EngineError> {
+        let _: i64 = self
+            .delete
+            .evalsha_with_reload(
+                &self.client,
+                vec![keys::CHANNELS, keys::PATTERNS, keys::VERSION],
+                vec![
+                    rec.id.to_string(),
+                    rec.pattern.to_string(),
+                    keys::REGISTRY_EVENTS.into(),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn append(&mut self, msg: NewMessage) -> Result<Appended, EngineError> {
+        match self.pipelined_append(msg) {
+            Some(f) => f.await,
+            None => unreachable!("the redis engine always pipelines"),
+        }
+    }
+
+    fn pipelined_append(&self, m: NewMessage) -> Option<AppendFuture> {
+        let client = self.client.clone();
+        let script = self.publish.clone();
+        let per_channel = self.retention.per_channel;
+        let max_total = self.retention.max_total;
+        Some(Box::pin(async move {
+            let id = Uuid::now_v7();
+            let created_at = Timestamp::now();
+            let ts = created_at.to_rfc3339();
+            let ids = id.to_string();
+            let name = m.channel_name.as_str();
+            let record = MessageRecord {
+                id,
+                event_name: m.event.clone(),
+                channel_id: m.channel_id,
+                channel_name: m.channel_name.clone(),
+                payload: m.payload.clone(),
+                sender_type: m.sender_type,
+                sender_id: m.sender_id.clone(),
+                ws_audience_count: 0,
+                wh_audience_count: m.wh_audience,
+                wh_delivered_count: 0,
+                created_at,
+                offset: 0,
+            };
+            let frame = MessageFrame {
+                kind: "message",
+                message_id: &ids,
+                channel: name,
+                event: &m.event,
+                payload: &m.payload,
+                sender_id: m.sender_id.as_deref(),
+                sender_type: m.sender_type,
+                timestamp: &ts,
+                offset: 0,
+            };
+            let record_prefix = offset_prefix(&record);
+            let offset: u64 = script
+                .evalsha_with_reload(
+                    &client,
+                    vec![keys::seq(name), keys::log(name)],
+                    vec![
+                        per_channel.to_string(),
+                        record_prefix.clone(),
+                        offset_prefix(&frame),
+                        keys::live(name),
+                    ],
+                )
+                .await
+                .map_err(unavailable)?;
+            // The listing index; not part of the atomic publish (the channel's own stream is).
+            let full = format!("{record_prefix}{offset}}}");
+            let _: Result<Value, _> = client
+                .xadd(
+                    keys::MESSAGES,
+                    false,
+                    ("MAXLEN", "~", max_total as i64),
+                    "*",
+                    vec![("r", full)],
+                )
+                .await;
+            Ok(Appended {
+                key: offset,
+                id,
+                offset,
+                created_at,
+            })
+        }))
+    }
+
+    async fn add_audience(&mut self, updates: &[(ChannelName, u64, u32)]) {
+        // One pipeline: every HINCRBY is written before any reply is awaited.
+        let pipe = self.client.pipeline();
+        for (ch, off, n) in updates {
+            let _: Result<(), _> = pipe
+                .hincrby(keys::audience(ch.as_str()), off.to_string(), i64::from(*n))
+                .await;
+        }
+        if let Err(e) = pipe.all::<Value>().await {
+            tracing::debug!(error = %e, "audience update failed");
+        }
+    }
+
+    async fn history(&mut self, q: &HistoryQuery) -> Result<Vec<MessageRecord>, EngineError> {
+        let mut skip = q.offset;
+        let mut rows = Vec::with_capacity(q.limit.min(1000));
+        let channel = match q.channel_name.as_deref() {
+            Some(n) if ChannelName::parse(n).is_err() => return Ok(Vec::new()),
+            other => other,
+        };
+        self.scan(channel, q.since, q.until, |m| {
+            let keep = q.channel_id.is_none_or(|id| m.channel_id == id)
+                && q.channel_name
+                    .as_deref()
+                    .is_none_or(|n| m.channel_name.as_str() == n)
+                && q.event_name.as_deref().is_none_or(|e| &*m.event_name == e)
+                && q.since.is_none_or(|t| m.created_at >= t)
+                && q.until.is_none_or(|t| m.created_at <= t);
+            if keep {
+                if skip > 0 {
+                    skip -= 1;
+                } else {
+                    rows.push(m);
+                }
+            }
+            rows.len() < q.limit
+        })
+        .await?;
+        if rows.is_empty() {
+            return Ok(rows);
+        }
+        let pipe = self.client.pipeline();
+        for m in &rows {
+            let _: Result<(), _> = pipe
+                .hget(
+                    keys::audience(m.channel_name.as_str()),
+                    m.offset.to_string(),
+                )
+                .await;
+        }
+        let counts: Vec<FredResult<Option<u64>>> = pipe.try_all().await;
+        for (m, c) in rows.iter_mut().zip(counts) {
+            m.ws_audience_count = c.ok().flatten().unwrap_or(0);
+        }
+        Ok(rows)
+    }
+
+    async fn stats(&mut self, since: Option<Timestamp>) -> Result<Stats, EngineError> {
+        let (mut total, mut audience, mut delivered) = (0u64, 0u64, 0u64);
+        let mut events: HashMap<String, u64> = HashMap::new();
+        self.scan(None, since, None, |m| {
+            if since.is_none_or(|t| m.created_at >= t) {
+                total += 1;
+                audience += u64::from(m.wh_audience_count);
+                delivered += u64::from(m.wh_delivered_count);
+                *events.entry(m.event_name.to_string()).or_default() += 1;
+            }
+            true
+        })
+        .await?;
+        let mut top: Vec<EventCount> = events
+            .into_iter()
+            .map(|(event_name, count)| EventCount { event_name, count })
+            .collect();
+        top.sort_by(|a, b| b.count.cmp(&a.count).then(a.event_name.cmp(&b.event_name)));
+        top.truncate(10);
+        Ok(Stats {
+            total_messages: total,
+            wh_delivery_rate: if audience == 0 {
+                1.0
+            } else {
+                delivered as f64 / audience as f64
+            },
+            top_events: top,
+        })
+    }
+
+    async fn node_interest(&mut self, channel: &ChannelName, on: bool) -> Result<(), EngineError> {
+        let live = keys::live(channel.as_str());
+        if on {
+            self.subscriber.subscribe(live).await.map_err(unavailable)
+        } else {
+            self.subscriber.unsubscribe(live).await.map_err(unavailable)
+        }
+    }
+
+    fn take_events(&mut self) -> Option<mpsc::Receiver<EngineEvent>> {
+        self.events.take()
+    }
+}
