@@ -24,7 +24,7 @@ use registry::Registry;
 use crate::{
     channel::ChannelName,
     core::NodeShared,
-    engine::{Appended, Engine, EngineError, EngineEvent, NewMessage},
+    engine::{Appended, Engine, EngineError, EngineEvent, MessageRecord, NewMessage},
     protocol::{ErrorCode, MessageFrame, ServerMsg},
     ws::frame,
 };
@@ -38,6 +38,10 @@ pub struct Control<E: Engine> {
     cores: Vec<mpsc::Sender<CoreMsg>>,
     /// Which cores have subscribers of a channel (bit i = core i).
     interest: HashMap<ChannelName, u64>,
+    /// Multi-node engines: the last offset delivered to the cores, per channel with interest.
+    /// A message past `last + 1` reveals a gap (filled from history first); one at or below
+    /// `last` is a duplicate (dropped).
+    last: HashMap<ChannelName, u64>,
     shared: Arc<NodeShared>,
 }
 
@@ -53,6 +57,7 @@ impl<E: Engine> Control<E> {
             registry: Registry::new(records),
             cores,
             interest: HashMap::new(),
+            last: HashMap::new(),
             shared,
         })
     }
@@ -81,33 +86,77 @@ impl<E: Engine> Control<E> {
     async fn on_event(&mut self, ev: EngineEvent) {
         match ev {
             EngineEvent::RegistryChanged => registry::reload(self).await,
+            EngineEvent::Reconnected => {
+                let channels: Vec<(ChannelName, u64)> =
+                    self.last.iter().map(|(c, o)| (c.clone(), *o)).collect();
+                for (ch, after) in channels {
+                    self.fill_gap(&ch, after, None).await;
+                }
+            }
             EngineEvent::Message {
                 channel,
                 frame_json,
             } => {
-                let Some(&bits) = self.interest.get(&channel) else {
+                if !self.interest.contains_key(&channel) {
                     return;
-                };
+                }
                 let Some(offset) = trailing_offset(&frame_json) else {
                     tracing::warn!(%channel, "message without offset from the engine; dropped");
                     return;
                 };
-                // Filters only apply to `db:` channels: only those need the event and schema.
-                let (event, schema) = if channel.is_db() {
-                    event_and_schema(&frame_json)
-                } else {
-                    (Arc::from(""), None)
-                };
-                let d = Arc::new(Delivery {
-                    key: offset,
-                    channel,
-                    event,
-                    schema,
-                    frame: frame::encode(OpCode::Data(Data::Text), &frame_json),
-                });
-                self.fan_out(bits, d).await;
+                match self.last.get(&channel).copied() {
+                    Some(last) if offset <= last => return, // already delivered
+                    Some(last) if offset > last + 1 => {
+                        self.fill_gap(&channel, last, Some(offset - 1)).await;
+                    }
+                    _ => {}
+                }
+                self.deliver_remote(channel, offset, &frame_json).await;
             }
         }
+    }
+
+    /// Delivers a channel's messages in `(after, upto]` from history, in order.
+    async fn fill_gap(&mut self, ch: &ChannelName, after: u64, upto: Option<u64>) {
+        match self.engine.read_range(ch, after, upto).await {
+            Ok(records) => {
+                if !records.is_empty() {
+                    tracing::info!(channel = %ch, after, count = records.len(), "filled a gap from history");
+                }
+                for r in records {
+                    if self.last.get(ch).is_some_and(|l| r.offset <= *l) {
+                        continue;
+                    }
+                    let json = frame_json_of(&r);
+                    self.deliver_remote(ch.clone(), r.offset, &json).await;
+                }
+            }
+            Err(e) => tracing::warn!(channel = %ch, after, error = %e, "gap fill failed"),
+        }
+    }
+
+    /// Hands one encoded message to the cores with subscribers and records its offset.
+    async fn deliver_remote(&mut self, channel: ChannelName, offset: u64, frame_json: &[u8]) {
+        let Some(&bits) = self.interest.get(&channel) else {
+            return;
+        };
+        if let Some(l) = self.last.get_mut(&channel) {
+            *l = offset;
+        }
+        // Filters only apply to `db:` channels: only those need the event and schema.
+        let (event, schema) = if channel.is_db() {
+            event_and_schema(frame_json)
+        } else {
+            (Arc::from(""), None)
+        };
+        let d = Arc::new(Delivery {
+            key: offset,
+            channel,
+            event,
+            schema,
+            frame: frame::encode(OpCode::Data(Data::Text), frame_json),
+        });
+        self.fan_out(bits, d).await;
     }
 
     async fn fan_out(&self, bits: u64, d: Arc<Delivery>) {
@@ -138,10 +187,17 @@ impl<E: Engine> Control<E> {
                 if after == 0 {
                     self.interest.remove(&channel);
                 }
-                if (before == 0) != (after == 0)
-                    && let Err(e) = self.engine.node_interest(&channel, after != 0).await
-                {
-                    tracing::warn!(%channel, error = %e, "engine refused a channel interest change");
+                if (before == 0) != (after == 0) {
+                    if let Err(e) = self.engine.node_interest(&channel, after != 0).await {
+                        tracing::warn!(%channel, error = %e, "engine refused a channel interest change");
+                    }
+                    if after == 0 {
+                        self.last.remove(&channel);
+                    } else if let Ok(Some(head)) = self.engine.head_offset(&channel).await {
+                        // Subscribed in the engine first, then read the head: every message
+                        // after `head` will arrive live, or be found as a gap.
+                        self.last.entry(channel.clone()).or_insert(head);
+                    }
                 }
                 if let Some(d) = done {
                     let _ = d.send(());
@@ -338,6 +394,24 @@ async fn next_event(events: &mut Option<mpsc::Receiver<EngineEvent>>) -> Option<
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// The `message` frame body of a stored record (as its publisher encoded it).
+fn frame_json_of(r: &MessageRecord) -> Vec<u8> {
+    let id = r.id.to_string();
+    let ts = r.created_at.to_rfc3339();
+    serde_json::to_vec(&MessageFrame {
+        kind: "message",
+        message_id: &id,
+        channel: r.channel_name.as_str(),
+        event: &r.event_name,
+        payload: &r.payload,
+        sender_id: r.sender_id.as_deref(),
+        sender_type: r.sender_type,
+        timestamp: &ts,
+        offset: r.offset,
+    })
+    .expect("serializing to a Vec cannot fail")
 }
 
 /// The offset at the end of an encoded `message` frame (`..."offset":N}`).

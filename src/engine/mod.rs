@@ -44,6 +44,8 @@ pub enum EngineEvent {
     },
     /// The channel registry changed (on this node or another).
     RegistryChanged,
+    /// The pub/sub link came back (and is subscribed again): messages may have been missed.
+    Reconnected,
 }
 
 /// An append that runs concurrently with others (see `Engine::pipelined_append`).
@@ -157,6 +159,22 @@ pub trait Engine {
     /// the control thread appends with `append` and delivers right after it.
     fn pipelined_append(&self, _msg: NewMessage) -> Option<AppendFuture> {
         None
+    }
+
+    /// The highest offset `channel` has now (multi-node engines; `None`: unknown/not tracked).
+    async fn head_offset(&mut self, _channel: &ChannelName) -> Result<Option<u64>, EngineError> {
+        Ok(None)
+    }
+
+    /// The channel's messages with offsets in `(after, upto]` (`upto` `None`: to the end), in
+    /// order: what a node missed while its pub/sub link was down.
+    async fn read_range(
+        &mut self,
+        _channel: &ChannelName,
+        _after: u64,
+        _upto: Option<u64>,
+    ) -> Result<Vec<MessageRecord>, EngineError> {
+        Ok(Vec::new())
     }
 
     /// The engine's event stream, taken once by the control thread.

@@ -111,6 +111,21 @@ impl RedisEngine {
             .await
             .map_err(unavailable)?;
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        // After the pub/sub link comes back: subscribe everything again (explicitly, so that
+        // the control thread reads the gap only once the subscriptions are in place).
+        let mut reconnects = subscriber.reconnect_rx();
+        let (sub2, tx2) = (subscriber.clone(), tx.clone());
+        tokio::spawn(async move {
+            while reconnects.recv().await.is_ok() {
+                if let Err(e) = sub2.resubscribe_all().await {
+                    tracing::warn!(error = %e, "re-subscribing after a reconnection failed");
+                }
+                tracing::info!("redis pub/sub link restored; filling gaps from the streams");
+                if tx2.send(EngineEvent::Reconnected).await.is_err() {
+                    return;
+                }
+            }
+        });
         let mut messages = subscriber.message_rx();
         tokio::spawn(async move {
             loop {
@@ -519,6 +534,44 @@ impl Engine for RedisEngine {
             self.subscriber.subscribe(live).await.map_err(unavailable)
         } else {
             self.subscriber.unsubscribe(live).await.map_err(unavailable)
+        }
+    }
+
+    async fn head_offset(&mut self, channel: &ChannelName) -> Result<Option<u64>, EngineError> {
+        let v: Option<u64> = self
+            .client
+            .get(keys::seq(channel.as_str()))
+            .await
+            .map_err(unavailable)?;
+        Ok(Some(v.unwrap_or(0)))
+    }
+
+    async fn read_range(
+        &mut self,
+        channel: &ChannelName,
+        after: u64,
+        upto: Option<u64>,
+    ) -> Result<Vec<MessageRecord>, EngineError> {
+        let key = keys::log(channel.as_str());
+        let mut out = Vec::new();
+        let mut start = format!("{}-1", after + 1);
+        let end = upto.map_or_else(|| "+".to_string(), |u| format!("{u}-1"));
+        loop {
+            let page: Vec<(String, HashMap<String, String>)> = self
+                .client
+                .xrange_values(key.as_str(), start.as_str(), end.as_str(), Some(SCAN_PAGE))
+                .await
+                .map_err(unavailable)?;
+            let n = page.len();
+            for (id, fields) in &page {
+                if let Some(rec) = fields.get("r").and_then(|r| parse_record(r)) {
+                    out.push(rec);
+                }
+                start = format!("({id}");
+            }
+            if (n as u64) < SCAN_PAGE {
+                return Ok(out);
+            }
         }
     }
 
