@@ -324,3 +324,43 @@ fn redis_restart_mid_stream_loses_no_acknowledged_message() {
     }
     a.shutdown();
 }
+
+#[test]
+fn two_nodes_on_a_redis_cluster() {
+    let cluster = common::redis::RedisCluster::start();
+    let a = TestServer::builder("io_uring")
+        .redis(&cluster.url())
+        .start();
+    let b = TestServer::builder("legacy").redis(&cluster.url()).start();
+    // Channels whose keys hash to different slots (so to different masters).
+    let names: Vec<String> = (0..6).map(|i| format!("c{i}:room")).collect();
+    a.channel("c*");
+    let mut subs_b: Vec<Ws> = Vec::new();
+    for n in &names {
+        let mut s = b.client("s");
+        eventually("subscribe on node B", Duration::from_secs(5), || {
+            s.send(json!({"type": "subscribe", "channel": n}));
+            s.recv()["type"] == "subscribed"
+        });
+        subs_b.push(s);
+    }
+    let mut pa = a.client("pa");
+    let mut pb = b.client("pb");
+    for k in 0..10u64 {
+        for n in &names {
+            let p = if k % 2 == 0 { &mut pa } else { &mut pb };
+            assert_eq!(p.publish(n, "e", json!({"k": k}))["offset"], k + 1);
+        }
+    }
+    for s in &mut subs_b {
+        expect_offsets(s, 10);
+    }
+    let (_, ha) = a.http("GET", "/api/realtime/messages?channelName=c3:room", None);
+    let (_, hb) = b.http("GET", "/api/realtime/messages?channelName=c3:room", None);
+    assert_eq!(ha.as_array().unwrap().len(), 10);
+    assert_eq!(ha, hb);
+    let (_, stats) = b.http("GET", "/api/realtime/messages/stats", None);
+    assert_eq!(stats["totalMessages"], 60);
+    a.shutdown();
+    b.shutdown();
+}

@@ -10,7 +10,7 @@ use std::{
 
 pub struct RedisServer {
     pub port: u16,
-    child: Option<Child>,
+    pub(crate) child: Option<Child>,
     /// With a data directory: append-only file, fsync on every write (survives restarts).
     dir: Option<std::path::PathBuf>,
 }
@@ -118,5 +118,89 @@ impl Drop for RedisServer {
         if let Some(d) = &self.dir {
             let _ = std::fs::remove_dir_all(d);
         }
+    }
+}
+
+/// A Redis Cluster of three masters on loopback, made with `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let dir = std::env::temp_dir()
+                .join(format!("ringcast-cluster-{port}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--dir",
+                    &dir.display().to_string(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect(
+                    "redis-server not found: run scripts/test, or apt-get install redis-server",
+                );
+            let s = RedisServer {
+                port,
+                child: Some(child),
+                dir: Some(dir),
+            };
+            let end = Instant::now() + Duration::from_secs(10);
+            while !s.ping() {
+                assert!(Instant::now() < end, "cluster node {port} did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            nodes.push(s);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli not found: apt-get install redis-tools");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let end = Instant::now() + Duration::from_secs(20);
+        for n in &nodes {
+            while !n.command(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+                assert!(Instant::now() < end, "cluster did not become ok");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Self { nodes }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port)
     }
 }

@@ -4,7 +4,7 @@
 //! fred; cores never see it. Layout in Redis (see `keys`):
 //! - per channel `{name}`: `seq` (offset counter), `log` (stream, entry id = `offset-1`,
 //!   trimmed to an exact count), `aud` (hash offset -> subscribers it reached, summed over
-//!   nodes) and the pub/sub channel `live`;
+//!   nodes) and the sharded pub/sub channel `live` (SPUBLISH/SSUBSCRIBE; Redis >= 7);
 //! - `rc:messages`: every message, in arrival order (the history listing and stats);
 //! - the registry under `{reg}`: records by id, ids by pattern (uniqueness across nodes), a
 //!   version bumped and announced on `rc:{reg}:events` at every change.
@@ -530,10 +530,15 @@ impl Engine for RedisEngine {
 
     async fn node_interest(&mut self, channel: &ChannelName, on: bool) -> Result<(), EngineError> {
         let live = keys::live(channel.as_str());
+        // Sharded pub/sub, one channel per call (a multi-channel SSUBSCRIBE across slots fails
+        // with CROSSSLOT on a cluster).
         if on {
-            self.subscriber.subscribe(live).await.map_err(unavailable)
+            self.subscriber.ssubscribe(live).await.map_err(unavailable)
         } else {
-            self.subscriber.unsubscribe(live).await.map_err(unavailable)
+            self.subscriber
+                .sunsubscribe(live)
+                .await
+                .map_err(unavailable)
         }
     }
 

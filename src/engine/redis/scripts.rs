@@ -1,13 +1,14 @@
 //! Server-side scripts. Each runs atomically on one shard (its keys share a hash tag).
 
 /// Publish: assign the next offset, append to the channel's stream (exact MAXLEN), and fan the
-/// frame out, all at once, so history order is delivery order on every node.
+/// frame out (sharded pub/sub: the channel hashes to the same slot as the keys), all at once,
+/// so history order is delivery order on every node.
 /// KEYS: seq, log. ARGV: maxlen, record prefix, frame prefix, live channel.
 /// The prefixes are JSON objects cut just after `"offset":`; the script appends the offset.
 pub const PUBLISH: &str = r#"
 local off = redis.call('INCR', KEYS[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], off .. '-1', 'r', ARGV[2] .. off .. '}')
-redis.call('PUBLISH', ARGV[4], ARGV[3] .. off .. '}')
+redis.call('SPUBLISH', ARGV[4], ARGV[3] .. off .. '}')
 return off
 "#;
 
