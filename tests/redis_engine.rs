@@ -9,6 +9,15 @@ use std::time::Duration;
 use common::{redis::RedisServer, *};
 use serde_json::json;
 
+/// Waits until `node`'s registry holds `pattern` (changes propagate through Redis).
+fn wait_channel(node: &TestServer, pattern: &str) {
+    eventually("channel propagated", Duration::from_secs(5), || {
+        let (_, list) = node.http("GET", "/api/realtime/channels", None);
+        list.as_array()
+            .is_some_and(|l| l.iter().any(|c| c["pattern"] == pattern))
+    });
+}
+
 fn two_nodes(driver: &str, redis: &RedisServer) -> (TestServer, TestServer) {
     let a = TestServer::builder(driver).redis(&redis.url()).start();
     let b = TestServer::builder(driver).redis(&redis.url()).start();
@@ -137,6 +146,7 @@ both_drivers!(audience_and_stats_are_summed_over_nodes, |driver| {
     let redis = RedisServer::start();
     let (a, b) = two_nodes(driver, &redis);
     a.channel("aud:*");
+    wait_channel(&b, "aud:*");
     let mut subs: Vec<Ws> = (0..2).map(|i| a.client(&format!("a{i}"))).collect();
     subs.extend((0..3).map(|i| b.client(&format!("b{i}"))));
     for s in &mut subs {
@@ -180,7 +190,9 @@ both_drivers!(audience_and_stats_are_summed_over_nodes, |driver| {
 
 #[test]
 fn redis_going_away_gives_errors_then_recovers() {
-    let mut redis = RedisServer::start();
+    // Persistent, as in production: a Redis restarted without its data has no channels
+    // (the node then reloads that empty registry and refuses publishes, correctly).
+    let mut redis = RedisServer::start_persistent();
     let a = TestServer::builder("io_uring").redis(&redis.url()).start();
     a.channel("r:*");
     let mut sub = a.client("s");
@@ -262,6 +274,7 @@ both_drivers!(pubsub_link_drop_mid_stream_loses_nothing, |driver| {
     let redis = RedisServer::start();
     let (a, b) = two_nodes(driver, &redis);
     a.channel("gap:*");
+    wait_channel(&b, "gap:*");
     let mut sub = a.client("s");
     sub.subscribe("gap:1");
     let mut p = b.client("p");
@@ -335,6 +348,7 @@ fn two_nodes_on_a_redis_cluster() {
     // Channels whose keys hash to different slots (so to different masters).
     let names: Vec<String> = (0..6).map(|i| format!("c{i}:room")).collect();
     a.channel("c*");
+    wait_channel(&b, "c*");
     let mut subs_b: Vec<Ws> = Vec::new();
     for n in &names {
         let mut s = b.client("s");
@@ -362,5 +376,77 @@ fn two_nodes_on_a_redis_cluster() {
     let (_, stats) = b.http("GET", "/api/realtime/messages/stats", None);
     assert_eq!(stats["totalMessages"], 60);
     a.shutdown();
+    b.shutdown();
+}
+
+#[test]
+fn killed_node_does_not_stop_the_others() {
+    let redis = RedisServer::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--engine",
+            "redis",
+            "--redis-url",
+            &redis.url(),
+            "--jwt-secret",
+            SECRET,
+            "--admin-key",
+            ADMIN_KEY,
+            "--log-level",
+            "warn",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let killed: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    eventually("node A up", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(killed).is_ok()
+    });
+    let b = TestServer::builder("io_uring").redis(&redis.url()).start();
+    let (s, _) = http(
+        killed,
+        "POST",
+        "/api/realtime/channels",
+        Some(ADMIN_KEY),
+        Some(json!({"pattern": "k:*"})),
+    );
+    assert_eq!(s, 201);
+    wait_channel(&b, "k:*");
+    let mut on_a = Ws::connect(killed);
+    on_a.auth(&token("a", "authenticated"));
+    on_a.subscribe("k:1");
+    let mut on_b = b.client("b");
+    eventually("subscribe on B", Duration::from_secs(3), || {
+        on_b.send(json!({"type": "subscribe", "channel": "k:1"}));
+        on_b.recv()["type"] == "subscribed"
+    });
+    let mut pub_a = Ws::connect(killed);
+    pub_a.auth(&token("pa", "authenticated"));
+    pub_a.publish("k:1", "from-a", json!({}));
+    assert_eq!(on_a.expect("message")["event"], "from-a");
+    assert_eq!(on_b.expect("message")["event"], "from-a");
+
+    child.kill().unwrap(); // SIGKILL: no graceful close
+    child.wait().unwrap();
+    let mut p = b.client("p");
+    p.publish("k:1", "after-kill", json!({}));
+    let m = on_b.expect("message");
+    assert_eq!(m["event"], "after-kill");
+    assert_eq!(m["offset"], 2);
+    let (_, h) = b.http("GET", "/api/realtime/messages?channelName=k:1", None);
+    assert_eq!(
+        h.as_array().unwrap().len(),
+        2,
+        "the killed node's message is in history"
+    );
     b.shutdown();
 }

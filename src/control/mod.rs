@@ -87,6 +87,8 @@ impl<E: Engine> Control<E> {
         match ev {
             EngineEvent::RegistryChanged => registry::reload(self).await,
             EngineEvent::Reconnected => {
+                // A registry change announced while the link was down was missed too.
+                registry::reload(self).await;
                 let channels: Vec<(ChannelName, u64)> =
                     self.last.iter().map(|(c, o)| (c.clone(), *o)).collect();
                 for (ch, after) in channels {
