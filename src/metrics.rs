@@ -78,6 +78,10 @@ metric_block!(ControlMetrics {
     publish_failures_total: "counter", "Publishes the engine refused.";
     registry_changes_total: "counter", "Channel registry changes.";
     history_retained: "gauge", "Messages retained in the memory engine.";
+    backplane_reconnects_total: "counter", "Redis pub/sub reconnections (each followed by a gap fill).";
+    backplane_gap_fill_messages_total: "counter", "Messages recovered from Redis streams after a gap.";
+    backplane_events_pending: "gauge", "Messages from Redis waiting for the control thread.";
+    backplane_lag_ms: "gauge", "Age of the latest message from Redis when it reached this node (ms).";
 });
 
 /// All metrics of one node.

@@ -125,6 +125,7 @@ both_drivers!(disable_on_one_node_unsubscribes_on_the_other, |driver| {
     let redis = RedisServer::start();
     let (a, b) = two_nodes(driver, &redis);
     let rec = a.channel("live:*");
+    wait_channel(&b, "live:*");
     let mut sub = a.client("s");
     sub.subscribe("live:1");
     let id = rec["id"].as_str().unwrap();
@@ -270,6 +271,17 @@ fn expect_offsets(sub: &mut Ws, upto: u64) -> Vec<String> {
     ids
 }
 
+/// A counter or gauge from a node's `/metrics`.
+fn metric(node: &TestServer, name: &str) -> u64 {
+    let (_, m) = node.http("GET", "/metrics", None);
+    m.as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing"))
+}
+
 both_drivers!(pubsub_link_drop_mid_stream_loses_nothing, |driver| {
     let redis = RedisServer::start();
     let (a, b) = two_nodes(driver, &redis);
@@ -278,18 +290,34 @@ both_drivers!(pubsub_link_drop_mid_stream_loses_nothing, |driver| {
     let mut sub = a.client("s");
     sub.subscribe("gap:1");
     let mut p = b.client("p");
-    const N: u64 = 300;
-    for k in 1..=N {
-        if k == 100 || k == 200 {
-            // Cut every pub/sub connection (both nodes') in the middle of the stream.
-            let r = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
-            assert!(r.starts_with(':'), "{r}");
+    let mut publish = |range: std::ops::RangeInclusive<u64>| {
+        for k in range {
+            let ack = p.publish("gap:1", "e", json!({"k": k}));
+            assert_eq!(ack["offset"], k);
         }
-        let ack = p.publish("gap:1", "e", json!({"k": k}));
-        assert_eq!(ack["offset"], k);
-    }
-    expect_offsets(&mut sub, N);
+    };
+    publish(1..=100);
+    // Cut every pub/sub connection (both nodes'), and publish while they are down.
+    let r = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert!(r.starts_with(':'), "{r}");
+    publish(101..=150);
+    eventually("node A reconnected", Duration::from_secs(10), || {
+        metric(&a, "ringcast_backplane_reconnects_total") >= 1
+    });
+    let filled = metric(&a, "ringcast_backplane_gap_fill_messages_total");
+    assert!(
+        filled <= 50,
+        "only the outage window comes from the stream: {filled}"
+    );
+    publish(151..=300);
+    expect_offsets(&mut sub, 300);
     sub.expect_silence(Duration::from_millis(200));
+    // Live delivery resumed after the reconnection: nothing after it came from the stream.
+    assert_eq!(
+        metric(&a, "ringcast_backplane_gap_fill_messages_total"),
+        filled
+    );
+    let _ = metric(&a, "ringcast_backplane_lag_ms");
     a.shutdown();
     b.shutdown();
 });
@@ -449,4 +477,37 @@ fn killed_node_does_not_stop_the_others() {
         "the killed node's message is in history"
     );
     b.shutdown();
+}
+
+#[test]
+fn redis_history_is_trimmed_by_age() {
+    let redis = RedisServer::start();
+    let a = TestServer::builder("io_uring")
+        .redis(&redis.url())
+        .with(|f| f.history.max_age = "1s".into())
+        .start();
+    a.channel("old:*");
+    let mut p = a.client("p");
+    for _ in 0..3 {
+        p.publish("old:1", "old", json!({}));
+    }
+    std::thread::sleep(Duration::from_millis(1100)); // let those three age past max_age
+    p.publish("old:1", "new", json!({}));
+    eventually(
+        "old messages trimmed from both indexes",
+        Duration::from_secs(3),
+        || {
+            let (_, by_channel) = a.http("GET", "/api/realtime/messages?channelName=old:1", None);
+            let (_, all) = a.http("GET", "/api/realtime/messages", None);
+            let events = |v: &serde_json::Value| -> Vec<String> {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["eventName"].as_str().unwrap().to_string())
+                    .collect()
+            };
+            events(&by_channel) == ["new"] && events(&all) == ["new"]
+        },
+    );
+    a.shutdown();
 }

@@ -26,6 +26,7 @@ use crate::{
     core::NodeShared,
     engine::{Appended, Engine, EngineError, EngineEvent, MessageRecord, NewMessage},
     protocol::{ErrorCode, MessageFrame, ServerMsg},
+    timestamp::Timestamp,
     ws::frame,
 };
 
@@ -71,13 +72,22 @@ impl<E: Engine> Control<E> {
     /// publishes are local tasks).
     pub async fn run(mut self, mut rx: mpsc::Receiver<ControlMsg>) {
         let mut events = self.engine.take_events();
+        let period = self.engine.maintenance_period();
+        let mut housekeeping = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = housekeeping.tick(), if period.is_some() => self.engine.maintain().await,
                 m = rx.recv() => match m {
                     Some(m) => self.handle(m).await,
                     None => break,
                 },
-                Some(ev) = next_event(&mut events) => self.on_event(ev).await,
+                Some(ev) = next_event(&mut events) => {
+                    if let Some(rx) = &events {
+                        self.shared.metrics.control.backplane_events_pending.set(rx.len() as u64);
+                    }
+                    self.on_event(ev).await
+                }
             }
         }
         tracing::debug!("control thread: all cores gone");
@@ -87,6 +97,7 @@ impl<E: Engine> Control<E> {
         match ev {
             EngineEvent::RegistryChanged => registry::reload(self).await,
             EngineEvent::Reconnected => {
+                self.shared.metrics.control.backplane_reconnects_total.inc();
                 // A registry change announced while the link was down was missed too.
                 registry::reload(self).await;
                 let channels: Vec<(ChannelName, u64)> =
@@ -113,6 +124,10 @@ impl<E: Engine> Control<E> {
                     }
                     _ => {}
                 }
+                if let Some(ts) = frame_timestamp(&frame_json) {
+                    let lag = (Timestamp::now().millis() - ts.millis()).max(0) as u64;
+                    self.shared.metrics.control.backplane_lag_ms.set(lag);
+                }
                 self.deliver_remote(channel, offset, &frame_json).await;
             }
         }
@@ -124,6 +139,11 @@ impl<E: Engine> Control<E> {
             Ok(records) => {
                 if !records.is_empty() {
                     tracing::info!(channel = %ch, after, count = records.len(), "filled a gap from history");
+                    self.shared
+                        .metrics
+                        .control
+                        .backplane_gap_fill_messages_total
+                        .add(records.len() as u64);
                 }
                 for r in records {
                     if self.last.get(ch).is_some_and(|l| r.offset <= *l) {
@@ -416,6 +436,14 @@ fn frame_json_of(r: &MessageRecord) -> Vec<u8> {
     .expect("serializing to a Vec cannot fail")
 }
 
+/// The `timestamp` of an encoded `message` frame.
+fn frame_timestamp(frame: &[u8]) -> Option<Timestamp> {
+    const KEY: &[u8] = b"\"timestamp\":\"";
+    let i = frame.windows(KEY.len()).rposition(|w| w == KEY)? + KEY.len();
+    let len = frame[i..].iter().position(|&b| b == b'"')?;
+    Timestamp::parse(std::str::from_utf8(&frame[i..i + len]).ok()?)
+}
+
 /// The offset at the end of an encoded `message` frame (`..."offset":N}`).
 fn trailing_offset(frame: &[u8]) -> Option<u64> {
     let body = frame.strip_suffix(b"}")?;
@@ -458,6 +486,11 @@ mod tests {
         let f = br#"{"type":"message","event":"INSERT","payload":{"schema":"public","x":1},"offset":42}"#;
         assert_eq!(trailing_offset(f), Some(42));
         assert_eq!(trailing_offset(b"{\"a\":1}"), None);
+        let t = br#"{"type":"message","timestamp":"2026-01-01T00:00:00.123Z","offset":1}"#;
+        assert_eq!(
+            frame_timestamp(t).map(|t| t.to_rfc3339()).as_deref(),
+            Some("2026-01-01T00:00:00.123Z")
+        );
         let (e, s) = event_and_schema(f);
         assert_eq!(&*e, "INSERT");
         assert_eq!(s.as_deref(), Some("public"));

@@ -177,6 +177,14 @@ pub trait Engine {
         Ok(Vec::new())
     }
 
+    /// How often `maintain` should run (`None`: never).
+    fn maintenance_period(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Periodic housekeeping (retention by age), called by the control thread.
+    async fn maintain(&mut self) {}
+
     /// The engine's event stream, taken once by the control thread.
     fn take_events(&mut self) -> Option<tokio::sync::mpsc::Receiver<EngineEvent>> {
         None

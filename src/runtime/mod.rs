@@ -157,6 +157,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
                         let retention = RedisRetention {
                             per_channel: cfg.history_per_channel,
                             max_total: cfg.history_max_total,
+                            max_age: cfg.history_max_age,
                         };
                         match RedisEngine::connect(&url, retention).await {
                             Ok(engine) => started.serve(engine).await,

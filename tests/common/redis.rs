@@ -130,11 +130,7 @@ impl RedisCluster {
     pub fn start() -> Self {
         let mut nodes = Vec::new();
         for _ in 0..3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = cluster_port();
             let dir = std::env::temp_dir()
                 .join(format!("ringcast-cluster-{port}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
@@ -203,4 +199,32 @@ impl RedisCluster {
     pub fn url(&self) -> String {
         format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port)
     }
+}
+
+/// A port in 20000..30000 whose cluster-bus port (+10000) is free too: ephemeral ports can be
+/// above 55535, where the bus port would not exist.
+fn cluster_port() -> u16 {
+    use std::net::TcpListener;
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let seed = nanos
+        ^ (u64::from(std::process::id()) << 32)
+        ^ CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    for _ in 0..1000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let port = 20_000 + ((x >> 33) % 10_000) as u16;
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+    panic!("no free port pair for a cluster node");
 }

@@ -31,6 +31,10 @@ pub const VERSION: &str = "rc:{reg}:version";
 pub const REGISTRY_EVENTS: &str = "rc:{reg}:events";
 /// Every message of every channel, newest last: the index of `GET /messages` and stats.
 pub const MESSAGES: &str = "rc:messages";
+/// Names of every channel that has history (for age retention).
+pub const NAMES: &str = "rc:names";
+/// Short lease: the node holding it runs the periodic retention pass.
+pub const MAINTENANCE_LEASE: &str = "rc:maintenance";
 
 #[cfg(test)]
 mod tests {

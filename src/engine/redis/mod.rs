@@ -53,6 +53,8 @@ const SCAN_PAGE: u64 = 512;
 pub struct RedisRetention {
     pub per_channel: usize,
     pub max_total: usize,
+    /// `None`: keep forever.
+    pub max_age: Option<Duration>,
 }
 
 pub struct RedisEngine {
@@ -103,21 +105,20 @@ impl RedisEngine {
                 )));
             }
         }
-        // Re-subscribes every channel after a reconnection; runs for the client's lifetime
-        // (dropping the handle detaches the task, it does not stop it).
-        drop(subscriber.manage_subscriptions());
         subscriber
             .subscribe(keys::REGISTRY_EVENTS)
             .await
             .map_err(unavailable)?;
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-        // After the pub/sub link comes back: subscribe everything again (explicitly, so that
-        // the control thread reads the gap only once the subscriptions are in place).
+        // After the pub/sub link comes back: subscribe everything again, then tell the control
+        // thread, which reads the gap only once the subscriptions are in place. (Not fred's
+        // `manage_subscriptions`: its `resubscribe_all` sends PSUBSCRIBE with no patterns,
+        // which fails before the shard channels are re-subscribed.)
         let mut reconnects = subscriber.reconnect_rx();
         let (sub2, tx2) = (subscriber.clone(), tx.clone());
         tokio::spawn(async move {
             while reconnects.recv().await.is_ok() {
-                if let Err(e) = sub2.resubscribe_all().await {
+                if let Err(e) = resubscribe(&sub2).await {
                     tracing::warn!(error = %e, "re-subscribing after a reconnection failed");
                 }
                 tracing::info!("redis pub/sub link restored; filling gaps from the streams");
@@ -200,6 +201,16 @@ impl RedisEngine {
             }
         }
     }
+}
+
+/// Subscribes the registry channel and every tracked shard channel again (one per call: a
+/// multi-channel SSUBSCRIBE fails across cluster slots).
+async fn resubscribe(s: &fred::clients::SubscriberClient) -> Result<(), fred::error::Error> {
+    s.subscribe(keys::REGISTRY_EVENTS).await?;
+    for ch in s.tracked_shard_channels() {
+        s.ssubscribe(ch).await?;
+    }
+    Ok(())
 }
 
 /// Turns a pub/sub message into an engine event.
@@ -421,9 +432,11 @@ impl Engine for RedisEngine {
                 )
                 .await
                 .map_err(unavailable)?;
-            // The listing index; not part of the atomic publish (the channel's own stream is).
+            // The listing index and the name set; not part of the atomic publish (the channel's
+            // own stream is). Pipelined: one round trip.
             let full = format!("{record_prefix}{offset}}}");
-            let _: Result<Value, _> = client
+            let pipe = client.pipeline();
+            let _: Result<(), _> = pipe
                 .xadd(
                     keys::MESSAGES,
                     false,
@@ -432,6 +445,10 @@ impl Engine for RedisEngine {
                     vec![("r", full)],
                 )
                 .await;
+            let _: Result<(), _> = pipe.sadd(keys::NAMES, name).await;
+            if let Err(e) = pipe.all::<Value>().await {
+                tracing::debug!(error = %e, "history index write failed");
+            }
             Ok(Appended {
                 key: offset,
                 id,
@@ -557,6 +574,53 @@ impl Engine for RedisEngine {
         after: u64,
         upto: Option<u64>,
     ) -> Result<Vec<MessageRecord>, EngineError> {
+        self.read_until(channel, after, upto).await
+    }
+
+    fn maintenance_period(&self) -> Option<Duration> {
+        self.retention
+            .max_age
+            .map(|a| (a / 4).clamp(Duration::from_millis(100), Duration::from_secs(10)))
+    }
+
+    async fn maintain(&mut self) {
+        self.trim_by_age().await;
+    }
+
+    fn take_events(&mut self) -> Option<mpsc::Receiver<EngineEvent>> {
+        self.events.take()
+    }
+}
+
+impl RedisEngine {
+    /// One page of a channel's stream after `after`.
+    async fn read_page(
+        &self,
+        channel: &ChannelName,
+        after: u64,
+    ) -> Result<Vec<MessageRecord>, EngineError> {
+        let page: Vec<(String, HashMap<String, String>)> = self
+            .client
+            .xrange_values(
+                keys::log(channel.as_str()),
+                format!("{}-1", after + 1),
+                "+",
+                Some(SCAN_PAGE),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(page
+            .iter()
+            .filter_map(|(_, f)| f.get("r").and_then(|r| parse_record(r)))
+            .collect())
+    }
+
+    async fn read_until(
+        &self,
+        channel: &ChannelName,
+        after: u64,
+        upto: Option<u64>,
+    ) -> Result<Vec<MessageRecord>, EngineError> {
         let key = keys::log(channel.as_str());
         let mut out = Vec::new();
         let mut start = format!("{}-1", after + 1);
@@ -580,7 +644,59 @@ impl Engine for RedisEngine {
         }
     }
 
-    fn take_events(&mut self) -> Option<mpsc::Receiver<EngineEvent>> {
-        self.events.take()
+    /// Retention by age. One node per period does it (a short lease); the all-channels
+    /// index is trimmed by time id, each channel's stream up to its first young message.
+    async fn trim_by_age(&mut self) {
+        let (Some(age), Some(period)) = (self.retention.max_age, self.maintenance_period()) else {
+            return;
+        };
+        let lease: Result<Option<String>, _> = self
+            .client
+            .set(
+                keys::MAINTENANCE_LEASE,
+                "1",
+                Some(Expiration::PX((period.as_millis() as i64 * 9 / 10).max(50))),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await;
+        if !matches!(lease, Ok(Some(_))) {
+            return;
+        }
+        let cutoff = Timestamp(Timestamp::now().millis() - age.as_millis() as i64);
+        let _: Result<Value, _> = self
+            .client
+            .xtrim(keys::MESSAGES, ("MINID", "=", cutoff.millis().to_string()))
+            .await;
+        let names: Vec<String> = self.client.smembers(keys::NAMES).await.unwrap_or_default();
+        for name in names {
+            let Ok(ch) = ChannelName::parse(&name) else {
+                continue;
+            };
+            // First message young enough to keep; everything before it goes.
+            let mut after = 0;
+            let keep = loop {
+                let page = match self.read_page(&ch, after).await {
+                    Ok(p) if !p.is_empty() => p,
+                    _ => break None,
+                };
+                if let Some(m) = page.iter().find(|m| m.created_at >= cutoff) {
+                    break Some(m.offset);
+                }
+                after = page.last().map_or(after, |m| m.offset);
+            };
+            let key = keys::log(&name);
+            let r: Result<Value, _> = match keep {
+                Some(off) => {
+                    self.client
+                        .xtrim(key, ("MINID", "=", format!("{off}-1")))
+                        .await
+                }
+                None => self.client.xtrim(key, ("MAXLEN", "=", 0)).await,
+            };
+            if let Err(e) = r {
+                tracing::debug!(channel = %name, error = %e, "age trim failed");
+            }
+        }
     }
 }
