@@ -415,26 +415,36 @@ fn killed_node_does_not_stop_the_others() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringcast"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--engine",
-            "redis",
-            "--redis-url",
-            &redis.url(),
-            "--jwt-secret",
-            SECRET,
-            "--admin-key",
-            ADMIN_KEY,
-            "--log-level",
-            "warn",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    /// Kills the node process even when an assertion fails first.
+    struct Node(std::process::Child);
+    impl Drop for Node {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Node(
+        std::process::Command::new(env!("CARGO_BIN_EXE_ringcast"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--engine",
+                "redis",
+                "--redis-url",
+                &redis.url(),
+                "--jwt-secret",
+                SECRET,
+                "--admin-key",
+                ADMIN_KEY,
+                "--log-level",
+                "warn",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let killed: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     eventually("node A up", Duration::from_secs(10), || {
         std::net::TcpStream::connect(killed).is_ok()
@@ -463,8 +473,8 @@ fn killed_node_does_not_stop_the_others() {
     assert_eq!(on_a.expect("message")["event"], "from-a");
     assert_eq!(on_b.expect("message")["event"], "from-a");
 
-    child.kill().unwrap(); // SIGKILL: no graceful close
-    child.wait().unwrap();
+    child.0.kill().unwrap(); // SIGKILL: no graceful close
+    child.0.wait().unwrap();
     let mut p = b.client("p");
     p.publish("k:1", "after-kill", json!({}));
     let m = on_b.expect("message");
