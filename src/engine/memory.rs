@@ -13,7 +13,7 @@ use std::{
 use uuid::Uuid;
 
 use super::{
-    Appended, Engine, EngineError, EventCount, HistoryQuery, MessageRecord, NewMessage, Stats,
+    Appended, Engine, EngineError, HistoryQuery, MessageRecord, NewMessage, Stats, StatsBuilder,
 };
 use crate::{
     channel::{ChannelName, ChannelRecord},
@@ -194,37 +194,15 @@ impl Engine for MemoryEngine {
 
     async fn stats(&mut self, since: Option<Timestamp>) -> Result<Stats, EngineError> {
         self.prune_by_age();
-        let mut total = 0u64;
-        let (mut audience, mut delivered) = (0u64, 0u64);
-        let mut events: HashMap<&str, u64> = HashMap::new();
+        let mut b = StatsBuilder::default();
         for m in self
             .messages
             .values()
             .filter(|m| since.is_none_or(|t| m.created_at >= t))
         {
-            total += 1;
-            audience += u64::from(m.wh_audience_count);
-            delivered += u64::from(m.wh_delivered_count);
-            *events.entry(&m.event_name).or_default() += 1;
+            b.add(m);
         }
-        let mut top: Vec<EventCount> = events
-            .into_iter()
-            .map(|(e, count)| EventCount {
-                event_name: e.to_string(),
-                count,
-            })
-            .collect();
-        top.sort_by(|a, b| b.count.cmp(&a.count).then(a.event_name.cmp(&b.event_name)));
-        top.truncate(10);
-        Ok(Stats {
-            total_messages: total,
-            wh_delivery_rate: if audience == 0 {
-                1.0
-            } else {
-                delivered as f64 / audience as f64
-            },
-            top_events: top,
-        })
+        Ok(b.finish())
     }
 
     async fn node_interest(&mut self, _: &ChannelName, _: bool) -> Result<(), EngineError> {
@@ -298,7 +276,7 @@ mod tests {
             assert_eq!(s.total_messages, 5);
             assert_eq!(
                 s.top_events[0],
-                EventCount {
+                crate::engine::EventCount {
                     event_name: "b".into(),
                     count: 3
                 }

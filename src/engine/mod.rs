@@ -118,6 +118,47 @@ pub struct EventCount {
     pub count: u64,
 }
 
+/// Accumulates `Stats` over message records (every engine computes them the same way).
+#[derive(Default)]
+pub struct StatsBuilder {
+    total: u64,
+    wh_audience: u64,
+    wh_delivered: u64,
+    events: std::collections::HashMap<Arc<str>, u64>,
+}
+
+impl StatsBuilder {
+    pub fn add(&mut self, m: &MessageRecord) {
+        self.total += 1;
+        self.wh_audience += u64::from(m.wh_audience_count);
+        self.wh_delivered += u64::from(m.wh_delivered_count);
+        *self.events.entry(m.event_name.clone()).or_default() += 1;
+    }
+
+    /// Totals, the delivery rate (1.0 without webhook audience) and the top 10 events.
+    pub fn finish(self) -> Stats {
+        let mut top: Vec<EventCount> = self
+            .events
+            .into_iter()
+            .map(|(e, count)| EventCount {
+                event_name: e.to_string(),
+                count,
+            })
+            .collect();
+        top.sort_by(|a, b| b.count.cmp(&a.count).then(a.event_name.cmp(&b.event_name)));
+        top.truncate(10);
+        Stats {
+            total_messages: self.total,
+            wh_delivery_rate: if self.wh_audience == 0 {
+                1.0
+            } else {
+                self.wh_delivered as f64 / self.wh_audience as f64
+            },
+            top_events: top,
+        }
+    }
+}
+
 /// Everything the control thread needs from a storage/fan-out backend.
 #[allow(async_fn_in_trait)]
 pub trait Engine {

@@ -30,8 +30,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{
-    AppendFuture, Appended, Engine, EngineError, EngineEvent, EventCount, HistoryQuery,
-    MessageRecord, NewMessage, Stats,
+    AppendFuture, Appended, Engine, EngineError, EngineEvent, HistoryQuery, MessageRecord,
+    NewMessage, Stats, StatsBuilder,
 };
 use crate::{
     channel::{ChannelName, ChannelRecord},
@@ -277,6 +277,27 @@ fn offset_prefix<T: serde::Serialize>(v: &T) -> String {
     s
 }
 
+fn to_json(rec: &ChannelRecord) -> Result<String, EngineError> {
+    serde_json::to_string(rec).map_err(|e| EngineError::Other(e.to_string()))
+}
+
+/// Runs a registry script on the `{reg}` keys; the events channel is always the last argument.
+async fn registry_script(
+    client: &Client,
+    script: &Script,
+    mut args: Vec<String>,
+) -> Result<i64, EngineError> {
+    args.push(keys::REGISTRY_EVENTS.into());
+    script
+        .evalsha_with_reload(
+            client,
+            vec![keys::CHANNELS, keys::PATTERNS, keys::VERSION],
+            args,
+        )
+        .await
+        .map_err(unavailable)
+}
+
 fn conflict_or(v: i64, pattern: &str) -> Result<(), EngineError> {
     if v == 0 {
         Err(EngineError::Conflict(format!(
@@ -316,21 +337,8 @@ impl Engine for RedisEngine {
     }
 
     async fn create_channel(&mut self, rec: &ChannelRecord) -> Result<(), EngineError> {
-        let json = serde_json::to_string(rec).map_err(|e| EngineError::Other(e.to_string()))?;
-        let v: i64 = self
-            .create
-            .evalsha_with_reload(
-                &self.client,
-                vec![keys::CHANNELS, keys::PATTERNS, keys::VERSION],
-                vec![
-                    rec.id.to_string(),
-                    rec.pattern.to_string(),
-                    json,
-                    keys::REGISTRY_EVENTS.into(),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
+        let args = vec![rec.id.to_string(), rec.pattern.to_string(), to_json(rec)?];
+        let v = registry_script(&self.client, &self.create, args).await?;
         conflict_or(v, rec.pattern.as_str())
     }
 
@@ -339,39 +347,19 @@ impl Engine for RedisEngine {
         old: &ChannelRecord,
         new: &ChannelRecord,
     ) -> Result<(), EngineError> {
-        let json = serde_json::to_string(new).map_err(|e| EngineError::Other(e.to_string()))?;
-        let v: i64 = self
-            .update
-            .evalsha_with_reload(
-                &self.client,
-                vec![keys::CHANNELS, keys::PATTERNS, keys::VERSION],
-                vec![
-                    new.id.to_string(),
-                    old.pattern.to_string(),
-                    new.pattern.to_string(),
-                    json,
-                    keys::REGISTRY_EVENTS.into(),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
+        let args = vec![
+            new.id.to_string(),
+            old.pattern.to_string(),
+            new.pattern.to_string(),
+            to_json(new)?,
+        ];
+        let v = registry_script(&self.client, &self.update, args).await?;
         conflict_or(v, new.pattern.as_str())
     }
 
     async fn delete_channel(&mut self, rec: &ChannelRecord) -> Result<(), EngineError> {
-        let _: i64 = self
-            .delete
-            .evalsha_with_reload(
-                &self.client,
-                vec![keys::CHANNELS, keys::PATTERNS, keys::VERSION],
-                vec![
-                    rec.id.to_string(),
-                    rec.pattern.to_string(),
-                    keys::REGISTRY_EVENTS.into(),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
+        let args = vec![rec.id.to_string(), rec.pattern.to_string()];
+        registry_script(&self.client, &self.delete, args).await?;
         Ok(())
     }
 
@@ -516,33 +504,15 @@ impl Engine for RedisEngine {
     }
 
     async fn stats(&mut self, since: Option<Timestamp>) -> Result<Stats, EngineError> {
-        let (mut total, mut audience, mut delivered) = (0u64, 0u64, 0u64);
-        let mut events: HashMap<String, u64> = HashMap::new();
+        let mut b = StatsBuilder::default();
         self.scan(None, since, None, |m| {
             if since.is_none_or(|t| m.created_at >= t) {
-                total += 1;
-                audience += u64::from(m.wh_audience_count);
-                delivered += u64::from(m.wh_delivered_count);
-                *events.entry(m.event_name.to_string()).or_default() += 1;
+                b.add(&m);
             }
             true
         })
         .await?;
-        let mut top: Vec<EventCount> = events
-            .into_iter()
-            .map(|(event_name, count)| EventCount { event_name, count })
-            .collect();
-        top.sort_by(|a, b| b.count.cmp(&a.count).then(a.event_name.cmp(&b.event_name)));
-        top.truncate(10);
-        Ok(Stats {
-            total_messages: total,
-            wh_delivery_rate: if audience == 0 {
-                1.0
-            } else {
-                delivered as f64 / audience as f64
-            },
-            top_events: top,
-        })
+        Ok(b.finish())
     }
 
     async fn node_interest(&mut self, channel: &ChannelName, on: bool) -> Result<(), EngineError> {
