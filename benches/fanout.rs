@@ -8,11 +8,12 @@ use std::{hint::black_box, rc::Rc, sync::Arc};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ringcast::{
-    channel::{ChannelName, ChannelTable},
+    channel::{ChannelName, ChannelPattern, ChannelRecord, ChannelTable},
     config::Config,
     control::{ControlMsg, Delivery},
     core::{Core, NodeShared, conn::Conn},
     metrics::Metrics,
+    timestamp::Timestamp,
 };
 
 /// A core with `n` connections subscribed to `bench:1`, and a stand-in control thread that
@@ -36,7 +37,17 @@ fn setup(
                 }
             }
         });
-        let core = Rc::new(Core::new(0, shared, Arc::new(ChannelTable::default()), tx));
+        let record = Arc::new(ChannelRecord {
+            id: uuid::Uuid::new_v4(),
+            pattern: ChannelPattern::parse("bench:*").unwrap(),
+            description: None,
+            webhook_urls: None,
+            enabled: true,
+            created_at: Timestamp::now(),
+            updated_at: Timestamp::now(),
+        });
+        let table = Arc::new(ChannelTable::build(1, [record]));
+        let core = Rc::new(Core::new(0, shared, table, tx));
         let ch = ChannelName::parse("bench:1").unwrap();
         let mut conns = Vec::with_capacity(n);
         for _ in 0..n {
