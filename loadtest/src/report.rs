@@ -78,6 +78,10 @@ pub struct Report {
     /// Deliveries past the last acknowledged offset (stored, ack not seen in time).
     pub beyond_acked: u64,
     pub unparsed: u64,
+    /// How loss and order were judged: `"offset"` (the broker's offsets) or `"seq"` (no
+    /// offsets in the frames: payload `seq` and ack counts; valid with one publisher per
+    /// channel only). `null` in modes without publishes.
+    pub order_check: Option<&'static str>,
     pub disconnects: u64,
     pub server_errors: u64,
     pub deliveries_per_sec: f64,
@@ -158,6 +162,9 @@ impl Report {
                     self.lost, self.duplicated, self.reordered, self.beyond_acked, self.unparsed
                 ),
             );
+            if let Some(o) = self.order_check {
+                row("order check", o.to_string());
+            }
             row("latency ms", self.latency_ms.line());
         }
         if let Some(cpu) = self.server_cpu_pct {

@@ -2,6 +2,11 @@
 //! timestamp (`"ts":`) in a delivered payload without parsing the JSON. It relies only on the
 //! broker's documented frame shapes (`type` first, `offset` last on `message`) and on the payload
 //! this harness itself sends (`{"ts":..,"seq":..,"pad":".."}`).
+//!
+//! Servers without offsets (the reference peers in `shared/peers`) get a fallback order key:
+//! the payload's `seq` (1, 2, 3.. per publisher) on `message` frames, and the publisher's count
+//! of `published` acks as its highest acknowledged "offset" (see [`order_key`], [`acked_key`]).
+//! That is a valid loss/order check only with one publisher per channel.
 
 use std::sync::LazyLock;
 
@@ -96,6 +101,47 @@ impl TsFinder {
         }
         send_ts(frame)
     }
+
+    /// The payload's `seq` (this harness writes `{"ts":N,"seq":M,..}`): right after `ts` at
+    /// the remembered position, else searched for after `"payload":`.
+    pub fn seq(&self, frame: &[u8]) -> Option<u64> {
+        const KEY: &[u8] = b"\"payload\":{\"ts\":";
+        const SEQ: &[u8] = b",\"seq\":";
+        if frame.get(self.hint..self.hint + KEY.len()) == Some(KEY) {
+            let at = self.hint + KEY.len();
+            let digits = frame[at..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            if frame[at + digits..].starts_with(SEQ) {
+                return number(&frame[at + digits + SEQ.len()..]);
+            }
+        }
+        let p = memmem::find(frame, b"\"payload\":")?;
+        let i = memmem::find(&frame[p..], b"\"seq\":")?;
+        number(&frame[p + i + 6..])
+    }
+}
+
+/// The order key of a delivered `message` frame and whether it is the fallback: its `offset`,
+/// or, when the frame has no `"offset":` (a server without offsets), the payload's `seq`.
+/// The harness numbers each publisher's messages 1, 2, 3.., so with one publisher per channel
+/// `seq` plays the offset's part. `None` when neither is found.
+pub fn order_key(frame: &[u8], ts: &TsFinder) -> Option<(u64, bool)> {
+    match offset(frame) {
+        Some(o) => Some((o, false)),
+        None => ts.seq(frame).map(|s| (s, true)),
+    }
+}
+
+/// The highest acknowledged order key after a publisher's `acked`-th `published` ack `frame`
+/// (counting it): the ack's `offset`, or, without one, `acked` itself (the acks of one
+/// publisher come in order, one per accepted publish). The flag tells the fallback.
+pub fn acked_key(frame: &[u8], acked: u64) -> (u64, bool) {
+    match offset(frame) {
+        Some(o) => (o, false),
+        None => (acked, true),
+    }
 }
 
 /// The `code` of an error frame, e.g. `RATE_LIMITED`.
@@ -154,6 +200,61 @@ mod tests {
         assert_eq!(kind(err), Kind::Error);
         assert_eq!(error_code(err), Some("RATE_LIMITED"));
         assert_eq!(reference(err), Some(9));
+    }
+
+    /// A reference peer's frames: no `offset`, so the payload's `seq` orders messages and the
+    /// ack count stands for the highest acknowledged offset.
+    const PEER_MSG: &[u8] = br#"{"type":"message","messageId":"5f0e-1","channel":"lt:1:0","event":"e","payload":{"ts":1700000000123456789,"seq":3,"pad":"xx"},"senderId":"peer","timestamp":"2026-01-01T00:00:00.000Z"}"#;
+
+    #[test]
+    fn order_key_falls_back_to_payload_seq() {
+        let mut f = TsFinder::default();
+        assert_eq!(order_key(MSG, &f), Some((42, false)), "offset wins");
+        assert_eq!(order_key(PEER_MSG, &f), Some((3, true)), "searched");
+        assert_eq!(f.find(PEER_MSG), Some(1_700_000_000_123_456_789));
+        assert_eq!(order_key(PEER_MSG, &f), Some((3, true)), "at the hint");
+        let reordered = br#"{"type":"message","payload":{"seq":9,"ts":5}}"#;
+        assert_eq!(order_key(reordered, &f), Some((9, true)));
+        assert_eq!(order_key(br#"{"type":"message","payload":{}}"#, &f), None);
+
+        // A publisher's frames through the peer: seq 1, 2, 3.. judged like offsets 1, 2, 3..
+        let mut pb = crate::payload::Publish::new("lt:1:0", 100);
+        let mut tr = crate::stats::Tracker::default();
+        let mut acked = 0;
+        let mut highest = 0;
+        for seq in 1..=5 {
+            let sent: serde_json::Value =
+                serde_json::from_str(&pb.frame(seq, 1_700_000_000_000_000_000 + seq)).unwrap();
+            let delivered = format!(
+                r#"{{"type":"message","messageId":"m","channel":"lt:1:0","event":"e","payload":{},"senderId":"peer","timestamp":"t"}}"#,
+                sent["payload"]
+            );
+            let (k, fallback) = order_key(delivered.as_bytes(), &f).expect("seq found");
+            assert!(fallback);
+            tr.observe(k);
+            let ack =
+                br#"{"type":"published","messageId":"m","channel":"lt:1:0","event":"e","ref":1}"#;
+            acked += 1;
+            let (h, fallback) = acked_key(ack, acked);
+            assert!(fallback);
+            highest = highest.max(h);
+        }
+        assert_eq!(highest, 5);
+        assert!(tr.complete(highest));
+        let r = tr.result(0);
+        assert_eq!((r.lost(highest), r.duplicated, r.reordered), (0, 0, 0));
+        // A message that never arrived is still seen as lost.
+        assert_eq!(r.lost(highest + 1), 1);
+    }
+
+    #[test]
+    fn acked_key_prefers_offset() {
+        let ack = br#"{"type":"published","messageId":"m","channel":"c","event":"e","offset":3,"ref":17}"#;
+        assert_eq!(acked_key(ack, 10), (3, false));
+        assert_eq!(
+            acked_key(br#"{"type":"published","ref":17}"#, 10),
+            (10, true)
+        );
     }
 
     #[test]

@@ -108,6 +108,9 @@ pub struct ThreadStats {
     pub subs: Vec<SubResult>,
     /// Delivered frames whose offset or timestamp could not be found.
     pub unparsed: u64,
+    /// Frames (deliveries and acks) without an `offset`, judged by the payload's `seq` and
+    /// the ack count instead (a server without offsets, e.g. the reference peers).
+    pub by_seq: u64,
 }
 
 impl Default for ThreadStats {
@@ -118,6 +121,7 @@ impl Default for ThreadStats {
             ack: micros_hist(),
             subs: Vec::new(),
             unparsed: 0,
+            by_seq: 0,
         }
     }
 }
@@ -130,6 +134,7 @@ impl ThreadStats {
         let _ = self.ack.add(&o.ack);
         self.subs.extend(o.subs);
         self.unparsed += o.unparsed;
+        self.by_seq += o.by_seq;
     }
 }
 

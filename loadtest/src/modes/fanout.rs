@@ -173,13 +173,28 @@ fn drive(mode: &'static str, c: &Common, p: Params) -> anyhow::Result<Report> {
         }
         r.server_rss_peak_bytes = Some(sampler.peak.max(b.rss_bytes));
     }
+    let by_seq = st.by_seq > 0;
     for (ch, t) in targets.iter().enumerate() {
         let acked = shared.acked_per_channel[ch].load(Relaxed);
-        if acked != *t {
+        // With the seq fallback `t` is one publisher's ack count: no contiguity to check.
+        if acked != *t && !by_seq {
             r.warnings.push(format!(
                 "channel {ch}: highest acked offset {t} but {acked} acks (offsets not contiguous?)"
             ));
         }
+    }
+    r.order_check = Some(if by_seq { "seq" } else { "offset" });
+    // Only subscribers are judged by the order key; `publish` mode has none to mislead.
+    if by_seq && p.subs > 0 && p.publishers > p.channels {
+        let w = format!(
+            "order_check=seq: the server's frames carry no offsets, so loss and order are judged \
+             by each publisher's payload seq and ack count; with {} publishers on {} channel(s) \
+             several publishers share a channel and the lost/duplicated/reordered counts are \
+             not valid (use --publishers <= --channels)",
+            p.publishers, p.channels
+        );
+        eprintln!("ringcast-loadtest: warning: {w}");
+        r.warnings.push(w);
     }
     if r.rate_limited > 0 {
         r.warnings.push(format!(

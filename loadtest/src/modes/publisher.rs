@@ -111,6 +111,8 @@ pub async fn run(
     ));
     let mut frames = Publish::new(&net.channel(ch), cfg.size);
     let start = Instant::now();
+    // This publisher's own numbering, 1, 2, 3.. (`ref` and payload `seq`): the order key
+    // subscribers fall back to when the server's frames carry no `offset`.
     let mut seq: u64 = 0;
     while !st.closed.get() {
         let now = Instant::now();
@@ -196,8 +198,11 @@ async fn read_replies(
                         st.acked.set(st.acked.get() + 1);
                         Shared::inc(&shared.acked);
                         st.window.set((st.window.get() + 1).min(st.max_window));
-                        if let Some(o) = scan::offset(b) {
-                            st.max_offset.set(st.max_offset.get().max(o));
+                        // Without offsets (reference peers): the ack count.
+                        let (o, fallback) = scan::acked_key(b, st.acked.get());
+                        st.max_offset.set(st.max_offset.get().max(o));
+                        if fallback {
+                            stats.borrow_mut().by_seq += 1;
                         }
                         if let Some(r) = scan::reference(b) {
                             let sent = st.sent_at.borrow()[r as usize % RING];

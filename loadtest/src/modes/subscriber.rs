@@ -119,8 +119,11 @@ fn on_message(
         }
         None => st.unparsed += 1,
     }
-    match scan::offset(b) {
-        Some(o) => tr.observe(o),
+    match scan::order_key(b, ts) {
+        Some((key, fallback)) => {
+            tr.observe(key);
+            st.by_seq += u64::from(fallback);
+        }
         None => st.unparsed += 1,
     }
 }
