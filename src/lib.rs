@@ -17,6 +17,8 @@
 //! auth/          JWT verification and minting, roles, admin key, Authorizer
 //! control/       the control thread: registry owner and publish sequencer; core<->control msgs
 //! engine/        the Engine trait (registry store, history, stats, node fan-out hook); memory
+//!                and redis engines
+//! webhook/       the webhook delivery pool (own tokio runtime, hyper client, retries, store)
 //! metrics.rs     per-core counters, summed on scrape, Prometheus text
 //! timestamp.rs   RFC 3339 timestamps
 //! ```
@@ -40,6 +42,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod runtime;
 pub mod timestamp;
+pub mod webhook;
 pub mod ws;
 
 pub use runtime::{ServerHandle, StartError, start};

@@ -2,7 +2,8 @@
 //!
 //! Each core writes only its own `CoreMetrics` (single writer: a relaxed load + store, no
 //! locked read-modify-write), padded to its own cache lines; any thread may read them. The
-//! control thread has its own block. Nothing here is shared-written across cores.
+//! control thread has its own block. Nothing here is shared-written across cores. The webhook
+//! pool (several threads, off the hot path) has its own block of ordinary atomic counters.
 
 use std::{
     fmt::Write,
@@ -84,11 +85,145 @@ metric_block!(ControlMetrics {
     backplane_lag_ms: "gauge", "Age of the latest message from Redis when it reached this node (ms).";
 });
 
+/// Upper bounds (seconds) of the webhook request-duration histogram buckets.
+pub const WEBHOOK_LATENCY_BUCKETS: [f64; 10] =
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// The webhook pool's metrics; written from any of its threads (`fetch_add`).
+#[derive(Debug, Default)]
+pub struct WebhookMetrics {
+    pub delivered: AtomicU64,
+    /// Permanent failures (4xx other than 408/429, refused targets, bad jobs).
+    pub failed: AtomicU64,
+    /// Retried until `max_age`, then given up.
+    pub expired: AtomicU64,
+    /// Not accepted: the hand-off queue was full.
+    pub dropped: AtomicU64,
+    pub attempts: AtomicU64,
+    pub retries: AtomicU64,
+    /// Deliveries accepted and not finished (queued, in flight or waiting to retry).
+    pub pending: AtomicU64,
+    pub in_flight: AtomicU64,
+    /// Taken over from another node (Redis engine).
+    pub claimed: AtomicU64,
+    latency_buckets: [AtomicU64; 10],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+impl WebhookMetrics {
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Relaxed);
+    }
+
+    pub fn dec(c: &AtomicU64) {
+        c.fetch_sub(1, Relaxed);
+    }
+
+    /// Records one request's duration (answered or not).
+    pub fn observe(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = WEBHOOK_LATENCY_BUCKETS.iter().position(|b| s <= *b) {
+            self.latency_buckets[i].fetch_add(1, Relaxed);
+        }
+        self.latency_count.fetch_add(1, Relaxed);
+        self.latency_sum_us
+            .fetch_add(d.as_micros().min(u64::MAX as u128) as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP ringcast_webhook_deliveries_total Webhook deliveries (one per message and URL) by final outcome."
+        );
+        let _ = writeln!(out, "# TYPE ringcast_webhook_deliveries_total counter");
+        for (outcome, c) in [
+            ("delivered", &self.delivered),
+            ("failed", &self.failed),
+            ("expired", &self.expired),
+            ("dropped", &self.dropped),
+        ] {
+            let _ = writeln!(
+                out,
+                "ringcast_webhook_deliveries_total{{outcome=\"{outcome}\"}} {}",
+                c.load(Relaxed)
+            );
+        }
+        for (name, kind, help, c) in [
+            (
+                "webhook_attempts_total",
+                "counter",
+                "Webhook HTTP requests made.",
+                &self.attempts,
+            ),
+            (
+                "webhook_retries_total",
+                "counter",
+                "Webhook attempts scheduled again after a retryable failure.",
+                &self.retries,
+            ),
+            (
+                "webhook_claimed_total",
+                "counter",
+                "Pending webhook deliveries taken over from another node.",
+                &self.claimed,
+            ),
+            (
+                "webhook_pending",
+                "gauge",
+                "Webhook deliveries accepted and not finished (queued, in flight or waiting to retry).",
+                &self.pending,
+            ),
+            (
+                "webhook_in_flight",
+                "gauge",
+                "Webhook HTTP requests in flight.",
+                &self.in_flight,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP ringcast_{name} {help}");
+            let _ = writeln!(out, "# TYPE ringcast_{name} {kind}");
+            let _ = writeln!(out, "ringcast_{name} {}", c.load(Relaxed));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ringcast_webhook_request_duration_seconds Webhook request duration (to the answer, or the timeout)."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE ringcast_webhook_request_duration_seconds histogram"
+        );
+        let mut cum = 0;
+        for (b, c) in WEBHOOK_LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            cum += c.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "ringcast_webhook_request_duration_seconds_bucket{{le=\"{b}\"}} {cum}"
+            );
+        }
+        let count = self.latency_count.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "ringcast_webhook_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "ringcast_webhook_request_duration_seconds_sum {}",
+            self.latency_sum_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "ringcast_webhook_request_duration_seconds_count {count}"
+        );
+    }
+}
+
 /// All metrics of one node.
 #[derive(Debug)]
 pub struct Metrics {
     pub cores: Box<[CoreMetrics]>,
     pub control: ControlMetrics,
+    pub webhook: std::sync::Arc<WebhookMetrics>,
 }
 
 impl Metrics {
@@ -96,6 +231,7 @@ impl Metrics {
         Self {
             cores: (0..workers).map(|_| CoreMetrics::default()).collect(),
             control: ControlMetrics::default(),
+            webhook: Default::default(),
         }
     }
 
@@ -119,6 +255,7 @@ impl Metrics {
                 let _ = writeln!(out, "ringcast_{name} {v}");
             }
         }
+        self.webhook.render(&mut out);
         let _ = writeln!(out, "# HELP ringcast_workers Core threads.");
         let _ = writeln!(out, "# TYPE ringcast_workers gauge");
         let _ = writeln!(out, "ringcast_workers {}", self.cores.len());

@@ -161,6 +161,14 @@ pub struct WebhookSection {
     pub timeout: String,
     pub max_age: String,
     pub deny_private_networks: bool,
+    pub workers: usize,
+    pub queue: usize,
+    pub max_in_flight: usize,
+    pub max_per_endpoint: usize,
+    pub retry_initial: String,
+    pub retry_max: String,
+    pub claim_after: String,
+    pub ca_file: String,
 }
 
 impl Default for WebhookSection {
@@ -170,6 +178,14 @@ impl Default for WebhookSection {
             timeout: "10s".into(),
             max_age: "5m".into(),
             deny_private_networks: false,
+            workers: 1,
+            queue: 65_536,
+            max_in_flight: 1024,
+            max_per_endpoint: 16,
+            retry_initial: "1s".into(),
+            retry_max: "60s".into(),
+            claim_after: "30s".into(),
+            ca_file: String::new(),
         }
     }
 }

@@ -76,13 +76,36 @@ pub struct Config {
 
     pub redis_url: Option<String>,
 
-    pub webhook_secret: Option<String>,
-    pub webhook_timeout: Duration,
-    pub webhook_max_age: Duration,
-    pub webhook_deny_private: bool,
+    pub webhooks: WebhookConfig,
 
     pub log_level: String,
     pub log_format: LogFormat,
+}
+
+/// The webhook delivery pool (`[webhooks]`; see `webhook`).
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// HMAC-SHA256 key for `X-InsForge-Signature`; `None`: unsigned.
+    pub secret: Option<String>,
+    /// Per request (connect + answer).
+    pub timeout: Duration,
+    /// Retries stop this long after the publish; the delivery is then failed.
+    pub max_age: Duration,
+    pub deny_private: bool,
+    /// Threads of the pool's runtime (`ringcast-webhook-{i}`).
+    pub workers: usize,
+    /// Bound of the hand-off queue (memory engine); full: the delivery is counted failed.
+    pub queue: usize,
+    /// Deliveries in progress (including those waiting to retry) per node.
+    pub max_in_flight: usize,
+    /// Concurrent requests per endpoint (scheme + host + port).
+    pub max_per_endpoint: usize,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// Redis engine: a pending delivery unacknowledged this long is taken over by another node.
+    pub claim_after: Duration,
+    /// Extra PEM certificates trusted for https endpoints (besides the Mozilla roots).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Every problem found in a configuration, in the order found.
@@ -209,6 +232,9 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
     let history_age = dur("history.max_age", &f.history.max_age);
     let webhook_timeout = dur("webhooks.timeout", &f.webhooks.timeout);
     let webhook_max_age = dur("webhooks.max_age", &f.webhooks.max_age);
+    let retry_initial = dur("webhooks.retry_initial", &f.webhooks.retry_initial);
+    let retry_max = dur("webhooks.retry_max", &f.webhooks.retry_max);
+    let claim_after = dur("webhooks.claim_after", &f.webhooks.claim_after);
 
     let listen = f.server.listen.parse::<SocketAddr>().unwrap_or_else(|e| {
         errs.push(format!(
@@ -297,6 +323,10 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             f.history.max_messages_per_channel,
         ),
         ("history.max_total_messages", f.history.max_total_messages),
+        ("webhooks.workers", f.webhooks.workers),
+        ("webhooks.queue", f.webhooks.queue),
+        ("webhooks.max_in_flight", f.webhooks.max_in_flight),
+        ("webhooks.max_per_endpoint", f.webhooks.max_per_endpoint),
     ];
     for (key, v) in positive {
         if v == 0 {
@@ -320,10 +350,27 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         ("websocket.ping_interval", ping_interval),
         ("websocket.idle_timeout", idle_timeout),
         ("http.header_timeout", header_timeout),
+        ("webhooks.timeout", webhook_timeout),
+        ("webhooks.max_age", webhook_max_age),
+        ("webhooks.retry_initial", retry_initial),
+        ("webhooks.retry_max", retry_max),
+        ("webhooks.claim_after", claim_after),
     ] {
         if d.is_zero() && !errs.iter().any(|e| e.starts_with(key)) {
             errs.push(format!("{key}: must be greater than 0"));
         }
+    }
+    if f.webhooks.workers > 16 {
+        errs.push("webhooks.workers: at most 16".into());
+    }
+    let ca_file = non_empty(&f.webhooks.ca_file).map(std::path::PathBuf::from);
+    if let Some(p) = &ca_file
+        && !p.is_file()
+    {
+        errs.push(format!(
+            "webhooks.ca_file: `{}` is not a readable file",
+            p.display()
+        ));
     }
     if !errs.is_empty() {
         return Err(ConfigErrors(errs));
@@ -369,10 +416,20 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         history_max_age: (!history_age.is_zero()).then_some(history_age),
         history_max_total: f.history.max_total_messages,
         redis_url,
-        webhook_secret: non_empty(&f.webhooks.secret),
-        webhook_timeout,
-        webhook_max_age,
-        webhook_deny_private: f.webhooks.deny_private_networks,
+        webhooks: WebhookConfig {
+            secret: non_empty(&f.webhooks.secret),
+            timeout: webhook_timeout,
+            max_age: webhook_max_age,
+            deny_private: f.webhooks.deny_private_networks,
+            workers: f.webhooks.workers,
+            queue: f.webhooks.queue,
+            max_in_flight: f.webhooks.max_in_flight,
+            max_per_endpoint: f.webhooks.max_per_endpoint,
+            retry_initial,
+            retry_max,
+            claim_after,
+            ca_file,
+        },
         log_level: f.log.level.clone(),
         log_format,
     })

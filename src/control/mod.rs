@@ -27,6 +27,7 @@ use crate::{
     engine::{Appended, Engine, EngineError, EngineEvent, MessageRecord, NewMessage},
     protocol::{ErrorCode, MessageFrame, ServerMsg},
     timestamp::Timestamp,
+    webhook::WebhookTx,
     ws::frame,
 };
 
@@ -44,6 +45,8 @@ pub struct Control<E: Engine> {
     /// `last` is a duplicate (dropped).
     last: HashMap<ChannelName, u64>,
     shared: Arc<NodeShared>,
+    /// The webhook pool's hand-off queue, when the engine does not persist deliveries itself.
+    webhooks: Option<WebhookTx>,
 }
 
 impl<E: Engine> Control<E> {
@@ -51,6 +54,7 @@ impl<E: Engine> Control<E> {
         mut engine: E,
         cores: Vec<mpsc::Sender<CoreMsg>>,
         shared: Arc<NodeShared>,
+        webhooks: Option<WebhookTx>,
     ) -> Result<Self, crate::engine::EngineError> {
         let records = engine.load_channels().await?;
         Ok(Self {
@@ -60,6 +64,7 @@ impl<E: Engine> Control<E> {
             interest: HashMap::new(),
             last: HashMap::new(),
             shared,
+            webhooks,
         })
     }
 
@@ -233,6 +238,9 @@ impl<E: Engine> Control<E> {
             ControlMsg::Health(reply) => {
                 let _ = reply.send(self.engine.reachable().await);
             }
+            ControlMsg::WebhookDelivered(channel, key) => {
+                self.engine.add_webhook_delivered(&channel, key).await;
+            }
         }
     }
 
@@ -263,7 +271,11 @@ impl<E: Engine> Control<E> {
             payload: payload.clone(),
             sender_id: sender_id.clone(),
             sender_type,
-            wh_audience: 0,
+            webhook_urls: rec
+                .webhook_urls
+                .as_ref()
+                .filter(|u| !u.is_empty())
+                .map(|u| u.iter().map(|s| Arc::from(s.as_str())).collect()),
         };
         let origin = Origin {
             r#ref,
@@ -289,11 +301,15 @@ impl<E: Engine> Control<E> {
         } else {
             None
         };
+        let hooks = msg.webhook_urls.is_some().then(|| msg.clone());
         let appended = self.engine.append(msg).await;
         let ok = appended.as_ref().ok().copied();
         let ack = origin.answer(appended, &self.shared);
         self.send_reply(core, conn, ack).await;
         let Some(a) = ok else { return };
+        if let Some(m) = hooks {
+            self.hand_off_webhooks(&m, &a);
+        }
         self.shared
             .metrics
             .control
@@ -323,6 +339,17 @@ impl<E: Engine> Control<E> {
             frame,
         });
         self.fan_out(bits, d).await;
+    }
+
+    /// Gives the message's webhook deliveries to the pool (never waits: see `WebhookTx`).
+    fn hand_off_webhooks(&self, m: &NewMessage, a: &Appended) {
+        if self.engine.persists_webhooks() {
+            return;
+        }
+        let Some(tx) = &self.webhooks else { return };
+        for job in crate::webhook::envelope::jobs(m, a.key, a.id, a.created_at) {
+            tx.submit(job);
+        }
     }
 
     async fn send_reply(&self, core: CoreId, conn: ConnId, frame: Bytes) {

@@ -4,7 +4,8 @@
 //! - control inbox (`server.engine_queue`, default 65,536): cores `try_send` publishes; when it
 //!   is full the publisher gets `RATE_LIMITED` ("broker busy") and nothing was accepted. Interest
 //!   changes that must be confirmed use `send().await` inside that one connection's task.
-//!   Audience updates that do not fit are dropped and counted (they only feed a statistic).
+//!   Audience updates that do not fit are dropped and counted (they only feed a statistic);
+//!   so are webhook delivered-count updates from the webhook pool.
 //! - core inbox (`server.core_queue`, default 16,384): the control thread `send().await`s, so a
 //!   slow core applies backpressure to the sequencer, which in turn fills the control inbox and
 //!   refuses new publishes. Nothing accepted is dropped between threads.
@@ -49,6 +50,8 @@ pub enum ControlMsg {
     },
     /// Periodic liveness/engine check for `/health`.
     Health(oneshot::Sender<bool>),
+    /// From the webhook pool (memory engine): one URL of message `key` answered 2xx.
+    WebhookDelivered(ChannelName, u64),
 }
 
 pub struct PublishReq {

@@ -120,6 +120,7 @@ impl Engine for MemoryEngine {
     async fn append(&mut self, m: NewMessage) -> Result<Appended, EngineError> {
         let key = self.next_key;
         self.next_key += 1;
+        let wh_audience_count = m.wh_audience();
         let log = self.logs.entry(m.channel_name.clone()).or_default();
         let offset = log.next_offset + 1;
         log.next_offset = offset;
@@ -141,7 +142,7 @@ impl Engine for MemoryEngine {
                 sender_type: m.sender_type,
                 sender_id: m.sender_id,
                 ws_audience_count: 0,
-                wh_audience_count: m.wh_audience,
+                wh_audience_count,
                 wh_delivered_count: 0,
                 created_at,
                 offset,
@@ -164,6 +165,12 @@ impl Engine for MemoryEngine {
             if let Some(m) = self.messages.get_mut(&key) {
                 m.ws_audience_count += u64::from(n);
             }
+        }
+    }
+
+    async fn add_webhook_delivered(&mut self, _: &ChannelName, key: u64) {
+        if let Some(m) = self.messages.get_mut(&key) {
+            m.wh_delivered_count += 1;
         }
     }
 
@@ -228,7 +235,7 @@ mod tests {
             payload: Arc::from(RawValue::from_string("{}".into()).unwrap()),
             sender_id: None,
             sender_type: "user",
-            wh_audience: 0,
+            webhook_urls: None,
         }
     }
 

@@ -60,7 +60,14 @@ pub struct NewMessage {
     pub payload: Arc<RawValue>,
     pub sender_id: Option<Arc<str>>,
     pub sender_type: &'static str,
-    pub wh_audience: u32,
+    /// The channel's webhook URLs at publish time (`whAudienceCount` is their number).
+    pub webhook_urls: Option<Arc<[Arc<str>]>>,
+}
+
+impl NewMessage {
+    pub fn wh_audience(&self) -> u32 {
+        self.webhook_urls.as_ref().map_or(0, |u| u.len() as u32)
+    }
 }
 
 /// What `append` assigned to a message.
@@ -182,6 +189,15 @@ pub trait Engine {
     async fn append(&mut self, msg: NewMessage) -> Result<Appended, EngineError>;
     /// Adds subscribers messages were delivered to (`wsAudienceCount`): (channel, key, n).
     async fn add_audience(&mut self, updates: &[(ChannelName, u64, u32)]);
+
+    /// Whether `append` itself stores the message's webhook deliveries durably (the redis
+    /// engine); otherwise the control thread hands them to the in-process pool.
+    fn persists_webhooks(&self) -> bool {
+        false
+    }
+
+    /// One more webhook URL answered 2xx for the message `key` (`whDeliveredCount`).
+    async fn add_webhook_delivered(&mut self, _channel: &ChannelName, _key: u64) {}
 
     async fn history(&mut self, q: &HistoryQuery) -> Result<Vec<MessageRecord>, EngineError>;
     async fn stats(&mut self, since: Option<Timestamp>) -> Result<Stats, EngineError>;

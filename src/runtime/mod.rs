@@ -1,6 +1,6 @@
-//! Starting and stopping a node: binds the listeners, starts the control thread and one core
-//! thread per worker, and hands back a `ServerHandle` whose `shutdown` closes everything
-//! gracefully. Used by `main` and by the integration tests (which start real servers on
+//! Starting and stopping a node: binds the listeners, starts the webhook pool, the control
+//! thread and one core thread per worker, and hands back a `ServerHandle` whose `shutdown`
+//! closes everything gracefully (cores, then control, then the webhook flush). Used by `main` and by the integration tests (which start real servers on
 //! port 0 in-process).
 
 mod core_thread;
@@ -22,6 +22,7 @@ use crate::{
         redis::{RedisEngine, RedisRetention},
     },
     metrics::Metrics,
+    webhook::{Backend, WebhookPool},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,8 @@ pub enum StartError {
     Core(String),
     #[error("thread spawn failed: {0}")]
     Spawn(#[from] std::io::Error),
+    #[error("webhook pool failed to start: {0}")]
+    Webhooks(#[from] crate::webhook::PoolError),
 }
 
 pub struct ServerHandle {
@@ -44,6 +47,7 @@ pub struct ServerHandle {
     cores: Vec<JoinHandle<()>>,
     control_stop: Option<oneshot::Sender<()>>,
     control: Option<JoinHandle<()>>,
+    webhooks: Option<WebhookPool>,
 }
 
 impl ServerHandle {
@@ -67,6 +71,7 @@ impl ServerHandle {
     }
 
     fn stop(&mut self) {
+        let deadline = std::time::Instant::now() + self.shared.config.shutdown_grace;
         let _ = self.shutdown.send(true);
         for c in self.cores.drain(..) {
             let _ = c.join();
@@ -76,6 +81,10 @@ impl ServerHandle {
         }
         if let Some(c) = self.control.take() {
             let _ = c.join();
+        }
+        // Last: nothing new can be published now; pending deliveries get until the deadline.
+        if let Some(w) = self.webhooks.take() {
+            w.shutdown(deadline);
         }
     }
 }
@@ -112,6 +121,20 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         core_rxs.push(rx);
     }
 
+    // Memory engine: the webhook pool starts first (the control thread hands deliveries to
+    // it). Redis engine: it reads them from Redis, and starts once the engine has connected.
+    let mut webhooks = match cfg.engine {
+        EngineKind::Memory => Some(WebhookPool::start(
+            &cfg.webhooks,
+            shared.metrics.webhook.clone(),
+            Backend::Memory {
+                control: control_tx.clone(),
+            },
+        )?),
+        EngineKind::Redis => None,
+    };
+    let webhook_tx = webhooks.as_ref().and_then(|w| w.sender());
+
     // Control thread: owns the engine and registry; reports the initial table back.
     let (table_tx, table_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -142,6 +165,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
                     table_tx,
                     rx: control_rx,
                     stop: stop_rx,
+                    webhooks: webhook_tx,
                 };
                 match cfg.engine {
                     EngineKind::Memory => {
@@ -159,7 +183,13 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
                             max_total: cfg.history_max_total,
                             max_age: cfg.history_max_age,
                         };
-                        match RedisEngine::connect(&url, retention).await {
+                        match RedisEngine::connect(
+                            &url,
+                            retention,
+                            control_shared.metrics.webhook.clone(),
+                        )
+                        .await
+                        {
                             Ok(engine) => started.serve(engine).await,
                             Err(e) => {
                                 let _ = started.table_tx.send(Err(format!("redis at {url}: {e}")));
@@ -173,6 +203,17 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         .recv()
         .map_err(|_| StartError::Engine("control thread died".into()))?
         .map_err(StartError::Engine)?;
+    if webhooks.is_none() {
+        let url = cfg.redis_url.clone().unwrap_or_default();
+        let backend = Backend::Redis {
+            url: url.clone(),
+            node_id: cfg.node_id.clone(),
+        };
+        webhooks = Some(
+            WebhookPool::start(&cfg.webhooks, shared.metrics.webhook.clone(), backend)
+                .map_err(|e| StartError::Engine(format!("redis at {url} (webhooks): {e}")))?,
+        );
+    }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -199,6 +240,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         cores,
         control_stop: Some(stop_tx),
         control: Some(control),
+        webhooks,
     };
     for _ in 0..workers {
         match ready_rx.recv() {
@@ -217,11 +259,12 @@ struct ControlStart {
     table_tx: std::sync::mpsc::Sender<Result<Arc<ChannelTable>, String>>,
     rx: mpsc::Receiver<ControlMsg>,
     stop: oneshot::Receiver<()>,
+    webhooks: Option<crate::webhook::WebhookTx>,
 }
 
 impl ControlStart {
     async fn serve<E: Engine>(self, engine: E) {
-        match Control::new(engine, self.cores, self.shared).await {
+        match Control::new(engine, self.cores, self.shared, self.webhooks).await {
             Ok(c) => {
                 let _ = self.table_tx.send(Ok(c.table()));
                 tokio::select! {

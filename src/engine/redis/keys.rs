@@ -14,6 +14,11 @@ pub fn audience(name: &str) -> String {
     format!("rc:{{{name}}}:aud")
 }
 
+/// Hash: offset -> webhook URLs that answered 2xx (`whDeliveredCount`).
+pub fn wh_delivered(name: &str) -> String {
+    format!("rc:{{{name}}}:whd")
+}
+
 /// The pub/sub channel a message of `name` is fanned out on.
 pub fn live(name: &str) -> String {
     format!("rc:{{{name}}}:live")

@@ -4,7 +4,9 @@
 //! fred; cores never see it. Layout in Redis (see `keys`):
 //! - per channel `{name}`: `seq` (offset counter), `log` (stream, entry id = `offset-1`,
 //!   trimmed to an exact count), `aud` (hash offset -> subscribers it reached, summed over
-//!   nodes) and the sharded pub/sub channel `live` (SPUBLISH/SSUBSCRIBE; Redis >= 7);
+//!   nodes), `whd` (hash offset -> webhook URLs that answered 2xx) and the sharded pub/sub
+//!   channel `live` (SPUBLISH/SSUBSCRIBE; Redis >= 7);
+//! - `rc:{wh}:pending`: webhook deliveries not yet finished (see `webhook::store`);
 //! - `rc:messages`: every message, in arrival order (the history listing and stats);
 //! - the registry under `{reg}`: records by id, ids by pattern (uniqueness across nodes), a
 //!   version bumped and announced on `rc:{reg}:events` at every change.
@@ -14,7 +16,7 @@
 //! one included, delivers from the pub/sub stream. Publishes are pipelined: each is a task, so
 //! many are in flight on one connection.
 
-mod keys;
+pub(crate) mod keys;
 mod scripts;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -35,6 +37,7 @@ use super::{
 };
 use crate::{
     channel::{ChannelName, ChannelRecord},
+    metrics::WebhookMetrics,
     protocol::MessageFrame,
     timestamp::Timestamp,
 };
@@ -66,6 +69,7 @@ pub struct RedisEngine {
     delete: Script,
     retention: RedisRetention,
     events: Option<mpsc::Receiver<EngineEvent>>,
+    webhook_metrics: Arc<WebhookMetrics>,
 }
 
 fn unavailable(e: fred::error::Error) -> EngineError {
@@ -75,7 +79,11 @@ fn unavailable(e: fred::error::Error) -> EngineError {
 impl RedisEngine {
     /// Connects (failing fast with a clear error if Redis does not answer) and starts the
     /// pub/sub reader. Must run inside the backplane's tokio runtime (with a `LocalSet`).
-    pub async fn connect(url: &str, retention: RedisRetention) -> Result<Self, EngineError> {
+    pub async fn connect(
+        url: &str,
+        retention: RedisRetention,
+        webhook_metrics: Arc<WebhookMetrics>,
+    ) -> Result<Self, EngineError> {
         let config = Config::from_url(url).map_err(|e| EngineError::Other(e.to_string()))?;
         let mut builder = Builder::from_config(config);
         builder
@@ -154,6 +162,7 @@ impl RedisEngine {
             delete: Script::from_lua(scripts::DELETE),
             retention,
             events: Some(rx),
+            webhook_metrics,
         })
     }
 
@@ -375,6 +384,7 @@ impl Engine for RedisEngine {
         let script = self.publish.clone();
         let per_channel = self.retention.per_channel;
         let max_total = self.retention.max_total;
+        let webhook_metrics = self.webhook_metrics.clone();
         Some(Box::pin(async move {
             let id = Uuid::now_v7();
             let created_at = Timestamp::now();
@@ -390,7 +400,7 @@ impl Engine for RedisEngine {
                 sender_type: m.sender_type,
                 sender_id: m.sender_id.clone(),
                 ws_audience_count: 0,
-                wh_audience_count: m.wh_audience,
+                wh_audience_count: m.wh_audience(),
                 wh_delivered_count: 0,
                 created_at,
                 offset: 0,
@@ -434,8 +444,32 @@ impl Engine for RedisEngine {
                 )
                 .await;
             let _: Result<(), _> = pipe.sadd(keys::NAMES, name).await;
-            if let Err(e) = pipe.all::<Value>().await {
-                tracing::debug!(error = %e, "history index write failed");
+            // Webhook deliveries, durable before the publisher is acknowledged (a node that
+            // dies in between loses them: the window is this one round trip).
+            let jobs = crate::webhook::envelope::jobs(&m, offset, id, created_at);
+            for job in &jobs {
+                let _: Result<(), _> = pipe
+                    .xadd(
+                        crate::webhook::PENDING_STREAM,
+                        false,
+                        None,
+                        "*",
+                        crate::webhook::persist_fields(job),
+                    )
+                    .await;
+            }
+            let results: Vec<FredResult<Value>> = pipe.try_all().await;
+            for (i, r) in results.iter().enumerate() {
+                let Err(e) = r else { continue };
+                if i >= 2 {
+                    webhook_metrics
+                        .dropped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!(error = %e, url = %jobs[i - 2].url, message = %id,
+                        "webhook delivery could not be stored in Redis; dropped");
+                } else {
+                    tracing::debug!(error = %e, "history index write failed");
+                }
             }
             Ok(Appended {
                 key: offset,
@@ -444,6 +478,10 @@ impl Engine for RedisEngine {
                 created_at,
             })
         }))
+    }
+
+    fn persists_webhooks(&self) -> bool {
+        true
     }
 
     async fn add_audience(&mut self, updates: &[(ChannelName, u64, u32)]) {
@@ -489,29 +527,37 @@ impl Engine for RedisEngine {
         }
         let pipe = self.client.pipeline();
         for m in &rows {
-            let _: Result<(), _> = pipe
-                .hget(
-                    keys::audience(m.channel_name.as_str()),
-                    m.offset.to_string(),
-                )
-                .await;
+            let (name, off) = (m.channel_name.as_str(), m.offset.to_string());
+            let _: Result<(), _> = pipe.hget(keys::audience(name), off.as_str()).await;
+            let _: Result<(), _> = pipe.hget(keys::wh_delivered(name), off).await;
         }
         let counts: Vec<FredResult<Option<u64>>> = pipe.try_all().await;
-        for (m, c) in rows.iter_mut().zip(counts) {
-            m.ws_audience_count = c.ok().flatten().unwrap_or(0);
+        for (m, c) in rows.iter_mut().zip(counts.chunks(2)) {
+            let get = |i: usize| c.get(i).and_then(|r| r.as_ref().ok().copied().flatten());
+            m.ws_audience_count = get(0).unwrap_or(0);
+            m.wh_delivered_count = get(1).unwrap_or(0) as u32;
         }
         Ok(rows)
     }
 
     async fn stats(&mut self, since: Option<Timestamp>) -> Result<Stats, EngineError> {
         let mut b = StatsBuilder::default();
+        let mut with_webhooks = Vec::new();
         self.scan(None, since, None, |m| {
             if since.is_none_or(|t| m.created_at >= t) {
-                b.add(&m);
+                if m.wh_audience_count > 0 {
+                    with_webhooks.push(m);
+                } else {
+                    b.add(&m);
+                }
             }
             true
         })
         .await?;
+        self.fill_wh_delivered(&mut with_webhooks).await;
+        for m in &with_webhooks {
+            b.add(m);
+        }
         Ok(b.finish())
     }
 
@@ -563,6 +609,25 @@ impl Engine for RedisEngine {
 }
 
 impl RedisEngine {
+    /// Fills `wh_delivered_count` of records (from each channel's `whd` hash).
+    async fn fill_wh_delivered(&self, recs: &mut [MessageRecord]) {
+        for chunk in recs.chunks_mut(SCAN_PAGE as usize) {
+            let pipe = self.client.pipeline();
+            for m in chunk.iter() {
+                let _: Result<(), _> = pipe
+                    .hget(
+                        keys::wh_delivered(m.channel_name.as_str()),
+                        m.offset.to_string(),
+                    )
+                    .await;
+            }
+            let counts: Vec<FredResult<Option<u32>>> = pipe.try_all().await;
+            for (m, c) in chunk.iter_mut().zip(counts) {
+                m.wh_delivered_count = c.ok().flatten().unwrap_or(0);
+            }
+        }
+    }
+
     /// One page of a channel's stream after `after`.
     async fn read_page(
         &self,
