@@ -1,7 +1,8 @@
-//! The command line: four modes (`fanout`, `idle`, `connect`, `publish`) sharing the target,
-//! auth, measurement and connection-spreading options.
+//! The command line: four load modes (`fanout`, `idle`, `connect`, `publish`) sharing the
+//! target, auth, measurement and connection-spreading options, and `webhook-sink`, the local
+//! HTTP receiver that counts the broker's webhook deliveries.
 
-use std::time::Duration;
+use std::{fmt, net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -26,6 +27,8 @@ pub enum Mode {
     Connect(ConnectArgs),
     /// Acknowledged publishes per second, no subscribers.
     Publish(PublishArgs),
+    /// Receive the broker's webhooks: count requests and messages, publish-to-webhook latency.
+    WebhookSink(SinkArgs),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -59,9 +62,13 @@ pub struct Common {
     /// Time allowed for the whole connect phase.
     #[arg(long, default_value = "60s", value_parser = duration)]
     pub connect_timeout: Duration,
-    /// Allow non-loopback targets.
+    /// Allow non-loopback targets (and, with --webhook-url, non-loopback webhook receivers).
     #[arg(long)]
     pub allow_remote: bool,
+    /// Channels are `PREFIX:RUN:N`, created as the pattern `PREFIX:*`. A pattern that already
+    /// exists keeps its webhookUrls, so use a fresh prefix to change them without a restart.
+    #[arg(long, default_value = "lt")]
+    pub channel_prefix: String,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +95,10 @@ pub struct FanoutArgs {
     /// After publishing stops: time allowed for acks and deliveries to arrive.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub drain: Duration,
+    /// Create the channel pattern with this webhook URL (repeat for several; http(s), loopback
+    /// unless --allow-remote). Fails if the pattern already exists without exactly these URLs.
+    #[arg(long = "webhook-url")]
+    pub webhook_urls: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -134,4 +145,62 @@ pub struct PublishArgs {
     pub window: u64,
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub drain: Duration,
+    /// As for `fanout`: the channel pattern gets these webhookUrls.
+    #[arg(long = "webhook-url")]
+    pub webhook_urls: Vec<String>,
+}
+
+/// What the sink answers every request with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// This status code (200 delivered, 5xx/408/429 retried, other 4xx permanent failure).
+    Status(u16),
+    /// Never answer; hold the connection until the client gives up.
+    Hang,
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::Status(c) => write!(f, "{c}"),
+            Reply::Hang => f.write_str("hang"),
+        }
+    }
+}
+
+fn reply(s: &str) -> Result<Reply, String> {
+    if s.eq_ignore_ascii_case("hang") {
+        return Ok(Reply::Hang);
+    }
+    match s.parse::<u16>() {
+        Ok(c) if (200..=599).contains(&c) => Ok(Reply::Status(c)),
+        _ => Err(format!(
+            "`{s}`: expected an HTTP status 200..=599 (e.g. 200, 503, 404) or `hang`"
+        )),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SinkArgs {
+    /// Address to listen on, e.g. 127.0.0.1:18999 (loopback unless --allow-remote).
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Status to answer every request with (200, 503, 404, ...), or `hang` to never answer.
+    #[arg(long, default_value = "200", value_parser = reply)]
+    pub reply: Reply,
+    /// Wait this long before answering each request (per connection, like a slow receiver).
+    #[arg(long, default_value = "0ms", value_parser = duration)]
+    pub delay: Duration,
+    /// Stop and report after this long.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub duration: Duration,
+    /// Stop and report as soon as this many distinct messages (X-InsForge-Message-ID) arrived.
+    #[arg(long)]
+    pub expect: Option<u64>,
+    /// One JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Allow listening on a non-loopback address.
+    #[arg(long)]
+    pub allow_remote: bool,
 }

@@ -90,6 +90,8 @@ pub struct Net {
     pub targets: Vec<Target>,
     pub sources: usize,
     pub minter: Minter,
+    /// `--channel-prefix`: channels are `PREFIX:RUN:N` under the pattern `PREFIX:*`.
+    pub prefix: String,
     pub run_id: String,
     pub shared: Arc<Shared>,
 }
@@ -97,7 +99,7 @@ pub struct Net {
 impl Net {
     /// The name of channel `c` of this run (fresh per run, so offsets start at 1).
     pub fn channel(&self, c: usize) -> String {
-        format!("lt:{}:{c}", self.run_id)
+        format!("{}:{}:{c}", self.prefix, self.run_id)
     }
 
     /// Opens connection number `idx` as user `sub` (tokio-tungstenite), subscribed to

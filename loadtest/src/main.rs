@@ -1,9 +1,11 @@
 //! `ringcast-loadtest`: parses the command line, runs one mode, prints its report (table or
 //! JSON) and turns the verdict into the exit code: 0 ok, 1 the run found a problem (loss,
-//! duplicates, reordering, failed connections), 2 the run could not start, 3 hard deadline.
+//! duplicates, reordering, failed connections; for `webhook-sink`: nothing or too little
+//! received), 2 the run could not start, 3 hard deadline.
 
 mod cli;
 mod conn;
+mod httpd;
 mod modes;
 mod payload;
 mod procstat;
@@ -22,15 +24,21 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cli::{Cli, Mode};
+use report::Outcome;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (json, result) = match cli.mode {
-        Mode::Fanout(a) => (a.common.json, modes::fanout::run_fanout(a)),
-        Mode::Publish(a) => (a.common.json, modes::fanout::run_publish(a)),
-        Mode::Idle(a) => (a.common.json, modes::conns::run_idle(a)),
-        Mode::Connect(a) => (a.common.json, modes::conns::run_connect(a)),
-    };
+    match cli.mode {
+        Mode::Fanout(a) => finish(a.common.json, modes::fanout::run_fanout(a)),
+        Mode::Publish(a) => finish(a.common.json, modes::fanout::run_publish(a)),
+        Mode::Idle(a) => finish(a.common.json, modes::conns::run_idle(a)),
+        Mode::Connect(a) => finish(a.common.json, modes::conns::run_connect(a)),
+        Mode::WebhookSink(a) => finish(a.json, modes::webhook_sink::run(a)),
+    }
+}
+
+/// Prints the report (or the error) and picks the exit code.
+fn finish<R: Outcome>(json: bool, result: anyhow::Result<R>) -> ExitCode {
     match result {
         Ok(r) => {
             if json {
@@ -41,7 +49,7 @@ fn main() -> ExitCode {
             } else {
                 r.print_table();
             }
-            if r.ok {
+            if r.ok() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

@@ -1,5 +1,6 @@
 //! The progress line on stderr while a run goes on: once a second, counters and rates read
-//! from the shared atomics. Rewrites one line on a terminal, one line per second otherwise.
+//! from the shared atomics. Rewrites one line on a terminal, one line per second otherwise
+//! ([`emit`], also used by `webhook-sink`).
 
 use std::{
     io::{IsTerminal, Write},
@@ -67,14 +68,19 @@ fn run(mode: &str, s: &Shared, stop: &AtomicBool) {
         );
         last_delivered = d;
         last_acked = a;
-        let mut err = std::io::stderr().lock();
-        let _ = if tty {
-            write!(err, "\r\x1b[2K{line}")
-        } else {
-            writeln!(err, "{line}")
-        };
+        emit(tty, &line);
     }
     if tty {
         let _ = writeln!(std::io::stderr());
     }
+}
+
+/// Writes one progress line: rewriting the current line on a terminal, else a new line.
+pub fn emit(tty: bool, line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = if tty {
+        write!(err, "\r\x1b[2K{line}")
+    } else {
+        writeln!(err, "{line}")
+    };
 }

@@ -1,4 +1,5 @@
-//! The result of a run: one struct, printed as a human table (default) or as one JSON object
+//! The result of a run: one struct per kind of run ([`Report`] for the load modes,
+//! [`SinkReport`] for `webhook-sink`), printed as a human table (default) or as one JSON object
 //! on stdout (`--json`). Fields that a mode does not measure are `null` in JSON.
 
 use hdrhistogram::Histogram;
@@ -57,6 +58,8 @@ pub struct Report {
     pub rate: f64,
     pub size: usize,
     pub duration_s: f64,
+    /// `--webhook-url`: the run's channels POST every message to these (empty: no webhooks).
+    pub webhook_urls: Vec<String>,
 
     pub connected: u64,
     pub connect_failures: u64,
@@ -108,6 +111,135 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
+/// What `main` needs of a finished run: its verdict and its two ways of printing.
+pub trait Outcome {
+    fn ok(&self) -> bool;
+    fn print_table(&self);
+    fn print_json(&self) -> anyhow::Result<()>;
+}
+
+impl Outcome for Report {
+    fn ok(&self) -> bool {
+        self.ok
+    }
+    fn print_table(&self) {
+        Report::print_table(self)
+    }
+    fn print_json(&self) -> anyhow::Result<()> {
+        Report::print_json(self)
+    }
+}
+
+/// What `webhook-sink` received.
+#[derive(Debug, Default, Serialize)]
+pub struct SinkReport {
+    pub mode: &'static str,
+    pub ok: bool,
+    pub listen: String,
+    /// The status answered (`"200"`, `"503"`, ..) or `"hang"`.
+    pub reply: String,
+    pub delay_ms: f64,
+    /// `--duration`, and the time from listening to the report.
+    pub duration_s: f64,
+    pub elapsed_s: f64,
+    /// `"duration"`, or `"expect"` when `--expect` distinct messages arrived first.
+    pub stopped_by: &'static str,
+    pub expect: Option<u64>,
+    pub connections: u64,
+    /// Every request read (answered or not), and their bytes (head and body).
+    pub requests: u64,
+    pub bytes: u64,
+    /// Distinct `X-InsForge-Message-ID` values.
+    pub distinct_messages: u64,
+    /// Requests for a message already seen (retries, redeliveries).
+    pub repeats: u64,
+    pub no_message_id: u64,
+    /// First arrivals whose payload carried no send timestamp (not this harness's messages).
+    pub no_ts: u64,
+    /// Requests refused as malformed (answered 4xx/5xx and closed).
+    pub bad_requests: u64,
+    /// From the first request to the last.
+    pub active_s: f64,
+    /// `requests` and `distinct_messages` over `active_s`.
+    pub requests_per_sec: f64,
+    pub messages_per_sec: f64,
+    /// Publish (the payload's `ts`) to each message's first arrival here.
+    pub latency_ms: Pct,
+    /// The sink's own CPU % over `active_s` (100 = one core) and its RSS.
+    pub client_cpu_pct: f64,
+    pub client_rss_bytes: u64,
+    pub first_error: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Outcome for SinkReport {
+    fn ok(&self) -> bool {
+        self.ok
+    }
+
+    fn print_table(&self) {
+        let mut out = String::new();
+        let mut row = |k: &str, v: String| out.push_str(&format!("  {k:<17}{v}\n"));
+        row(
+            "requests",
+            format!(
+                "{} ({:.0}/s over {:.2} s first to last), {}",
+                self.requests,
+                self.requests_per_sec,
+                self.active_s,
+                mib(self.bytes)
+            ),
+        );
+        let expect = self
+            .expect
+            .map(|n| format!(" of {n} expected"))
+            .unwrap_or_default();
+        row(
+            "messages",
+            format!(
+                "{} distinct{expect} ({:.0}/s), repeats {}, no id {}, bad requests {}",
+                self.distinct_messages,
+                self.messages_per_sec,
+                self.repeats,
+                self.no_message_id,
+                self.bad_requests
+            ),
+        );
+        let no_ts = if self.no_ts > 0 {
+            format!("  ({} without a send ts)", self.no_ts)
+        } else {
+            String::new()
+        };
+        row("latency ms", format!("{}{no_ts}", self.latency_ms.line()));
+        row("connections", self.connections.to_string());
+        row(
+            "sink",
+            format!(
+                "CPU {:.1} % over the active window, RSS {}",
+                self.client_cpu_pct,
+                mib(self.client_rss_bytes)
+            ),
+        );
+        if let Some(e) = &self.first_error {
+            row("first error", e.clone());
+        }
+        for w in &self.warnings {
+            row("warning", w.clone());
+        }
+        row("result", if self.ok { "OK" } else { "FAIL" }.into());
+        println!(
+            "ringcast-loadtest {}: {:.1} s, listen {}, reply {} after {} ms, stopped by {}",
+            self.mode, self.elapsed_s, self.listen, self.reply, self.delay_ms, self.stopped_by
+        );
+        print!("{out}");
+    }
+
+    fn print_json(&self) -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string(self)?);
+        Ok(())
+    }
+}
+
 fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
 }
@@ -146,6 +278,9 @@ impl Report {
                 ),
             );
             row("ack ms", self.ack_ms.line());
+        }
+        if !self.webhook_urls.is_empty() {
+            row("webhooks", self.webhook_urls.join(" "));
         }
         if self.subs > 0 {
             row(

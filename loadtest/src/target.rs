@@ -1,6 +1,7 @@
 //! Where the harness may connect: parses `ws://HOST:PORT/PATH` URLs, refuses non-loopback hosts
 //! unless `--allow-remote`, and picks the 127.0.0.x source address for connection `i` so that
-//! more than one address's ~28k ephemeral ports are available.
+//! more than one address's ~28k ephemeral ports are available. The same guard applies to the
+//! webhook URLs the harness asks the broker to POST to (`--webhook-url`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 
@@ -29,31 +30,8 @@ impl Target {
         if authority.is_empty() || authority.contains('@') {
             bail!("{url}: expected ws://HOST:PORT/PATH");
         }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                let port: u16 = p.parse().with_context(|| format!("{url}: bad port"))?;
-                (h.trim_start_matches('[').trim_end_matches(']'), port)
-            }
-            _ => (authority, 80),
-        };
-        let addr = match host {
-            "localhost" => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
-            h => match h.parse::<IpAddr>() {
-                Ok(ip) => SocketAddr::new(ip, port),
-                Err(_) => (h, port)
-                    .to_socket_addrs()
-                    .with_context(|| format!("{url}: cannot resolve {h}"))?
-                    .next()
-                    .with_context(|| format!("{url}: {h} has no address"))?,
-            },
-        };
-        if !addr.ip().is_loopback() && !allow_remote {
-            bail!(
-                "{url}: {} is not a loopback address; this harness only loads brokers on this \
-                 machine unless --allow-remote is given",
-                addr.ip()
-            );
-        }
+        let addr = resolve(url, authority, 80)?;
+        guard(url, addr, allow_remote)?;
         Ok(Self {
             url: url.to_string(),
             host: authority.to_string(),
@@ -66,6 +44,61 @@ impl Target {
     pub fn is_loopback_v4(&self) -> bool {
         matches!(self.addr.ip(), IpAddr::V4(ip) if ip.is_loopback())
     }
+}
+
+/// The socket address of `authority` (`HOST[:PORT]`, IPv6 hosts in brackets).
+fn resolve(url: &str, authority: &str, default_port: u16) -> anyhow::Result<SocketAddr> {
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            let port: u16 = p.parse().with_context(|| format!("{url}: bad port"))?;
+            (h.trim_start_matches('[').trim_end_matches(']'), port)
+        }
+        _ => (
+            authority.trim_start_matches('[').trim_end_matches(']'),
+            default_port,
+        ),
+    };
+    let addr = match host {
+        "localhost" => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+        h => match h.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, port),
+            Err(_) => (h, port)
+                .to_socket_addrs()
+                .with_context(|| format!("{url}: cannot resolve {h}"))?
+                .next()
+                .with_context(|| format!("{url}: {h} has no address"))?,
+        },
+    };
+    Ok(addr)
+}
+
+fn guard(url: &str, addr: SocketAddr, allow_remote: bool) -> anyhow::Result<()> {
+    if !addr.ip().is_loopback() && !allow_remote {
+        bail!(
+            "{url}: {} is not a loopback address; this harness only loads this machine \
+             unless --allow-remote is given",
+            addr.ip()
+        );
+    }
+    Ok(())
+}
+
+/// Checks a `--webhook-url`: an absolute `http://` or `https://` URL whose host is loopback
+/// (unless `allow_remote`), so a run never makes the broker load another machine by mistake.
+pub fn check_webhook_url(url: &str, allow_remote: bool) -> anyhow::Result<()> {
+    let (rest, port) = if let Some(r) = url.strip_prefix("http://") {
+        (r, 80)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (r, 443)
+    } else {
+        bail!("--webhook-url {url}: expected an http:// or https:// URL");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() || authority.contains('@') {
+        bail!("--webhook-url {url}: expected http://HOST[:PORT]/PATH");
+    }
+    let addr = resolve(url, authority, port)?;
+    guard(url, addr, allow_remote)
 }
 
 /// Source address for connection number `i`: 127.0.0.(1 + i % n) when the target is IPv4
@@ -96,6 +129,18 @@ mod tests {
         assert!(Target::parse("ws://10.0.0.1:80/realtime", false).is_err());
         assert!(Target::parse("wss://127.0.0.1:80/realtime", false).is_err());
         assert!(Target::parse("ws://127.0.0.1:notaport/", false).is_err());
+    }
+
+    #[test]
+    fn guards_webhook_urls() {
+        assert!(check_webhook_url("http://127.0.0.1:18999/hook", false).is_ok());
+        assert!(check_webhook_url("http://localhost/hook", false).is_ok());
+        assert!(check_webhook_url("https://[::1]:8443", false).is_ok());
+        assert!(check_webhook_url("http://10.0.0.1:80/hook", false).is_err());
+        assert!(check_webhook_url("http://10.0.0.1:80/hook", true).is_ok());
+        assert!(check_webhook_url("ftp://127.0.0.1/hook", false).is_err());
+        assert!(check_webhook_url("http:///hook", false).is_err());
+        assert!(check_webhook_url("http://u@127.0.0.1/", false).is_err());
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub enum PoolError {
 pub struct WebhookTx {
     tx: mpsc::Sender<Job>,
     metrics: Arc<WebhookMetrics>,
+    drops: Arc<DropLog>,
 }
 
 impl WebhookTx {
@@ -58,9 +59,33 @@ impl WebhookTx {
         if let Err(e) = self.tx.try_send(job) {
             WebhookMetrics::dec(&self.metrics.pending);
             WebhookMetrics::inc(&self.metrics.dropped);
-            let job = e.into_inner();
-            tracing::warn!(url = %job.url, channel = %job.channel, message = %job.message_id,
-                "webhook queue full: delivery dropped");
+            self.drops.note(&e.into_inner());
+        }
+    }
+}
+
+/// Logs dropped deliveries at most once a second (with how many), not once each: a full
+/// queue under load would otherwise flood the log.
+#[derive(Default)]
+struct DropLog {
+    since_last: AtomicUsize,
+    last_ms: std::sync::atomic::AtomicI64,
+}
+
+impl DropLog {
+    fn note(&self, job: &Job) {
+        self.since_last.fetch_add(1, Ordering::Relaxed);
+        let now = Timestamp::now().millis();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now - last >= 1000
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let n = self.since_last.swap(0, Ordering::Relaxed);
+            tracing::warn!(dropped = n, last_url = %job.url, last_channel = %job.channel,
+                "webhook queue full (webhooks.queue): deliveries dropped");
         }
     }
 }
@@ -148,7 +173,8 @@ impl WebhookPool {
         let (tx, intake) = if memory {
             let (tx, rx) = mpsc::channel(cfg.queue);
             let intake = runtime.spawn(memory_intake(ctx.clone(), rx));
-            (Some(WebhookTx { tx, metrics }), intake)
+            let drops = Arc::new(DropLog::default());
+            (Some(WebhookTx { tx, metrics, drops }), intake)
         } else {
             (None, runtime.spawn(redis_intake(ctx.clone())))
         };

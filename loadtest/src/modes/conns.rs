@@ -37,7 +37,7 @@ fn drive(
     if conns == 0 {
         anyhow::bail!("--conns must be at least 1");
     }
-    let setup: Setup = prepare(c, conns, channels)?;
+    let setup: Setup = prepare(c, conns, channels, &[])?;
     watchdog(c.connect_timeout + hold + Duration::from_secs(60));
     let before = Snap::take(&setup);
     let shared = setup.shared.clone();

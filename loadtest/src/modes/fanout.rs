@@ -1,6 +1,7 @@
 //! `fanout` and `publish`: subscribers (none for `publish`) spread over channels, publishers
 //! at a rate; connect everyone, run for the duration, drain acks and deliveries, then judge
 //! every subscriber's offsets against the highest acknowledged offset of its channel.
+//! With `--webhook-url` the channels carry webhook URLs (count them with `webhook-sink`).
 
 use std::{
     cell::RefCell,
@@ -60,7 +61,7 @@ pub fn run_fanout(a: FanoutArgs) -> anyhow::Result<Report> {
         threads: a.common.threads,
         concurrency: a.common.concurrency,
     };
-    drive("fanout", &a.common, p)
+    drive("fanout", &a.common, p, &a.webhook_urls)
 }
 
 pub fn run_publish(a: PublishArgs) -> anyhow::Result<Report> {
@@ -76,10 +77,15 @@ pub fn run_publish(a: PublishArgs) -> anyhow::Result<Report> {
         threads: a.common.threads,
         concurrency: a.common.concurrency,
     };
-    drive("publish", &a.common, p)
+    drive("publish", &a.common, p, &a.webhook_urls)
 }
 
-fn drive(mode: &'static str, c: &Common, p: Params) -> anyhow::Result<Report> {
+fn drive(
+    mode: &'static str,
+    c: &Common,
+    p: Params,
+    webhook_urls: &[String],
+) -> anyhow::Result<Report> {
     if p.channels == 0 || p.publishers == 0 {
         bail!("--channels and --publishers must be at least 1");
     }
@@ -89,7 +95,7 @@ fn drive(mode: &'static str, c: &Common, p: Params) -> anyhow::Result<Report> {
     if p.duration.is_zero() || p.duration > Duration::from_secs(3600) {
         bail!("--duration must be between 1ms and 1h");
     }
-    let setup = prepare(c, p.subs + p.publishers, p.channels)?;
+    let setup = prepare(c, p.subs + p.publishers, p.channels, webhook_urls)?;
     let mut warnings = Vec::new();
     if p.rate > BROKER_DEFAULT_RATE {
         warnings.push(format!(
@@ -144,6 +150,7 @@ fn drive(mode: &'static str, c: &Common, p: Params) -> anyhow::Result<Report> {
         rate: p.rate,
         size: p.size,
         duration_s: p.duration.as_secs_f64(),
+        webhook_urls: webhook_urls.to_vec(),
         warnings,
         ..Report::default()
     };

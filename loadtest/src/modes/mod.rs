@@ -1,11 +1,13 @@
 //! What every mode does before and after its load: checks (loopback targets, the per-process
-//! open-file budget), the channel pattern, the run id, the hard deadline, and the report fields
-//! common to all modes (connections, broker and harness CPU/RSS).
+//! open-file budget), the channel pattern (with its webhook URLs), the run id, the hard
+//! deadline, and the report fields common to all modes (connections, broker and harness
+//! CPU/RSS). `webhook_sink` is the one mode without a broker connection.
 
 pub mod conns;
 pub mod fanout;
 mod publisher;
 mod subscriber;
+pub mod webhook_sink;
 
 use std::{
     cell::RefCell,
@@ -25,7 +27,7 @@ use crate::{
     rest,
     shared::Shared,
     stats::ThreadStats,
-    target::Target,
+    target::{Target, check_webhook_url},
     token::Minter,
 };
 
@@ -44,11 +46,26 @@ pub struct Setup {
     pub urls: Vec<String>,
 }
 
-/// Checks the options, creates the `lt:*` channel pattern when `channels > 0`, and makes the
-/// shared state for `channels` channels of a fresh run id.
-pub fn prepare(c: &Common, conns: usize, channels: usize) -> anyhow::Result<Setup> {
+/// The broker's limit of webhook URLs per channel.
+const MAX_WEBHOOK_URLS: usize = 16;
+
+/// Checks the options, creates the `PREFIX:*` channel pattern (with `webhook_urls`, if any)
+/// when `channels > 0`, and makes the shared state for `channels` channels of a fresh run id.
+pub fn prepare(
+    c: &Common,
+    conns: usize,
+    channels: usize,
+    webhook_urls: &[String],
+) -> anyhow::Result<Setup> {
     if c.threads == 0 || c.concurrency == 0 {
         bail!("--threads and --concurrency must be at least 1");
+    }
+    check_prefix(&c.channel_prefix)?;
+    if webhook_urls.len() > MAX_WEBHOOK_URLS {
+        bail!("at most {MAX_WEBHOOK_URLS} --webhook-url (the broker's limit per channel)");
+    }
+    for u in webhook_urls {
+        check_webhook_url(u, c.allow_remote)?;
     }
     if conns > MAX_CONNS_PER_PROCESS {
         bail!(
@@ -66,10 +83,14 @@ pub fn prepare(c: &Common, conns: usize, channels: usize) -> anyhow::Result<Setu
     let minter = Minter::new(&c.jwt_secret)?;
     if channels > 0 {
         let admin = minter.mint("ringcast-loadtest", "project_admin")?;
+        let pattern = format!("{}:*", c.channel_prefix);
         let mut done = Vec::new();
         for t in &targets {
             if !done.contains(&t.addr) {
-                rest::ensure_channel(t, &admin, "lt:*")?;
+                let status = rest::ensure_channel(t, &admin, &pattern, webhook_urls)?;
+                if status == 409 && !webhook_urls.is_empty() {
+                    check_existing(t, &admin, &pattern, webhook_urls)?;
+                }
                 done.push(t.addr);
             }
         }
@@ -83,6 +104,7 @@ pub fn prepare(c: &Common, conns: usize, channels: usize) -> anyhow::Result<Setu
         targets,
         sources: c.sources,
         minter,
+        prefix: c.channel_prefix.clone(),
         run_id: format!("{:x}{:x}", now_nanos() / 1000, std::process::id()),
         shared: shared.clone(),
     });
@@ -95,6 +117,54 @@ pub fn prepare(c: &Common, conns: usize, channels: usize) -> anyhow::Result<Setu
         concurrency: c.concurrency,
         urls: c.urls.clone(),
     })
+}
+
+/// A channel prefix is one or more `:`-separated segments of `[A-Za-z0-9_.-]` (no wildcards).
+fn check_prefix(p: &str) -> anyhow::Result<()> {
+    let ok = p.split(':').all(|seg| {
+        !seg.is_empty()
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    });
+    if !ok || p.len() > 64 {
+        bail!(
+            "--channel-prefix `{p}`: expected `:`-separated segments of [A-Za-z0-9_.-], at most \
+             64 bytes"
+        );
+    }
+    Ok(())
+}
+
+/// The pattern already existed (409): it is only usable if its record carries exactly the
+/// requested webhook URLs (e.g. created by another node of the same cluster, or by an earlier
+/// run with the same URLs). Otherwise deliveries would go elsewhere, or nowhere.
+fn check_existing(t: &Target, admin: &str, pattern: &str, want: &[String]) -> anyhow::Result<()> {
+    let have = rest::channel_webhooks(t, admin, pattern)?;
+    let norm = |v: &[String]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v.dedup();
+        v
+    };
+    if let Some(have) = &have
+        && norm(have) == norm(want)
+    {
+        return Ok(());
+    }
+    let found = match have {
+        Some(h) if h.is_empty() => "no webhookUrls".to_string(),
+        Some(h) => format!("webhookUrls {h:?}"),
+        None => "a record this harness could not read back".to_string(),
+    };
+    bail!(
+        "--webhook-url given, but the channel pattern `{pattern}` already exists on {} with \
+         {found}, not {want:?}; an existing pattern keeps its own webhookUrls. Restart the \
+         broker (the memory engine forgets its channels), or use a fresh channel prefix \
+         (--channel-prefix NAME, one not used before on this broker) so the harness creates \
+         a new pattern",
+        t.addr
+    )
 }
 
 /// Raises the soft open-file limit so that `need` descriptors fit, or says why it cannot.
