@@ -11,11 +11,12 @@
 //! - the registry under `{reg}`: records by id, ids by pattern (uniqueness across nodes), a
 //!   version bumped and announced on `rc:{reg}:events` at every change.
 //!
-//! A publish is one script (`scripts::PUBLISH`): offset, stream append and fan-out together,
-//! so every node delivers a channel's messages in history order. Every node, the publishing
-//! one included, delivers from the pub/sub stream. Publishes are pipelined: each is a task, so
-//! many are in flight on one connection.
+//! Publishes are batched per channel (`batch`): one script call (`scripts::PUBLISH`) assigns
+//! the offsets, appends to the stream and fans out a whole batch, so every node delivers a
+//! channel's messages in history order. Every node, the publishing one included, delivers from
+//! the pub/sub stream. Batches of different channels are in flight together.
 
+mod batch;
 pub(crate) mod keys;
 mod scripts;
 
@@ -38,7 +39,6 @@ use super::{
 use crate::{
     channel::{ChannelName, ChannelRecord},
     metrics::WebhookMetrics,
-    protocol::MessageFrame,
     timestamp::Timestamp,
 };
 
@@ -63,13 +63,12 @@ pub struct RedisRetention {
 pub struct RedisEngine {
     client: Client,
     subscriber: fred::clients::SubscriberClient,
-    publish: Arc<Script>,
+    batcher: std::rc::Rc<batch::Batcher>,
     create: Script,
     update: Script,
     delete: Script,
     retention: RedisRetention,
     events: Option<mpsc::Receiver<EngineEvent>>,
-    webhook_metrics: Arc<WebhookMetrics>,
 }
 
 fn unavailable(e: fred::error::Error) -> EngineError {
@@ -154,15 +153,19 @@ impl RedisEngine {
             }
         });
         Ok(Self {
-            client,
+            client: client.clone(),
             subscriber,
-            publish: Arc::new(Script::from_lua(scripts::PUBLISH)),
+            batcher: std::rc::Rc::new(batch::Batcher::new(
+                client.clone(),
+                retention.per_channel,
+                retention.max_total,
+                webhook_metrics,
+            )),
             create: Script::from_lua(scripts::CREATE),
             update: Script::from_lua(scripts::UPDATE),
             delete: Script::from_lua(scripts::DELETE),
             retention,
             events: Some(rx),
-            webhook_metrics,
         })
     }
 
@@ -380,104 +383,7 @@ impl Engine for RedisEngine {
     }
 
     fn pipelined_append(&self, m: NewMessage) -> Option<AppendFuture> {
-        let client = self.client.clone();
-        let script = self.publish.clone();
-        let per_channel = self.retention.per_channel;
-        let max_total = self.retention.max_total;
-        let webhook_metrics = self.webhook_metrics.clone();
-        Some(Box::pin(async move {
-            let id = Uuid::now_v7();
-            let created_at = Timestamp::now();
-            let ts = created_at.to_rfc3339();
-            let ids = id.to_string();
-            let name = m.channel_name.as_str();
-            let record = MessageRecord {
-                id,
-                event_name: m.event.clone(),
-                channel_id: m.channel_id,
-                channel_name: m.channel_name.clone(),
-                payload: m.payload.clone(),
-                sender_type: m.sender_type,
-                sender_id: m.sender_id.clone(),
-                ws_audience_count: 0,
-                wh_audience_count: m.wh_audience(),
-                wh_delivered_count: 0,
-                created_at,
-                offset: 0,
-            };
-            let frame = MessageFrame {
-                kind: "message",
-                message_id: &ids,
-                channel: name,
-                event: &m.event,
-                payload: &m.payload,
-                sender_id: m.sender_id.as_deref(),
-                sender_type: m.sender_type,
-                timestamp: &ts,
-                offset: 0,
-            };
-            let record_prefix = offset_prefix(&record);
-            let offset: u64 = script
-                .evalsha_with_reload(
-                    &client,
-                    vec![keys::seq(name), keys::log(name)],
-                    vec![
-                        per_channel.to_string(),
-                        record_prefix.clone(),
-                        offset_prefix(&frame),
-                        keys::live(name),
-                    ],
-                )
-                .await
-                .map_err(unavailable)?;
-            // The listing index and the name set; not part of the atomic publish (the channel's
-            // own stream is). Pipelined: one round trip.
-            let full = format!("{record_prefix}{offset}}}");
-            let pipe = client.pipeline();
-            let _: Result<(), _> = pipe
-                .xadd(
-                    keys::MESSAGES,
-                    false,
-                    ("MAXLEN", "~", max_total as i64),
-                    "*",
-                    vec![("r", full)],
-                )
-                .await;
-            let _: Result<(), _> = pipe.sadd(keys::NAMES, name).await;
-            // Webhook deliveries, durable before the publisher is acknowledged (a node that
-            // dies in between loses them: the window is this one round trip).
-            let jobs = crate::webhook::envelope::jobs(&m, offset, id, created_at);
-            for job in &jobs {
-                let _: Result<(), _> = pipe
-                    .xadd(
-                        crate::webhook::PENDING_STREAM,
-                        false,
-                        None,
-                        "*",
-                        crate::webhook::persist_fields(job),
-                    )
-                    .await;
-            }
-            let results: Vec<FredResult<Value>> = pipe.try_all().await;
-            for (i, r) in results.iter().enumerate() {
-                let Err(e) = r else { continue };
-                if i >= 2 {
-                    webhook_metrics
-                        .dropped
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::error!(error = %e, url = %jobs[i - 2].url, message = %id,
-                        "webhook delivery could not be stored in Redis; dropped");
-                } else {
-                    tracing::debug!(error = %e, "history index write failed");
-                }
-            }
-            Ok(Appended {
-                key: offset,
-                id,
-                offset,
-                created_at,
-            })
-        }))
+        Some(self.batcher.append(m))
     }
 
     fn persists_webhooks(&self) -> bool {

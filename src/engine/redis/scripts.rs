@@ -1,15 +1,40 @@
 //! Server-side scripts. Each runs atomically on one shard (its keys share a hash tag).
 
-/// Publish: assign the next offset, append to the channel's stream (exact MAXLEN), and fan the
-/// frame out (sharded pub/sub: the channel hashes to the same slot as the keys), all at once,
-/// so history order is delivery order on every node.
-/// KEYS: seq, log. ARGV: maxlen, record prefix, frame prefix, live channel.
+/// Publish a batch of messages of one channel: assign the next offsets, append each to the
+/// channel's stream and fan each out (sharded pub/sub: the channel hashes to the same slot as
+/// the keys), then trim the stream to an exact length, all at once, so history order is
+/// delivery order on every node.
+/// KEYS: seq, log. ARGV: maxlen, live channel, n, n record prefixes, n frame prefixes.
 /// The prefixes are JSON objects cut just after `"offset":`; the script appends the offset.
+/// Returns the first offset of the batch.
 pub const PUBLISH: &str = r#"
-local off = redis.call('INCR', KEYS[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], off .. '-1', 'r', ARGV[2] .. off .. '}')
-redis.call('SPUBLISH', ARGV[4], ARGV[3] .. off .. '}')
-return off
+local n = tonumber(ARGV[3])
+local first = redis.call('INCRBY', KEYS[1], n) - n + 1
+for i = 1, n do
+  local off = first + i - 1
+  redis.call('XADD', KEYS[2], off .. '-1', 'r', ARGV[3 + i] .. off .. '}')
+  redis.call('SPUBLISH', ARGV[2], ARGV[3 + n + i] .. off .. '}')
+end
+redis.call('XTRIM', KEYS[2], 'MAXLEN', ARGV[1])
+return first
+"#;
+
+/// Append many entries to one stream in one call. KEYS: stream. ARGV: approximate MAXLEN
+/// (`0`: none), fields per entry k, then the entries' field/value pairs (2k values each).
+pub const XADD_MANY: &str = r#"
+local k = tonumber(ARGV[2]) * 2
+local n = 0
+for i = 3, #ARGV, k do
+  local entry = {}
+  for j = 0, k - 1 do entry[j + 1] = ARGV[i + j] end
+  if ARGV[1] ~= '0' then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(entry))
+  else
+    redis.call('XADD', KEYS[1], '*', unpack(entry))
+  end
+  n = n + 1
+end
+return n
 "#;
 
 /// Create a channel unless its pattern is taken. KEYS: channels, patterns, version.

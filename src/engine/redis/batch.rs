@@ -1,0 +1,272 @@
+//! Publish batching: the publishes of one channel that arrive while that channel's previous
+//! batch is at Redis go together in the next one. One script call orders, stores and fans out
+//! the whole batch (`scripts::PUBLISH`), one more appends it to the all-channels index, one
+//! more stores its webhook deliveries. Under load that is three commands per batch instead of
+//! three per message; when idle a batch is one message and nothing waits (no timer, no delay:
+//! a batch is flushed as soon as the control loop has queued what it had).
+//!
+//! Order: each channel has at most one batch in flight, and a batch is acknowledged in queue
+//! order, so offsets follow the order publishes reached the control thread.
+
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    rc::Rc,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use fred::{prelude::*, types::scripts::Script};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::{keys, offset_prefix, scripts, unavailable};
+use crate::{
+    channel::ChannelName,
+    engine::{AppendFuture, Appended, EngineError, MessageRecord, NewMessage},
+    metrics::WebhookMetrics,
+    protocol::MessageFrame,
+    timestamp::Timestamp,
+    webhook,
+};
+
+/// Most messages per script call (the script's argument list grows with it).
+const MAX_BATCH: usize = 256;
+/// A channel's name is added to `rc:names` again after this long (a Redis that lost it, e.g.
+/// restarted without persistence, gets it back).
+const NAME_REFRESH: Duration = Duration::from_secs(60);
+
+struct Pending {
+    msg: NewMessage,
+    id: Uuid,
+    created_at: Timestamp,
+    done: oneshot::Sender<Result<Appended, EngineError>>,
+}
+
+pub struct Batcher {
+    client: Client,
+    publish: Script,
+    xadd_many: Script,
+    per_channel: usize,
+    max_total: usize,
+    webhook_metrics: Arc<WebhookMetrics>,
+    /// Per channel: messages waiting for the batch in flight to finish. A channel is in the
+    /// map exactly while a flush task runs for it.
+    queues: RefCell<HashMap<ChannelName, Vec<Pending>>>,
+    names_seen: RefCell<HashMap<ChannelName, Instant>>,
+}
+
+impl Batcher {
+    pub fn new(
+        client: Client,
+        per_channel: usize,
+        max_total: usize,
+        webhook_metrics: Arc<WebhookMetrics>,
+    ) -> Self {
+        Self {
+            client,
+            publish: Script::from_lua(scripts::PUBLISH),
+            xadd_many: Script::from_lua(scripts::XADD_MANY),
+            per_channel,
+            max_total,
+            webhook_metrics,
+            queues: RefCell::new(HashMap::new()),
+            names_seen: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Queues a publish; the future resolves once its batch is stored (or failed). Must be
+    /// called inside a `LocalSet`.
+    pub fn append(self: &Rc<Self>, msg: NewMessage) -> AppendFuture {
+        let (done, rx) = oneshot::channel();
+        let name = msg.channel_name.clone();
+        let p = Pending {
+            msg,
+            id: Uuid::now_v7(),
+            created_at: Timestamp::now(),
+            done,
+        };
+        let start = {
+            let mut queues = self.queues.borrow_mut();
+            match queues.get_mut(&name) {
+                Some(q) => {
+                    q.push(p);
+                    false
+                }
+                None => {
+                    queues.insert(name.clone(), vec![p]);
+                    true
+                }
+            }
+        };
+        if start {
+            tokio::task::spawn_local(self.clone().flush(name));
+        }
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(EngineError::Other("publish abandoned".into())))
+        })
+    }
+
+    async fn flush(self: Rc<Self>, name: ChannelName) {
+        // Let the control loop queue whatever else it already has for this channel.
+        tokio::task::yield_now().await;
+        loop {
+            let batch: Vec<Pending> = {
+                let mut queues = self.queues.borrow_mut();
+                let Some(q) = queues.get_mut(&name) else {
+                    return;
+                };
+                if q.is_empty() {
+                    queues.remove(&name);
+                    return;
+                }
+                let n = q.len().min(MAX_BATCH);
+                q.drain(..n).collect()
+            };
+            self.run(&name, batch).await;
+        }
+    }
+
+    async fn run(&self, name: &ChannelName, batch: Vec<Pending>) {
+        let ch = name.as_str();
+        let mut records = Vec::with_capacity(batch.len());
+        let mut frames = Vec::with_capacity(batch.len());
+        for p in &batch {
+            let m = &p.msg;
+            let record = MessageRecord {
+                id: p.id,
+                event_name: m.event.clone(),
+                channel_id: m.channel_id,
+                channel_name: m.channel_name.clone(),
+                payload: m.payload.clone(),
+                sender_type: m.sender_type,
+                sender_id: m.sender_id.clone(),
+                ws_audience_count: 0,
+                wh_audience_count: m.wh_audience(),
+                wh_delivered_count: 0,
+                created_at: p.created_at,
+                offset: 0,
+            };
+            let ids = p.id.to_string();
+            let ts = p.created_at.to_rfc3339();
+            let frame = MessageFrame {
+                kind: "message",
+                message_id: &ids,
+                channel: ch,
+                event: &m.event,
+                payload: &m.payload,
+                sender_id: m.sender_id.as_deref(),
+                sender_type: m.sender_type,
+                timestamp: &ts,
+                offset: 0,
+            };
+            records.push(offset_prefix(&record));
+            frames.push(offset_prefix(&frame));
+        }
+        let n = batch.len();
+        let mut args: Vec<String> = Vec::with_capacity(3 + 2 * n);
+        args.push(self.per_channel.to_string());
+        args.push(keys::live(ch));
+        args.push(n.to_string());
+        args.extend(records.iter().cloned());
+        args.extend(frames);
+        let first: Result<u64, _> = self
+            .publish
+            .evalsha_with_reload(&self.client, vec![keys::seq(ch), keys::log(ch)], args)
+            .await;
+        let first = match first {
+            Ok(f) => f,
+            Err(e) => {
+                let e = unavailable(e);
+                for p in batch {
+                    let _ = p.done.send(Err(EngineError::Unavailable(e.to_string())));
+                }
+                return;
+            }
+        };
+
+        // The listing index, the names set and the webhook deliveries: not part of the atomic
+        // publish (the channel's own stream is), issued together (one round trip), and all
+        // written before any publisher of the batch is acknowledged.
+        let mut index: Vec<Value> = Vec::with_capacity(2 + 2 * n);
+        index.push(Value::from(self.max_total as i64));
+        index.push(Value::from(1));
+        for (i, rec) in records.iter().enumerate() {
+            index.push(Value::from("r"));
+            index.push(Value::from(format!("{rec}{}}}", first + i as u64)));
+        }
+        let mut jobs = Vec::new();
+        for (i, p) in batch.iter().enumerate() {
+            let off = first + i as u64;
+            jobs.extend(webhook::envelope::jobs(&p.msg, off, p.id, p.created_at));
+        }
+        let fresh_name = {
+            let mut seen = self.names_seen.borrow_mut();
+            let now = Instant::now();
+            match seen.get(name) {
+                Some(t) if now.duration_since(*t) < NAME_REFRESH => false,
+                _ => {
+                    seen.insert(name.clone(), now);
+                    true
+                }
+            }
+        };
+        let index_write = self.xadd_many.evalsha_with_reload::<Value, _, _>(
+            &self.client,
+            vec![keys::MESSAGES],
+            index,
+        );
+        let name_write = async {
+            if fresh_name {
+                let _: Value = self.client.sadd(keys::NAMES, ch).await?;
+            }
+            Ok::<_, fred::error::Error>(())
+        };
+        let jobs_write = async {
+            for chunk in jobs.chunks(MAX_BATCH) {
+                let mut a: Vec<Value> = Vec::with_capacity(2 + 14 * chunk.len());
+                a.push(Value::from(0));
+                a.push(Value::from(7));
+                for job in chunk {
+                    for (k, v) in webhook::persist_fields(job) {
+                        a.push(Value::from(k));
+                        a.push(v);
+                    }
+                }
+                if let Err(e) = self
+                    .xadd_many
+                    .evalsha_with_reload::<Value, _, _>(
+                        &self.client,
+                        vec![webhook::PENDING_STREAM],
+                        a,
+                    )
+                    .await
+                {
+                    self.webhook_metrics
+                        .dropped
+                        .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!(error = %e, deliveries = chunk.len(), channel = %name,
+                        "webhook deliveries could not be stored in Redis; dropped");
+                }
+            }
+        };
+        let (index_r, name_r, ()) = tokio::join!(index_write, name_write, jobs_write);
+        if let Err(e) = index_r {
+            tracing::debug!(error = %e, "history index write failed");
+        }
+        if let Err(e) = name_r {
+            tracing::debug!(error = %e, "channel name write failed");
+            self.names_seen.borrow_mut().remove(name);
+        }
+        for (i, p) in batch.into_iter().enumerate() {
+            let offset = first + i as u64;
+            let _ = p.done.send(Ok(Appended {
+                key: offset,
+                id: p.id,
+                offset,
+                created_at: p.created_at,
+            }));
+        }
+    }
+}
