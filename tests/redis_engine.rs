@@ -257,8 +257,13 @@ fn unreachable_redis_refuses_to_start() {
 
 /// Reads `message` frames until offset `upto`; asserts 1..=upto exactly once, in order.
 fn expect_offsets(sub: &mut Ws, upto: u64) -> Vec<String> {
+    expect_offsets_from(sub, 1, upto)
+}
+
+/// Reads `message` frames until offset `upto`; asserts from..=upto exactly once, in order.
+fn expect_offsets_from(sub: &mut Ws, from: u64, upto: u64) -> Vec<String> {
     let mut ids = Vec::new();
-    let mut next = 1;
+    let mut next = from;
     while next <= upto {
         let m = sub.recv();
         if m["type"] != "message" {
@@ -269,17 +274,6 @@ fn expect_offsets(sub: &mut Ws, upto: u64) -> Vec<String> {
         next += 1;
     }
     ids
-}
-
-/// A counter or gauge from a node's `/metrics`.
-fn metric(node: &TestServer, name: &str) -> u64 {
-    let (_, m) = node.http("GET", "/metrics", None);
-    m.as_str()
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing"))
 }
 
 both_drivers!(pubsub_link_drop_mid_stream_loses_nothing, |driver| {
@@ -302,22 +296,24 @@ both_drivers!(pubsub_link_drop_mid_stream_loses_nothing, |driver| {
     assert!(r.starts_with(':'), "{r}");
     publish(101..=150);
     eventually("node A reconnected", Duration::from_secs(10), || {
-        metric(&a, "ringcast_backplane_reconnects_total") >= 1
+        a.metric("ringcast_backplane_reconnects_total") >= 1
     });
-    let filled = metric(&a, "ringcast_backplane_gap_fill_messages_total");
+    // Everything up to the end of the outage arrived (live or from the stream) ...
+    expect_offsets(&mut sub, 150);
+    let filled = a.metric("ringcast_backplane_gap_fill_messages_total");
     assert!(
         filled <= 50,
         "only the outage window comes from the stream: {filled}"
     );
     publish(151..=300);
-    expect_offsets(&mut sub, 300);
+    expect_offsets_from(&mut sub, 151, 300);
     sub.expect_silence(Duration::from_millis(200));
     // Live delivery resumed after the reconnection: nothing after it came from the stream.
     assert_eq!(
-        metric(&a, "ringcast_backplane_gap_fill_messages_total"),
+        a.metric("ringcast_backplane_gap_fill_messages_total"),
         filled
     );
-    let _ = metric(&a, "ringcast_backplane_lag_ms");
+    let _ = a.metric("ringcast_backplane_lag_ms");
     a.shutdown();
     b.shutdown();
 });
@@ -410,45 +406,10 @@ fn two_nodes_on_a_redis_cluster() {
 #[test]
 fn killed_node_does_not_stop_the_others() {
     let redis = RedisServer::start();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    /// Kills the node process even when an assertion fails first.
-    struct Node(std::process::Child);
-    impl Drop for Node {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Node(
-        std::process::Command::new(env!("CARGO_BIN_EXE_ringcast"))
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--engine",
-                "redis",
-                "--redis-url",
-                &redis.url(),
-                "--jwt-secret",
-                SECRET,
-                "--admin-key",
-                ADMIN_KEY,
-                "--log-level",
-                "warn",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let killed: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    eventually("node A up", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(killed).is_ok()
-    });
+    let url = redis.url();
+    let mut child =
+        common::process::BrokerProcess::start(&["--engine", "redis", "--redis-url", &url]);
+    let killed = child.addr;
     let b = TestServer::builder("io_uring").redis(&redis.url()).start();
     let (s, _) = http(
         killed,
@@ -473,8 +434,7 @@ fn killed_node_does_not_stop_the_others() {
     assert_eq!(on_a.expect("message")["event"], "from-a");
     assert_eq!(on_b.expect("message")["event"], "from-a");
 
-    child.0.kill().unwrap(); // SIGKILL: no graceful close
-    child.0.wait().unwrap();
+    child.kill(); // SIGKILL: no graceful close
     let mut p = b.client("p");
     p.publish("k:1", "after-kill", json!({}));
     let m = on_b.expect("message");

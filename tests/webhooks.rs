@@ -11,6 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
+    process::BrokerProcess,
     receiver::{Receiver, Reply},
     redis::RedisServer,
     *,
@@ -61,21 +62,10 @@ fn wait_delivered(s: &TestServer, channel: &str, id: &str, n: u64) {
     });
 }
 
-fn metric(s: &TestServer, name: &str) -> u64 {
-    let (_, m) = s.http("GET", "/metrics", None);
-    m.as_str()
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing"))
-}
-
 fn outcome(s: &TestServer, o: &str) -> u64 {
-    metric(
-        s,
-        &format!("ringcast_webhook_deliveries_total{{outcome=\"{o}\"}}"),
-    )
+    s.metric(&format!(
+        "ringcast_webhook_deliveries_total{{outcome=\"{o}\"}}"
+    ))
 }
 
 fn sign(secret: &str, ts: &str, body: &[u8]) -> String {
@@ -185,9 +175,9 @@ fn retried_after_503_twice_and_counted_once() {
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(hook.requests().len(), 3, "no attempt after the 200");
     assert_eq!(outcome(&s, "delivered"), 1);
-    assert_eq!(metric(&s, "ringcast_webhook_retries_total"), 2);
-    assert_eq!(metric(&s, "ringcast_webhook_attempts_total"), 3);
-    assert_eq!(metric(&s, "ringcast_webhook_pending"), 0);
+    assert_eq!(s.metric("ringcast_webhook_retries_total"), 2);
+    assert_eq!(s.metric("ringcast_webhook_attempts_total"), 3);
+    assert_eq!(s.metric("ringcast_webhook_pending"), 0);
     s.shutdown();
 }
 
@@ -254,13 +244,13 @@ fn silent_receiver_is_retried_until_max_age_and_websockets_are_unaffected() {
     }
     // Each delivery is attempted again after its timeout.
     eventually("retried", WAIT, || {
-        metric(&s, "ringcast_webhook_retries_total") >= 50
+        s.metric("ringcast_webhook_retries_total") >= 50
     });
     eventually("given up after max age", WAIT, || {
         outcome(&s, "expired") == 50
     });
     assert_eq!(outcome(&s, "delivered"), 0);
-    assert_eq!(metric(&s, "ringcast_webhook_pending"), 0);
+    assert_eq!(s.metric("ringcast_webhook_pending"), 0);
     s.shutdown();
 }
 
@@ -354,7 +344,7 @@ fn a_full_hand_off_queue_counts_deliveries_dropped() {
     }
     // One in flight, one queued, the rest dropped (and said so).
     eventually("dropped counted", WAIT, || outcome(&s, "dropped") == 18);
-    assert_eq!(metric(&s, "ringcast_webhook_pending"), 2);
+    assert_eq!(s.metric("ringcast_webhook_pending"), 2);
     s.shutdown();
 }
 
@@ -378,59 +368,19 @@ fn memory_engine_flushes_pending_deliveries_at_shutdown() {
     assert!(t.elapsed() < Duration::from_secs(10));
 }
 
-/// A broker process (for SIGKILL), on the redis engine with a fixed node id.
-struct Node {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Node {
-    fn start(redis: &RedisServer, node_id: &str, config: &std::path::Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ringcast"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .args([
-                "--listen",
-                &addr.to_string(),
-                "--engine",
-                "redis",
-                "--redis-url",
-                &redis.url(),
-                "--node-id",
-                node_id,
-                "--jwt-secret",
-                SECRET,
-                "--admin-key",
-                ADMIN_KEY,
-                "--log-level",
-                "warn",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        eventually("node up", WAIT, || {
-            std::net::TcpStream::connect(addr).is_ok()
-        });
-        Self { child, addr }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill(); // SIGKILL: nothing is flushed
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
+fn redis_node(redis: &RedisServer, node_id: &str, config: &std::path::Path) -> BrokerProcess {
+    let url = redis.url();
+    let config = config.display().to_string();
+    BrokerProcess::start(&[
+        "--config",
+        &config,
+        "--engine",
+        "redis",
+        "--redis-url",
+        &url,
+        "--node-id",
+        node_id,
+    ])
 }
 
 #[test]
@@ -447,7 +397,7 @@ fn redis_deliveries_survive_a_killed_node() {
         "[webhooks]\nretry_initial = \"100ms\"\nretry_max = \"300ms\"\nclaim_after = \"30s\"\n",
     )
     .unwrap();
-    let mut node = Node::start(&redis, "node-1", &config);
+    let mut node = redis_node(&redis, "node-1", &config);
     let (st, _) = http(
         node.addr,
         "POST",
@@ -469,7 +419,7 @@ fn redis_deliveries_survive_a_killed_node() {
     let hook = Receiver::start_on(hook_addr, vec![], Reply::Status(200));
     // The same node comes back and takes its own pending deliveries again at once (another
     // node would only claim them after `claim_after`).
-    let node = Node::start(&redis, "node-1", &config);
+    let node = redis_node(&redis, "node-1", &config);
     let got = hook.wait_for(5, WAIT);
     let mut delivered: Vec<String> = got
         .iter()
@@ -532,7 +482,7 @@ fn redis_another_node_takes_over_abandoned_deliveries() {
     let got = hook.wait_for(1, WAIT);
     assert_eq!(got[0].json()["messageId"], id);
     wait_delivered(&b, "take:1", &id, 1);
-    assert!(metric(&b, "ringcast_webhook_claimed_total") >= 1);
+    assert!(b.metric("ringcast_webhook_claimed_total") >= 1);
     let (_, stats) = b.http("GET", "/api/realtime/messages/stats", None);
     assert_eq!(stats["whDeliveryRate"], 1.0);
     b.shutdown();

@@ -23,7 +23,11 @@ use fred::{prelude::*, types::scripts::Script};
 use tokio::sync::mpsc;
 
 use super::{Job, Outcome};
-use crate::{channel::ChannelName, control::ControlMsg, engine::redis::keys};
+use crate::{
+    channel::ChannelName,
+    control::ControlMsg,
+    engine::redis::{self, keys},
+};
 
 /// The stream of pending deliveries (redis engine).
 pub const PENDING_STREAM: &str = "rc:{wh}:pending";
@@ -148,16 +152,7 @@ fn err(e: fred::error::Error) -> String {
 
 impl RedisStore {
     async fn connect(url: &str, consumer: String) -> Result<Self, String> {
-        let config = Config::from_url(url).map_err(err)?;
-        let mut builder = Builder::from_config(config);
-        builder
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-            .with_performance_config(|p| {
-                p.default_command_timeout = Duration::from_secs(5);
-            })
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(5);
-            });
+        let builder = redis::client_builder(url, Duration::from_secs(5), |_| {}).map_err(err)?;
         let client = builder.build().map_err(err)?;
         let reader = builder.build().map_err(err)?;
         let init = async {

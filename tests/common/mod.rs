@@ -2,6 +2,7 @@
 //! clients (tungstenite over std sockets), raw HTTP over real sockets, and `eventually`.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod receiver;
 pub mod redis;
 
@@ -99,6 +100,17 @@ impl TestServer {
         if let Some(h) = self.handle.take() {
             h.shutdown();
         }
+    }
+
+    /// A counter or gauge from `/metrics` (`name` with its labels, if any).
+    pub fn metric(&self, name: &str) -> u64 {
+        let (_, m) = self.http("GET", "/metrics", None);
+        m.as_str()
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing"))
     }
 }
 

@@ -83,19 +83,10 @@ impl RedisEngine {
         retention: RedisRetention,
         webhook_metrics: Arc<WebhookMetrics>,
     ) -> Result<Self, EngineError> {
-        let config = Config::from_url(url).map_err(|e| EngineError::Other(e.to_string()))?;
-        let mut builder = Builder::from_config(config);
-        builder
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-            .with_performance_config(|p| {
-                p.broadcast_channel_capacity = BROADCAST_CAPACITY;
-                // While Redis is away a publish fails after this (an error frame, never a
-                // false ack) instead of waiting in fred's queue for the reconnection.
-                p.default_command_timeout = COMMAND_TIMEOUT;
-            })
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(5);
-            });
+        let builder = client_builder(url, COMMAND_TIMEOUT, |p| {
+            p.broadcast_channel_capacity = BROADCAST_CAPACITY;
+        })
+        .map_err(|e| EngineError::Other(e.to_string()))?;
         let client = builder.build().map_err(unavailable)?;
         let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
         let connect = async {
@@ -213,6 +204,28 @@ impl RedisEngine {
             }
         }
     }
+}
+
+/// A fred builder for `url` with ringcast's connection policy: reconnect forever with
+/// exponential backoff (100 ms to 5 s), 5 s connect timeout, and `command_timeout` per command
+/// so that while Redis is away a command fails (an error frame, never a false ack) instead of
+/// waiting in fred's queue for the reconnection. `perf` adjusts the rest.
+pub(crate) fn client_builder(
+    url: &str,
+    command_timeout: Duration,
+    perf: impl FnOnce(&mut fred::types::config::PerformanceConfig),
+) -> Result<Builder, fred::error::Error> {
+    let mut builder = Builder::from_config(Config::from_url(url)?);
+    builder
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .with_performance_config(|p| {
+            p.default_command_timeout = command_timeout;
+            perf(p);
+        })
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(5);
+        });
+    Ok(builder)
 }
 
 /// Subscribes the registry channel and every tracked shard channel again (one per call: a
