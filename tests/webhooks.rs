@@ -236,7 +236,7 @@ fn silent_receiver_is_retried_until_max_age_and_websockets_are_unaffected() {
     let mut sub = s.client("sub");
     sub.subscribe("slow:1");
     let mut p = s.client("p");
-    for i in 0..50 {
+    for i in 0..20 {
         p.publish("slow:1", "e", json!({"i": i}));
         // Live delivery does not wait for the webhook: each message arrives before the next
         // publish, while the receiver holds every request open.
@@ -244,13 +244,37 @@ fn silent_receiver_is_retried_until_max_age_and_websockets_are_unaffected() {
     }
     // Each delivery is attempted again after its timeout.
     eventually("retried", WAIT, || {
-        s.metric("ringcast_webhook_retries_total") >= 50
+        s.metric("ringcast_webhook_retries_total") >= 20
     });
     eventually("given up after max age", WAIT, || {
-        outcome(&s, "expired") == 50
+        outcome(&s, "expired") == 20
     });
     assert_eq!(outcome(&s, "delivered"), 0);
     assert_eq!(s.metric("ringcast_webhook_pending"), 0);
+    s.shutdown();
+}
+
+#[test]
+fn no_attempt_starts_after_max_age_even_when_waiting_for_the_endpoint() {
+    let hook = Receiver::start(vec![], Reply::Hang);
+    let s = TestServer::builder("auto")
+        .with(|f| {
+            fast(f);
+            f.webhooks.timeout = "1s".into();
+            f.webhooks.max_age = "1500ms".into();
+            f.webhooks.max_per_endpoint = 1;
+        })
+        .start();
+    hooked_channel(&s, "age:*", &[hook.url("/")]);
+    let mut p = s.client("p");
+    for _ in 0..5 {
+        p.publish("age:1", "e", json!({}));
+    }
+    // One request at a time, each held 1 s: at most two start within 1.5 s of the publishes;
+    // the rest expire while queued for the endpoint instead of being sent late.
+    eventually("all expired", WAIT, || outcome(&s, "expired") == 5);
+    let n = hook.requests().len();
+    assert!((1..=3).contains(&n), "{n} requests");
     s.shutdown();
 }
 

@@ -350,6 +350,14 @@ async fn deliver(ctx: &Ctx, job: Job) {
         let attempt = {
             let endpoint = ctx.endpoint(&job.url);
             let _turn = endpoint.acquire_owned().await;
+            // Waiting in the queue or for the endpoint may have taken it past its max age.
+            if Timestamp::now().millis() > deadline_ms {
+                tracing::warn!(url = %job.url, attempts = failures, channel = %job.channel,
+                    message = %job.message_id, "webhook delivery given up after its max age");
+                WebhookMetrics::inc(&ctx.metrics.expired);
+                ctx.store.finish(&job, Outcome::Expired).await;
+                return;
+            }
             ctx.client.attempt(&job, &ctx.metrics).await
         };
         let outcome = match attempt.verdict {
