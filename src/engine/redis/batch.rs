@@ -1,7 +1,7 @@
 //! Publish batching: the publishes of one channel that arrive while that channel's previous
 //! batch is at Redis go together in the next one. One script call orders, stores and fans out
-//! the whole batch (`scripts::PUBLISH`), one more appends it to the all-channels index, one
-//! more stores its webhook deliveries. Under load that is three commands per batch instead of
+//! the whole batch (`scripts::PUBLISH`), one more appends it to the all-channels index
+//! (`scripts::XADD_INDEX`), one more stores its webhook deliveries (`scripts::XADD_MANY`). Under load that is three commands per batch instead of
 //! three per message; when idle a batch is one message and nothing waits (no timer, no delay:
 //! a batch is flushed as soon as the control loop has queued what it had).
 //!
@@ -46,6 +46,7 @@ struct Pending {
 pub struct Batcher {
     client: Client,
     publish: Script,
+    xadd_index: Script,
     xadd_many: Script,
     per_channel: usize,
     max_total: usize,
@@ -66,6 +67,7 @@ impl Batcher {
         Self {
             client,
             publish: Script::from_lua(scripts::PUBLISH),
+            xadd_index: Script::from_lua(scripts::XADD_INDEX),
             xadd_many: Script::from_lua(scripts::XADD_MANY),
             per_channel,
             max_total,
@@ -131,6 +133,7 @@ impl Batcher {
     async fn run(&self, name: &ChannelName, batch: Vec<Pending>) {
         let ch = name.as_str();
         let mut records = Vec::with_capacity(batch.len());
+        let mut stored = Vec::with_capacity(batch.len());
         let mut frames = Vec::with_capacity(batch.len());
         for p in &batch {
             let m = &p.msg;
@@ -161,7 +164,9 @@ impl Batcher {
                 timestamp: &ts,
                 offset: 0,
             };
-            records.push(offset_prefix(&record));
+            let prefix = offset_prefix(&record);
+            stored.push(format!("{prefix}0}}"));
+            records.push(prefix);
             frames.push(offset_prefix(&frame));
         }
         let n = batch.len();
@@ -169,7 +174,7 @@ impl Batcher {
         args.push(self.per_channel.to_string());
         args.push(keys::live(ch));
         args.push(n.to_string());
-        args.extend(records.iter().cloned());
+        args.extend(stored);
         args.extend(frames);
         let first: Result<u64, _> = self
             .publish
@@ -189,12 +194,10 @@ impl Batcher {
         // The listing index, the names set and the webhook deliveries: not part of the atomic
         // publish (the channel's own stream is), issued together (one round trip), and all
         // written before any publisher of the batch is acknowledged.
-        let mut index: Vec<Value> = Vec::with_capacity(2 + 2 * n);
-        index.push(Value::from(self.max_total as i64));
-        index.push(Value::from(1));
+        let mut index: Vec<String> = Vec::with_capacity(1 + n);
+        index.push(self.max_total.to_string());
         for (i, rec) in records.iter().enumerate() {
-            index.push(Value::from("r"));
-            index.push(Value::from(format!("{rec}{}}}", first + i as u64)));
+            index.push(format!("{rec}{}}}", first + i as u64));
         }
         let mut jobs = Vec::new();
         for (i, p) in batch.iter().enumerate() {
@@ -212,7 +215,7 @@ impl Batcher {
                 }
             }
         };
-        let index_write = self.xadd_many.evalsha_with_reload::<Value, _, _>(
+        let index_write = self.xadd_index.evalsha_with_reload::<Value, _, _>(
             &self.client,
             vec![keys::MESSAGES],
             index,

@@ -192,7 +192,7 @@ impl RedisEngine {
                 .map_err(unavailable)?;
             let n = page.len();
             for (id, fields) in &page {
-                if let Some(rec) = fields.get("r").and_then(|r| parse_record(r)) {
+                if let Some(rec) = entry_record(id, fields) {
                     if !f(rec) {
                         return Ok(());
                     }
@@ -270,6 +270,17 @@ struct RecordIn {
     wh_delivered_count: u32,
     created_at: String,
     offset: u64,
+}
+
+/// The record of a stream entry. A channel stream stores records with `"offset":0` (the
+/// offset is the entry id `{offset}-1`, so the publish script need not splice it in); the
+/// all-channels index stores them complete.
+fn entry_record(id: &str, fields: &HashMap<String, String>) -> Option<MessageRecord> {
+    let mut rec = parse_record(fields.get("r")?)?;
+    if rec.offset == 0 {
+        rec.offset = id.split('-').next()?.parse().ok()?;
+    }
+    Some(rec)
 }
 
 fn parse_record(s: &str) -> Option<MessageRecord> {
@@ -565,7 +576,7 @@ impl RedisEngine {
             .map_err(unavailable)?;
         Ok(page
             .iter()
-            .filter_map(|(_, f)| f.get("r").and_then(|r| parse_record(r)))
+            .filter_map(|(id, f)| entry_record(id, f))
             .collect())
     }
 
@@ -587,7 +598,7 @@ impl RedisEngine {
                 .map_err(unavailable)?;
             let n = page.len();
             for (id, fields) in &page {
-                if let Some(rec) = fields.get("r").and_then(|r| parse_record(r)) {
+                if let Some(rec) = entry_record(id, fields) {
                     out.push(rec);
                 }
                 start = format!("({id}");
