@@ -542,3 +542,43 @@ fn redis_counts_are_shared_across_nodes() {
     a.shutdown();
     b.shutdown();
 }
+
+#[test]
+fn redis_going_away_while_retrying_loses_no_delivery() {
+    let mut redis = RedisServer::start_persistent();
+    // Fails three times (the delivery is held and retried), then accepts.
+    let hook = Receiver::start(
+        vec![Reply::Status(503), Reply::Status(503), Reply::Status(503)],
+        Reply::Status(200),
+    );
+    let s = TestServer::builder("auto")
+        .redis(&redis.url())
+        .with(|f| {
+            f.webhooks.retry_initial = "500ms".into();
+            f.webhooks.retry_max = "500ms".into();
+            f.webhooks.claim_after = "2s".into();
+        })
+        .start();
+    hooked_channel(&s, "away:*", &[hook.url("/")]);
+    let id = s.client("p").publish("away:1", "e", json!({}))["messageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    hook.wait_for(1, WAIT);
+    // Redis goes away while the delivery waits to be retried, and comes back with its data.
+    redis.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    redis.restart();
+    wait_delivered(&s, "away:1", &id, 1);
+    eventually("nothing left pending", WAIT, || {
+        redis.command(&["XLEN", "rc:{wh}:pending"]) == ":0\r\n"
+    });
+    assert_eq!(s.metric("ringcast_webhook_pending"), 0);
+    let got = hook.requests();
+    assert!(got.len() >= 4, "{} requests", got.len());
+    assert!(
+        got.iter()
+            .all(|r| r.header("x-insforge-message-id") == Some(id.as_str()))
+    );
+    s.shutdown();
+}
