@@ -145,6 +145,8 @@ impl WebhookPool {
     ) -> Result<Self, PoolError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.workers)
+            // Only DNS lookups block (getaddrinfo); bound them rather than tokio's 512.
+            .max_blocking_threads(4)
             .thread_name_fn(|| {
                 static N: AtomicUsize = AtomicUsize::new(0);
                 format!("ringcast-webhook-{}", N.fetch_add(1, Ordering::Relaxed))
