@@ -265,7 +265,8 @@ async fn redis_intake(ctx: Arc<Ctx>) {
     };
     let claim_every = (ctx.cfg.claim_after / 3).max(Duration::from_millis(100));
     let mut last_claim = Instant::now() - claim_every;
-    let mut recovered = false;
+    // This node's own entries from a previous life are read page by page first.
+    let mut resume_after: Option<String> = Some("0".into());
     let mut stop = ctx.stop.clone();
     while !ctx.stopping() {
         let free = ctx.in_flight.available_permits();
@@ -277,8 +278,23 @@ async fn redis_intake(ctx: Arc<Ctx>) {
             continue;
         }
         let count = free.min(256) as u64;
-        let read = if !recovered {
-            store.own_pending(count).await
+        let read = if let Some(after) = resume_after.take() {
+            match store.own_pending(&after, count).await {
+                Ok((jobs, bad, last)) => {
+                    if !jobs.is_empty() {
+                        tracing::info!(
+                            count = jobs.len(),
+                            "resuming this node's pending webhook deliveries"
+                        );
+                    }
+                    resume_after = last;
+                    Ok((jobs, bad))
+                }
+                Err(e) => {
+                    resume_after = Some(after);
+                    Err(e)
+                }
+            }
         } else if last_claim.elapsed() >= claim_every {
             last_claim = Instant::now();
             store.refresh_held().await;
@@ -304,15 +320,6 @@ async fn redis_intake(ctx: Arc<Ctx>) {
                 ctx.metrics
                     .failed
                     .fetch_add(bad as u64, std::sync::atomic::Ordering::Relaxed);
-                if !recovered && jobs.is_empty() {
-                    recovered = true;
-                }
-                if !recovered {
-                    tracing::info!(
-                        count = jobs.len(),
-                        "resuming this node's pending webhook deliveries"
-                    );
-                }
                 for job in jobs {
                     WebhookMetrics::inc(&ctx.metrics.pending);
                     let permit = ctx.in_flight.clone().try_acquire_owned().ok();

@@ -99,6 +99,18 @@ fn entries_of(v: Value) -> Vec<(String, Option<Vec<Value>>)> {
         .collect()
 }
 
+/// The entries of an XREADGROUP reply for our one stream: `[[stream, entries]]` (RESP2) or
+/// `{stream: entries}` (RESP3); nil when nothing came.
+fn entries_from_read(v: Value) -> Vec<(String, Option<Vec<Value>>)> {
+    let mut a = v.into_array();
+    match (a.pop(), a.pop()) {
+        (Some(Value::Array(mut kv)), None) if kv.len() == 2 => kv.pop().map(entries_of),
+        (Some(entries), Some(_key)) => Some(entries_of(entries)),
+        _ => None,
+    }
+    .unwrap_or_default()
+}
+
 pub enum Store {
     Memory { control: mpsc::Sender<ControlMsg> },
     Redis(RedisStore),
@@ -211,8 +223,14 @@ impl RedisStore {
         }
     }
 
-    /// Entries this consumer already holds in Redis (a previous life with the same node id).
-    pub async fn own_pending(&self, count: u64) -> Result<(Vec<Job>, usize), String> {
+    /// Entries this consumer already holds in Redis (a previous life with the same node id),
+    /// a page after entry id `after` (`"0"`: from the start). Returns the page's jobs, how many
+    /// entries were unreadable, and the last entry id of the page (`None`: no more).
+    pub async fn own_pending(
+        &self,
+        after: &str,
+        count: u64,
+    ) -> Result<(Vec<Job>, usize, Option<String>), String> {
         let v: Value = self
             .client
             .xreadgroup(
@@ -222,11 +240,15 @@ impl RedisStore {
                 None,
                 false,
                 PENDING_STREAM,
-                "0",
+                after,
             )
             .await
             .map_err(err)?;
-        self.jobs_from_read(v).await
+        let entries = entries_from_read(v);
+        let last = entries.last().map(|(id, _)| id.clone());
+        let (jobs, bad) = self.parse(entries);
+        self.drop_bad(&bad).await;
+        Ok((jobs, bad.len(), last))
     }
 
     /// New entries (blocks up to `READ_BLOCK_MS`).
@@ -248,15 +270,7 @@ impl RedisStore {
     }
 
     async fn jobs_from_read(&self, v: Value) -> Result<(Vec<Job>, usize), String> {
-        // [[stream, entries]] (RESP2) or {stream: entries} (RESP3); nil when nothing came.
-        let mut a = v.into_array();
-        let entries = match (a.pop(), a.pop()) {
-            (Some(Value::Array(mut kv)), None) if kv.len() == 2 => kv.pop().map(entries_of),
-            (Some(entries), Some(_key)) => Some(entries_of(entries)),
-            _ => None,
-        }
-        .unwrap_or_default();
-        let (jobs, bad) = self.parse(entries);
+        let (jobs, bad) = self.parse(entries_from_read(v));
         self.drop_bad(&bad).await;
         Ok((jobs, bad.len()))
     }
