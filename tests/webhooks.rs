@@ -30,6 +30,12 @@ fn fast(f: &mut FileConfig) {
     f.webhooks.timeout = "2s".into();
 }
 
+/// Publishes one message (event `e`) as a fresh client; returns its `messageId`.
+fn publish_id(s: &TestServer, channel: &str, payload: Value) -> String {
+    let ack = s.client("p").publish(channel, "e", payload);
+    ack["messageId"].as_str().expect("published").to_string()
+}
+
 fn hooked_channel(s: &TestServer, pattern: &str, urls: &[String]) -> Value {
     let (st, v) = s.http(
         "POST",
@@ -158,10 +164,7 @@ fn retried_after_503_twice_and_counted_once() {
     );
     let s = TestServer::builder("auto").with(fast).start();
     hooked_channel(&s, "r:*", &[hook.url("/h")]);
-    let id = s.client("p").publish("r:1", "e", json!({"n": 1}))["messageId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = publish_id(&s, "r:1", json!({"n": 1}));
     let got = hook.wait_for(3, WAIT);
     assert!(
         got.iter()
@@ -186,10 +189,7 @@ fn not_found_is_permanent_and_not_retried() {
     let hook = Receiver::start(vec![], Reply::Status(404));
     let s = TestServer::builder("auto").with(fast).start();
     hooked_channel(&s, "nf:*", &[hook.url("/gone")]);
-    let id = s.client("p").publish("nf:1", "e", json!({}))["messageId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = publish_id(&s, "nf:1", json!({}));
     hook.wait_for(1, WAIT);
     eventually("failed counted", WAIT, || outcome(&s, "failed") == 1);
     std::thread::sleep(Duration::from_millis(800));
@@ -284,10 +284,7 @@ fn two_urls_one_failing_counts_one_of_two() {
     let bad = Receiver::start(vec![], Reply::Status(410));
     let s = TestServer::builder("auto").with(fast).start();
     hooked_channel(&s, "two:*", &[ok.url("/a"), bad.url("/b")]);
-    let id = s.client("p").publish("two:1", "e", json!({}))["messageId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = publish_id(&s, "two:1", json!({}));
     ok.wait_for(1, WAIT);
     bad.wait_for(1, WAIT);
     wait_delivered(&s, "two:1", &id, 1);
@@ -306,10 +303,7 @@ fn https_receiver_trusted_through_config() {
         .with(|f| f.webhooks.ca_file = ca.display().to_string())
         .start();
     hooked_channel(&trusted, "tls:*", &[hook.url("/secure")]);
-    let id = trusted.client("p").publish("tls:1", "e", json!({}))["messageId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = publish_id(&trusted, "tls:1", json!({}));
     let r = &hook.wait_for(1, WAIT)[0];
     assert_eq!(r.json()["messageId"], id);
     wait_delivered(&trusted, "tls:1", &id, 1);
@@ -562,10 +556,7 @@ fn redis_going_away_while_retrying_loses_no_delivery() {
         })
         .start();
     hooked_channel(&s, "away:*", &[hook.url("/")]);
-    let id = s.client("p").publish("away:1", "e", json!({}))["messageId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = publish_id(&s, "away:1", json!({}));
     hook.wait_for(1, WAIT);
     // Redis goes away while the delivery waits to be retried, and comes back with its data.
     redis.stop();

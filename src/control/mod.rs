@@ -45,7 +45,8 @@ pub struct Control<E: Engine> {
     /// `last` is a duplicate (dropped).
     last: HashMap<ChannelName, u64>,
     shared: Arc<NodeShared>,
-    /// The webhook pool's hand-off queue, when the engine does not persist deliveries itself.
+    /// The webhook pool's hand-off queue (memory engine). The redis engine stores deliveries
+    /// with the message instead, and the pool reads them from Redis: then this is `None`.
     webhooks: Option<WebhookTx>,
 }
 
@@ -343,9 +344,6 @@ impl<E: Engine> Control<E> {
 
     /// Gives the message's webhook deliveries to the pool (never waits: see `WebhookTx`).
     fn hand_off_webhooks(&self, m: &NewMessage, a: &Appended) {
-        if self.engine.persists_webhooks() {
-            return;
-        }
         let Some(tx) = &self.webhooks else { return };
         for job in crate::webhook::envelope::jobs(m, a.key, a.id, a.created_at) {
             tx.submit(job);

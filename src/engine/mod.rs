@@ -190,12 +190,6 @@ pub trait Engine {
     /// Adds subscribers messages were delivered to (`wsAudienceCount`): (channel, key, n).
     async fn add_audience(&mut self, updates: &[(ChannelName, u64, u32)]);
 
-    /// Whether `append` itself stores the message's webhook deliveries durably (the redis
-    /// engine); otherwise the control thread hands them to the in-process pool.
-    fn persists_webhooks(&self) -> bool {
-        false
-    }
-
     /// One more webhook URL answered 2xx for the message `key` (`whDeliveredCount`).
     async fn add_webhook_delivered(&mut self, _channel: &ChannelName, _key: u64) {}
 

@@ -309,7 +309,7 @@ async fn redis_intake(ctx: Arc<Ctx>) {
                         );
                         ctx.metrics
                             .claimed
-                            .fetch_add(jobs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
                     }
                 })
         } else {
@@ -317,9 +317,7 @@ async fn redis_intake(ctx: Arc<Ctx>) {
         };
         match read {
             Ok((jobs, bad)) => {
-                ctx.metrics
-                    .failed
-                    .fetch_add(bad as u64, std::sync::atomic::Ordering::Relaxed);
+                ctx.metrics.failed.fetch_add(bad as u64, Ordering::Relaxed);
                 for job in jobs {
                     WebhookMetrics::inc(&ctx.metrics.pending);
                     let permit = ctx.in_flight.clone().try_acquire_owned().ok();

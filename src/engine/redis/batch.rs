@@ -228,15 +228,18 @@ impl Batcher {
         };
         let jobs_write = async {
             for chunk in jobs.chunks(MAX_BATCH) {
-                let mut a: Vec<Value> = Vec::with_capacity(2 + 14 * chunk.len());
-                a.push(Value::from(0));
-                a.push(Value::from(7));
+                let mut a: Vec<Value> = Vec::with_capacity(1 + 14 * chunk.len());
+                a.push(Value::Null); // fields per entry, set below
+                let mut per_entry = 0;
                 for job in chunk {
-                    for (k, v) in webhook::persist_fields(job) {
+                    let fields = webhook::persist_fields(job);
+                    per_entry = fields.len();
+                    for (k, v) in fields {
                         a.push(Value::from(k));
                         a.push(v);
                     }
                 }
+                a[0] = Value::from(per_entry as i64);
                 if let Err(e) = self
                     .xadd_many
                     .evalsha_with_reload::<Value, _, _>(

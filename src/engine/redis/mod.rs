@@ -410,10 +410,6 @@ impl Engine for RedisEngine {
         Some(self.batcher.append(m))
     }
 
-    fn persists_webhooks(&self) -> bool {
-        true
-    }
-
     async fn add_audience(&mut self, updates: &[(ChannelName, u64, u32)]) {
         // One pipeline: every HINCRBY is written before any reply is awaited.
         let pipe = self.client.pipeline();

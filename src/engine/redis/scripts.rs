@@ -29,19 +29,15 @@ end
 return #ARGV - 1
 "#;
 
-/// Append many entries to one stream in one call. KEYS: stream. ARGV: approximate MAXLEN
-/// (`0`: none), fields per entry k, then the entries' field/value pairs (2k values each).
+/// Append many entries to one stream in one call (webhook deliveries). KEYS: stream.
+/// ARGV: fields per entry k, then the entries' field/value pairs (2k values each).
 pub const XADD_MANY: &str = r#"
-local k = tonumber(ARGV[2]) * 2
+local k = tonumber(ARGV[1]) * 2
 local n = 0
-for i = 3, #ARGV, k do
+for i = 2, #ARGV, k do
   local entry = {}
   for j = 0, k - 1 do entry[j + 1] = ARGV[i + j] end
-  if ARGV[1] ~= '0' then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(entry))
-  else
-    redis.call('XADD', KEYS[1], '*', unpack(entry))
-  end
+  redis.call('XADD', KEYS[1], '*', unpack(entry))
   n = n + 1
 end
 return n
