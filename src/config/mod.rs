@@ -476,6 +476,30 @@ mod tests {
     }
 
     #[test]
+    fn webhook_settings_are_checked() {
+        let mut f = FileConfig::default();
+        f.webhooks.workers = 17;
+        f.webhooks.queue = 0;
+        f.webhooks.max_age = "0s".into();
+        f.webhooks.retry_initial = "soon".into();
+        f.webhooks.ca_file = "/nonexistent/ca.pem".into();
+        let all = validate(&f).unwrap_err().0.join("\n");
+        for key in [
+            "webhooks.workers: at most 16",
+            "webhooks.queue: must be greater than 0",
+            "webhooks.max_age: must be greater than 0",
+            "webhooks.retry_initial: invalid duration",
+            "webhooks.ca_file: `/nonexistent/ca.pem` is not a readable file",
+        ] {
+            assert!(all.contains(key), "{key} missing from:\n{all}");
+        }
+        let ok = Config::defaults().webhooks;
+        assert_eq!(ok.timeout, Duration::from_secs(10));
+        assert_eq!(ok.max_age, Duration::from_secs(300));
+        assert!(ok.secret.is_none() && !ok.deny_private);
+    }
+
+    #[test]
     fn semantic_errors_are_all_listed() {
         let mut f = FileConfig::default();
         f.server.listen = "nope".into();

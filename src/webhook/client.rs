@@ -279,6 +279,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_ca_file_without_certificates_is_refused() {
+        let path = std::env::temp_dir().join(format!("ringcast-bad-ca-{}.pem", std::process::id()));
+        std::fs::write(&path, "not a certificate\n").unwrap();
+        let mut cfg = crate::config::Config::defaults().webhooks;
+        cfg.ca_file = Some(path.clone());
+        let err = WebhookClient::new(&cfg).err().map(|e| e.to_string());
+        let _ = std::fs::remove_file(&path);
+        let err = err.expect("refused");
+        assert!(err.contains("no PEM certificate"), "{err}");
+        cfg.ca_file = None;
+        assert!(WebhookClient::new(&cfg).is_ok());
+    }
+
+    #[test]
     fn private_addresses() {
         for a in [
             "127.0.0.1",
