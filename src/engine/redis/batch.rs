@@ -1,8 +1,8 @@
 //! Publish batching: the publishes of one channel that arrive while that channel's previous
 //! batch is at Redis go together in the next one. One script call orders, stores and fans out
 //! the whole batch (`scripts::PUBLISH`), one more appends it to the all-channels index
-//! (`scripts::XADD_INDEX`), one more stores its webhook deliveries (`scripts::XADD_MANY`). Under load that is three commands per batch instead of
-//! three per message; when idle a batch is one message and nothing waits (no timer, no delay:
+//! (`scripts::XADD_INDEX`), one more stores its webhook deliveries (`scripts::XADD_MANY`).
+//! Under load that is three commands per batch instead of three per message; when idle a batch is one message and nothing waits (no timer, no delay:
 //! a batch is flushed as soon as the control loop has queued what it had).
 //!
 //! Order: each channel has at most one batch in flight, and a batch is acknowledged in queue
