@@ -27,6 +27,7 @@ fn setup(
             config: Config::defaults(),
             metrics: Metrics::new(1),
             engine_name: "bench",
+            sequencing: ringcast::engine::Sequencing::Engine,
             node_id: "bench".into(),
         });
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
@@ -47,7 +48,8 @@ fn setup(
             updated_at: Timestamp::now(),
         });
         let table = Arc::new(ChannelTable::build(1, [record]));
-        let core = Rc::new(Core::new(0, shared, table, tx));
+        let (peer, _inbox) = tokio::sync::mpsc::channel(1);
+        let core = Rc::new(Core::new(0, shared, table, tx, vec![peer]));
         let ch = ChannelName::parse("bench:1").unwrap();
         let mut conns = Vec::with_capacity(n);
         for _ in 0..n {
@@ -74,7 +76,7 @@ fn fanout(c: &mut Criterion) {
     for n in [1usize, 100, 10_000] {
         let (core, conns) = setup(&mut rt, n);
         let d = Delivery {
-            key: 1,
+            offset: 1,
             channel: ChannelName::parse("bench:1").unwrap(),
             event: Arc::from("e"),
             schema: None,

@@ -67,7 +67,7 @@ metric_block!(CoreMetrics {
     bytes_in_total: "counter", "Bytes read from clients.";
     bytes_out_total: "counter", "Bytes written to clients.";
     errors_sent_total: "counter", "Error frames sent to clients.";
-    publishes_refused_busy_total: "counter", "Publishes refused because the engine queue was full.";
+    publishes_refused_busy_total: "counter", "Publishes refused (broker busy) because a queue on their way was full: the control thread's or a core's inbox.";
     queue_drops_total: "counter", "Frames dropped because a subscriber's outbound queue was full (the subscriber is then closed).";
     slow_consumer_closes_total: "counter", "Connections closed (1013) for falling behind.";
     protocol_closes_total: "counter", "Connections closed for protocol violations.";

@@ -2,10 +2,12 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use common::*;
-use serde_json::json;
+use ringcast::{channel::ChannelName, core::sequencer::owner_of};
+use serde_json::{Value, json};
+use tungstenite::Message;
 
 both_drivers!(publish_reaches_subscribers_with_offsets, |driver| {
     let s = TestServer::start(driver);
@@ -28,9 +30,11 @@ both_drivers!(publish_reaches_subscribers_with_offsets, |driver| {
     assert_eq!(m["senderType"], "user");
     assert_eq!(m["offset"], 1);
     assert!(m["timestamp"].as_str().unwrap().ends_with('Z'));
+    // The control thread stores the message after the ack went out: its gauges follow.
     let metrics = s.handle.as_ref().unwrap().metrics();
-    assert_eq!(metrics.control.history_retained.get(), 1);
-    assert_eq!(metrics.control.published_total.get(), 1);
+    eventually("the message is counted", Duration::from_secs(5), || {
+        metrics.control.published_total.get() == 1 && metrics.control.history_retained.get() == 1
+    });
     s.shutdown();
 });
 
@@ -162,3 +166,184 @@ both_drivers!(db_channel_filters_select_events_and_schema, |driver| {
     assert_eq!(p.expect("message")["event"], "UPDATE");
     s.shutdown();
 });
+
+both_drivers!(
+    pipelined_publishers_on_both_cores_keep_one_order_per_channel,
+    |driver| {
+        // Channels are sequenced by the core that owns them; publishers on either core send
+        // without waiting for acks. Every subscriber must see each channel's offsets 1..=N
+        // with no gap or repeat, each publisher's messages in the order it sent them, and
+        // exactly the message each ack named.
+        let s = TestServer::start(driver);
+        s.channel("seq:*");
+        let channels: Vec<String> = (0..4).map(|i| format!("seq:{i}")).collect();
+        let owners: Vec<usize> = channels
+            .iter()
+            .map(|c| owner_of(&ChannelName::parse(c).unwrap(), 2))
+            .collect();
+        assert!(owners.contains(&0) && owners.contains(&1), "{owners:?}");
+        let mut subs: Vec<Ws> = (0..6).map(|i| s.client(&format!("s{i}"))).collect();
+        for w in &mut subs {
+            for c in &channels {
+                w.subscribe(c);
+            }
+        }
+        const PER: usize = 60;
+        let mut pubs: Vec<Ws> = (0..4).map(|i| s.client(&format!("p{i}"))).collect();
+        for k in 0..PER {
+            for (p, w) in pubs.iter_mut().enumerate() {
+                let ch = &channels[(k + p) % channels.len()];
+                let m = json!({"type":"publish","channel":ch,"event":"e","payload":{"p":p,"k":k},"ref":k});
+                w.ws.write(Message::text(m.to_string())).unwrap();
+            }
+        }
+        // acks: (channel, offset) -> (publisher, k). Acks of one channel come in send order;
+        // across channels they may not (each channel has its own sequencer), so the `ref`
+        // says which publish an ack answers.
+        let mut acked: HashMap<(String, u64), (u64, u64)> = HashMap::new();
+        for (p, w) in pubs.iter_mut().enumerate() {
+            w.ws.flush().unwrap();
+            let mut last: HashMap<String, u64> = HashMap::new();
+            for _ in 0..PER {
+                let a = w.expect("published");
+                let ch = a["channel"].as_str().unwrap().to_string();
+                let k = a["ref"].as_u64().unwrap();
+                assert_eq!(ch, channels[(k as usize + p) % channels.len()], "{a}");
+                if let Some(prev) = last.insert(ch.clone(), k) {
+                    assert!(k > prev, "acks of {ch} out of send order");
+                }
+                let prev = acked.insert((ch, a["offset"].as_u64().unwrap()), (p as u64, k));
+                assert!(prev.is_none(), "offset acked twice: {a}");
+            }
+        }
+        let total = PER * pubs.len();
+        for w in &mut subs {
+            let mut next: HashMap<String, u64> = HashMap::new();
+            let mut last_k: HashMap<(String, u64), u64> = HashMap::new();
+            for _ in 0..total {
+                let m = w.expect("message");
+                let ch = m["channel"].as_str().unwrap().to_string();
+                let off = m["offset"].as_u64().unwrap();
+                let n = next.entry(ch.clone()).or_insert(1);
+                assert_eq!(off, *n, "gap or repeat on {ch}");
+                *n += 1;
+                let (p, k) = (
+                    m["payload"]["p"].as_u64().unwrap(),
+                    m["payload"]["k"].as_u64().unwrap(),
+                );
+                assert_eq!(
+                    acked.get(&(ch.clone(), off)),
+                    Some(&(p, k)),
+                    "ack and message agree"
+                );
+                if let Some(prev) = last_k.insert((ch, p), k) {
+                    assert!(k > prev, "publisher {p} reordered");
+                }
+            }
+            w.expect_silence(Duration::from_millis(50));
+        }
+        // History holds the same messages under the same offsets.
+        let (st, h) = s.http("GET", "/api/realtime/messages?limit=1000", None);
+        assert_eq!(st, 200);
+        let rows = h.as_array().unwrap();
+        assert_eq!(rows.len(), total);
+        for r in rows {
+            let key = (
+                r["channelName"].as_str().unwrap().to_string(),
+                r["offset"].as_u64().unwrap(),
+            );
+            let (p, k) = acked[&key];
+            assert_eq!(r["payload"], json!({"p": p, "k": k}));
+        }
+        s.shutdown();
+    }
+);
+
+/// WebSocket connections open on each core.
+fn ws_per_core(s: &TestServer) -> Vec<u64> {
+    let m = s.handle.as_ref().unwrap().metrics();
+    m.cores.iter().map(|c| c.ws_connections.get()).collect()
+}
+
+/// A client on core `want`: connects until one lands there (the others are returned too, to
+/// be kept open so the per-core counts stay put).
+fn client_on_core(s: &TestServer, want: usize) -> (Ws, Vec<Ws>) {
+    let mut others = Vec::new();
+    for i in 0..64 {
+        let before = ws_per_core(s);
+        let w = s.client(&format!("c{i}"));
+        let after = ws_per_core(s);
+        if after[want] > before[want] {
+            return (w, others);
+        }
+        others.push(w);
+    }
+    panic!("no connection landed on core {want}");
+}
+
+both_drivers!(
+    a_full_core_queue_refuses_publishes_and_loses_none,
+    |driver| {
+        // Core inboxes of one slot: a burst forwarded to the owner core finds the reply slot
+        // taken. Refused publishes get RATE_LIMITED "broker busy" and use no offset; every
+        // accepted one is acknowledged, delivered and in history, offsets without gaps.
+        let s = TestServer::builder(driver)
+            .with(|f| f.server.core_queue = 1)
+            .start();
+        s.channel("busy:*");
+        let ch = "busy:1".to_string();
+        let owner = owner_of(&ChannelName::parse(&ch).unwrap(), 2);
+        // The publisher on the other core (its publishes are forwarded), the subscriber on the
+        // owner (so each accepted publish needs only the publisher core's one reply slot).
+        let (mut publ, _a) = client_on_core(&s, 1 - owner);
+        let (mut sub, _b) = client_on_core(&s, owner);
+        sub.subscribe(&ch);
+        const N: usize = 40;
+        for k in 0..N {
+            let m = json!({"type":"publish","channel":ch,"event":"e","payload":{"k":k},"ref":k});
+            publ.ws.write(Message::text(m.to_string())).unwrap();
+        }
+        publ.ws.flush().unwrap();
+        let mut accepted: Vec<(u64, u64)> = Vec::new(); // (offset, k)
+        let mut refused = 0;
+        for _ in 0..N {
+            let a: Value = publ.recv();
+            let k = a["ref"].as_u64().unwrap();
+            match a["type"].as_str().unwrap() {
+                "published" => accepted.push((a["offset"].as_u64().unwrap(), k)),
+                "error" => {
+                    assert_eq!(a["code"], "RATE_LIMITED", "{a}");
+                    assert!(a["message"].as_str().unwrap().contains("busy"), "{a}");
+                    assert_eq!(a["channel"], ch.as_str());
+                    refused += 1;
+                }
+                t => panic!("unexpected {t}: {a}"),
+            }
+        }
+        assert!(
+            refused > 0,
+            "a one-slot queue must refuse part of a 40-publish burst"
+        );
+        assert!(
+            !accepted.is_empty(),
+            "the first publish of the burst had a free slot"
+        );
+        for (i, (off, _)) in accepted.iter().enumerate() {
+            assert_eq!(*off, i as u64 + 1, "offsets without gaps: {accepted:?}");
+        }
+        for (off, k) in &accepted {
+            let m = sub.expect("message");
+            assert_eq!(m["offset"], *off);
+            assert_eq!(m["payload"]["k"], *k);
+        }
+        sub.expect_silence(Duration::from_millis(100));
+        let path = format!("/api/realtime/messages?channelName={ch}&limit=1000");
+        let (_, h) = s.http("GET", &path, None);
+        assert_eq!(h.as_array().unwrap().len(), accepted.len());
+        assert_eq!(s.metric("ringcast_publishes_refused_busy_total"), refused);
+        // Once the burst is over the same connection publishes normally again.
+        let a = publ.publish(&ch, "e", json!({"k": "after"}));
+        assert_eq!(a["offset"], accepted.len() as u64 + 1);
+        s.shutdown();
+    }
+);

@@ -1,11 +1,15 @@
-//! The control thread (`ringcast-control`): the one owner of the channel registry and the
-//! sequencer of publishes. Runs a current-thread tokio runtime so the engine may await I/O.
+//! The control thread (`ringcast-control`, `ringcast-backplane` with Redis): the one owner of
+//! the channel registry and of the engine. Runs a current-thread tokio runtime so the engine
+//! may await I/O.
 //!
-//! For each publish it re-resolves the channel against the authoritative registry, appends it
-//! through the engine (which assigns the per-channel offset), encodes the `message` frame once,
-//! acknowledges the publisher, and hands the same bytes to every core that has subscribers of
-//! that channel. Registry changes produce a new immutable `ChannelTable` pushed to every core;
-//! the REST caller is answered after all cores applied it, so a disable takes effect at once.
+//! Memory engine: publishes are sequenced and delivered by the core that owns their channel
+//! (`core::sequencer`); this thread only stores them (`ControlMsg::Stored`), hands their
+//! webhook deliveries to the pool and keeps the counts. Redis engine: it re-resolves each
+//! publish against the authoritative registry, appends it through the engine (many in flight),
+//! acknowledges the publisher, and hands every message that comes back from Redis, encoded
+//! once, to each core with subscribers of its channel, filling gaps from history.
+//! Registry changes produce a new immutable `ChannelTable` pushed to every core; the REST
+//! caller is answered after all cores applied it, so a disable takes effect at once.
 //! Never runs on a core; cores never wait on it for a publish (see `msg` for the queues).
 
 pub mod msg;
@@ -14,21 +18,18 @@ mod registry;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use serde::Deserialize;
 use tokio::sync::mpsc;
-use tungstenite::protocol::frame::coding::{Data, OpCode};
 
-pub use msg::{ConnId, ControlMsg, CoreId, CoreMsg, Delivery, PublishReq, RestOk, RestReq};
+pub use msg::{ConnId, ControlMsg, CoreId, CoreMsg, Delivery, PublishReq, RestOk, RestReq, Stored};
 use registry::Registry;
 
 use crate::{
     channel::ChannelName,
     core::NodeShared,
-    engine::{Appended, Engine, EngineError, EngineEvent, MessageRecord, NewMessage},
-    protocol::{ErrorCode, MessageFrame, ServerMsg},
+    engine::{Appended, Engine, EngineError, EngineEvent, NewMessage},
+    protocol::ErrorCode,
     timestamp::Timestamp,
     webhook::WebhookTx,
-    ws::frame,
 };
 
 /// How long a registry change waits for the cores to apply the new table.
@@ -155,7 +156,7 @@ impl<E: Engine> Control<E> {
                     if self.last.get(ch).is_some_and(|l| r.offset <= *l) {
                         continue;
                     }
-                    let json = frame_json_of(&r);
+                    let json = msg::frame_json_of(&r);
                     self.deliver_remote(ch.clone(), r.offset, &json).await;
                 }
             }
@@ -171,19 +172,7 @@ impl<E: Engine> Control<E> {
         if let Some(l) = self.last.get_mut(&channel) {
             *l = offset;
         }
-        // Filters only apply to `db:` channels: only those need the event and schema.
-        let (event, schema) = if channel.is_db() {
-            event_and_schema(frame_json)
-        } else {
-            (Arc::from(""), None)
-        };
-        let d = Arc::new(Delivery {
-            key: offset,
-            channel,
-            event,
-            schema,
-            frame: frame::encode(OpCode::Data(Data::Text), frame_json),
-        });
+        let d = Arc::new(Delivery::encoded(channel, offset, frame_json));
         self.fan_out(bits, d).await;
     }
 
@@ -198,6 +187,7 @@ impl<E: Engine> Control<E> {
     async fn handle(&mut self, m: ControlMsg) {
         match m {
             ControlMsg::Publish(p) => self.publish(*p).await,
+            ControlMsg::Stored(s) => self.store(*s).await,
             ControlMsg::Interest {
                 core,
                 channel,
@@ -245,107 +235,57 @@ impl<E: Engine> Control<E> {
         }
     }
 
+    /// Redis engine: appends a publish (many in flight); the message comes back through the
+    /// engine's event stream, so only the answer is sent from here.
     async fn publish(&mut self, p: PublishReq) {
         let Some(rec) = self.registry.resolve(&p.channel) else {
-            let f = error_frame(
-                &p,
+            let f = p.error(
                 ErrorCode::ChannelNotFound,
                 "Channel not found or not accessible",
             );
             return self.send_reply(p.core, p.conn, f).await;
         };
-        let PublishReq {
-            core,
-            conn,
-            r#ref,
-            channel,
-            event,
-            payload,
-            sender_id,
-            sender_type,
-        } = p;
-        let payload: Arc<serde_json::value::RawValue> = Arc::from(payload);
-        let msg = NewMessage {
-            channel_id: rec.id,
-            channel_name: channel.clone(),
-            event: event.clone(),
-            payload: payload.clone(),
-            sender_id: sender_id.clone(),
-            sender_type,
-            webhook_urls: rec
-                .webhook_urls
-                .as_ref()
-                .filter(|u| !u.is_empty())
-                .map(|u| u.iter().map(|s| Arc::from(s.as_str())).collect()),
-        };
-        let origin = Origin {
-            r#ref,
-            channel,
-            event,
-        };
-        if let Some(append) = self.engine.pipelined_append(msg.clone()) {
-            // Multi-node engine: the append runs as its own task (many in flight); the message
-            // comes back through the engine's event stream, so only the ack is sent from here.
-            let tx = self.cores.get(core).cloned();
-            let shared = self.shared.clone();
-            tokio::task::spawn_local(async move {
-                let frame = origin.answer(append.await, &shared);
-                if let Some(tx) = tx {
-                    let _ = tx.send(CoreMsg::Reply { conn, frame }).await;
-                }
-            });
-            return;
-        }
-        // Single node: append, ack and deliver right here, in order.
-        let schema = if origin.channel.is_db() {
-            schema_of(payload.get())
-        } else {
-            None
-        };
-        let hooks = msg.webhook_urls.is_some().then(|| msg.clone());
-        let appended = self.engine.append(msg).await;
-        let ok = appended.as_ref().ok().copied();
-        let ack = origin.answer(appended, &self.shared);
-        self.send_reply(core, conn, ack).await;
-        let Some(a) = ok else { return };
-        if let Some(m) = hooks {
-            self.hand_off_webhooks(&m, &a);
-        }
-        self.shared
-            .metrics
-            .control
-            .history_retained
-            .set(self.engine.retained());
-        let Some(&bits) = self.interest.get(&origin.channel) else {
-            return;
-        };
-        let id = a.id.to_string();
-        let ts = a.created_at.to_rfc3339();
-        let frame = frame::encode_json(&MessageFrame {
-            kind: "message",
-            message_id: &id,
-            channel: origin.channel.as_str(),
-            event: &origin.event,
-            payload: &payload,
-            sender_id: sender_id.as_deref(),
-            sender_type,
-            timestamp: &ts,
-            offset: a.offset,
+        let append = self.engine.append(p.message(&rec));
+        let tx = self.cores.get(p.core).cloned();
+        let shared = self.shared.clone();
+        tokio::task::spawn_local(async move {
+            let frame = answer(&p, append.await, &shared);
+            if let Some(tx) = tx {
+                let _ = tx
+                    .send(CoreMsg::Reply {
+                        conn: p.conn,
+                        frame,
+                    })
+                    .await;
+            }
         });
-        let d = Arc::new(Delivery {
-            key: a.key,
-            channel: origin.channel,
-            event: origin.event,
-            schema,
-            frame,
-        });
-        self.fan_out(bits, d).await;
+    }
+
+    /// Memory engine: keeps a message its owning core sequenced and delivered.
+    async fn store(&mut self, s: Stored) {
+        let Stored {
+            msg,
+            at,
+            ws_audience,
+        } = s;
+        if msg.webhook_urls.is_some() {
+            self.hand_off_webhooks(&msg, &at);
+        }
+        let m = &self.shared.metrics.control;
+        match self.engine.store(msg, at, ws_audience).await {
+            Ok(()) => m.published_total.inc(),
+            Err(e) => {
+                m.publish_failures_total.inc();
+                tracing::warn!(error = %e, "a sequenced message could not be stored");
+            }
+        }
+        m.history_retained.set(self.engine.retained());
     }
 
     /// Gives the message's webhook deliveries to the pool (never waits: see `WebhookTx`).
     fn hand_off_webhooks(&self, m: &NewMessage, a: &Appended) {
         let Some(tx) = &self.webhooks else { return };
-        for job in crate::webhook::envelope::jobs(m, a.key, a.id, a.created_at) {
+        for job in crate::webhook::envelope::jobs(m, a.offset, a.id, a.created_at) {
             tx.submit(job);
         }
     }
@@ -378,62 +318,23 @@ impl<E: Engine> Control<E> {
     }
 }
 
-/// `payload.schema` of a database change message, if it has one.
-fn schema_of(payload: &str) -> Option<Box<str>> {
-    #[derive(Deserialize)]
-    struct SchemaOnly<'a> {
-        #[serde(borrow)]
-        schema: Option<std::borrow::Cow<'a, str>>,
-    }
-    serde_json::from_str::<SchemaOnly<'_>>(payload)
-        .ok()
-        .and_then(|s| s.schema)
-        .map(|s| s.into())
-}
-
-/// Who published a message, for the answer (`published` or an error frame).
-struct Origin {
-    r#ref: Option<Box<serde_json::value::RawValue>>,
-    channel: ChannelName,
-    event: Arc<str>,
-}
-
-impl Origin {
-    fn answer(&self, r: Result<Appended, EngineError>, shared: &NodeShared) -> Bytes {
-        let m = &shared.metrics.control;
-        match r {
-            Ok(a) => {
-                m.published_total.inc();
-                let id = a.id.to_string();
-                frame::encode_json(&ServerMsg::Published {
-                    message_id: &id,
-                    channel: self.channel.as_str(),
-                    event: &self.event,
-                    offset: a.offset,
-                    r#ref: self.r#ref.as_deref(),
-                })
-            }
-            Err(e) => {
-                m.publish_failures_total.inc();
-                tracing::warn!(channel = %self.channel, error = %e, "append failed; publish refused");
-                frame::encode_json(&ServerMsg::Error {
-                    message: "message could not be stored; not published",
-                    code: ErrorCode::Internal.as_str(),
-                    channel: Some(self.channel.as_str()),
-                    r#ref: self.r#ref.as_deref(),
-                })
-            }
+/// The answer to an engine-sequenced publish: `published` once stored, or an error.
+fn answer(p: &PublishReq, r: Result<Appended, EngineError>, shared: &NodeShared) -> Bytes {
+    let m = &shared.metrics.control;
+    match r {
+        Ok(a) => {
+            m.published_total.inc();
+            p.ack(&a)
+        }
+        Err(e) => {
+            m.publish_failures_total.inc();
+            tracing::warn!(channel = %p.channel, error = %e, "append failed; publish refused");
+            p.error(
+                ErrorCode::Internal,
+                "message could not be stored; not published",
+            )
         }
     }
-}
-
-fn error_frame(p: &PublishReq, code: ErrorCode, message: &str) -> Bytes {
-    frame::encode_json(&ServerMsg::Error {
-        message,
-        code: code.as_str(),
-        channel: Some(p.channel.as_str()),
-        r#ref: p.r#ref.as_deref(),
-    })
 }
 
 async fn next_event(events: &mut Option<mpsc::Receiver<EngineEvent>>) -> Option<EngineEvent> {
@@ -441,24 +342,6 @@ async fn next_event(events: &mut Option<mpsc::Receiver<EngineEvent>>) -> Option<
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// The `message` frame body of a stored record (as its publisher encoded it).
-fn frame_json_of(r: &MessageRecord) -> Vec<u8> {
-    let id = r.id.to_string();
-    let ts = r.created_at.to_rfc3339();
-    serde_json::to_vec(&MessageFrame {
-        kind: "message",
-        message_id: &id,
-        channel: r.channel_name.as_str(),
-        event: &r.event_name,
-        payload: &r.payload,
-        sender_id: r.sender_id.as_deref(),
-        sender_type: r.sender_type,
-        timestamp: &ts,
-        offset: r.offset,
-    })
-    .expect("serializing to a Vec cannot fail")
 }
 
 /// The `timestamp` of an encoded `message` frame.
@@ -479,35 +362,12 @@ fn trailing_offset(frame: &[u8]) -> Option<u64> {
     std::str::from_utf8(&body[start..]).ok()?.parse().ok()
 }
 
-/// `event` and `payload.schema` of an encoded `message` frame (for `db:` filters).
-fn event_and_schema(frame: &[u8]) -> (Arc<str>, Option<Box<str>>) {
-    #[derive(Deserialize)]
-    struct Payload<'a> {
-        #[serde(borrow)]
-        schema: Option<std::borrow::Cow<'a, str>>,
-    }
-    #[derive(Deserialize)]
-    struct Frame<'a> {
-        #[serde(borrow)]
-        event: std::borrow::Cow<'a, str>,
-        #[serde(borrow)]
-        payload: Option<Payload<'a>>,
-    }
-    match serde_json::from_slice::<Frame<'_>>(frame) {
-        Ok(f) => (
-            Arc::from(f.event.as_ref()),
-            f.payload.and_then(|p| p.schema).map(|s| s.into()),
-        ),
-        Err(_) => (Arc::from(""), None),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn reads_offsets_and_db_fields() {
+    fn reads_offsets_and_timestamps() {
         let f = br#"{"type":"message","event":"INSERT","payload":{"schema":"public","x":1},"offset":42}"#;
         assert_eq!(trailing_offset(f), Some(42));
         assert_eq!(trailing_offset(b"{\"a\":1}"), None);
@@ -516,8 +376,5 @@ mod tests {
             frame_timestamp(t).map(|t| t.to_rfc3339()).as_deref(),
             Some("2026-01-01T00:00:00.123Z")
         );
-        let (e, s) = event_and_schema(f);
-        assert_eq!(&*e, "INSERT");
-        assert_eq!(s.as_deref(), Some("public"));
     }
 }

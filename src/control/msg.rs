@@ -1,27 +1,37 @@
-//! Messages between the cores and the control thread, and the queues that carry them.
+//! Messages between the cores and the control thread (and between cores), the queues that
+//! carry them, and the one encoding of a published message that every subscriber shares.
 //!
 //! Bounds and overflow policy:
-//! - control inbox (`server.engine_queue`, default 65,536): cores `try_send` publishes; when it
-//!   is full the publisher gets `RATE_LIMITED` ("broker busy") and nothing was accepted. Interest
-//!   changes that must be confirmed use `send().await` inside that one connection's task.
-//!   Audience updates that do not fit are dropped and counted (they only feed a statistic);
-//!   so are webhook delivered-count updates from the webhook pool.
-//! - core inbox (`server.core_queue`, default 16,384): the control thread `send().await`s, so a
-//!   slow core applies backpressure to the sequencer, which in turn fills the control inbox and
-//!   refuses new publishes. Nothing accepted is dropped between threads.
+//! - control inbox (`server.engine_queue`, default 65,536). Memory engine: the owning core
+//!   reserves a slot for the sequenced message before accepting a publish; redis engine: cores
+//!   `try_send` publishes. Either way, when it is full the publisher gets `RATE_LIMITED`
+//!   ("broker busy") and nothing was accepted. Interest changes that must be confirmed use
+//!   `send().await` inside that one connection's task. Audience updates that do not fit are
+//!   dropped and counted (they only feed a statistic); so are webhook delivered-count updates
+//!   from the webhook pool.
+//! - core inbox (`server.core_queue`, default 16,384). Memory engine: a publish forwarded to its
+//!   owning core carries a slot reserved in the publishing core's inbox for its answer, and the
+//!   owner reserves a slot in each interested core's inbox before accepting the publish; any of
+//!   them full: `RATE_LIMITED` "broker busy", nothing accepted. Redis engine: the control thread
+//!   `send().await`s, so a slow core applies backpressure to the sequencer, which fills the
+//!   control inbox and refuses new publishes. Nothing accepted is dropped between threads.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc::OwnedPermit, oneshot};
+use tungstenite::protocol::frame::coding::{Data, OpCode};
 use uuid::Uuid;
 
 use crate::{
-    channel::{ChannelName, ChannelTable, CreateChannel, UpdateChannel},
-    engine::HistoryQuery,
+    channel::{ChannelName, ChannelRecord, ChannelTable, CreateChannel, UpdateChannel},
+    engine::{Appended, HistoryQuery, MessageRecord, NewMessage},
     http::ApiError,
+    protocol::{MessageFrame, ServerMsg},
     timestamp::Timestamp,
+    ws::frame,
 };
 
 /// Index of a core thread (0..workers).
@@ -33,7 +43,11 @@ pub struct ConnId(pub u64);
 
 /// Core -> control.
 pub enum ControlMsg {
+    /// Redis engine: a publish for the engine to sequence.
     Publish(Box<PublishReq>),
+    /// Memory engine: a publish its owning core sequenced, acknowledged and delivered; for
+    /// history, webhooks and counts. Sent before the publisher's ack can reach the wire.
+    Stored(Box<Stored>),
     /// The core gained (`on`) or lost its subscribers of `channel`. `done` is answered once the
     /// control thread will route that channel's messages to the core.
     Interest {
@@ -42,7 +56,7 @@ pub enum ControlMsg {
         on: bool,
         done: Option<oneshot::Sender<()>>,
     },
-    /// (channel, message key, subscribers it was queued to) from one core.
+    /// (channel, offset, subscribers it was queued to) from one core.
     Audience(Vec<(ChannelName, u64, u32)>),
     Rest {
         req: RestReq,
@@ -50,7 +64,7 @@ pub enum ControlMsg {
     },
     /// Periodic liveness/engine check for `/health`.
     Health(oneshot::Sender<bool>),
-    /// From the webhook pool (memory engine): one URL of message `key` answered 2xx.
+    /// From the webhook pool (memory engine): one URL of the message at this offset answered 2xx.
     WebhookDelivered(ChannelName, u64),
 }
 
@@ -63,6 +77,55 @@ pub struct PublishReq {
     pub payload: Box<RawValue>,
     pub sender_id: Option<Arc<str>>,
     pub sender_type: &'static str,
+}
+
+impl PublishReq {
+    /// The message to sequence, published on `rec`'s channel.
+    pub fn message(&self, rec: &ChannelRecord) -> NewMessage {
+        NewMessage {
+            channel_id: rec.id,
+            channel_name: self.channel.clone(),
+            event: self.event.clone(),
+            payload: Arc::from(self.payload.clone()),
+            sender_id: self.sender_id.clone(),
+            sender_type: self.sender_type,
+            webhook_urls: rec
+                .webhook_urls
+                .as_ref()
+                .filter(|u| !u.is_empty())
+                .map(|u| u.iter().map(|s| Arc::from(s.as_str())).collect()),
+        }
+    }
+
+    /// The `published` ack for this request.
+    pub fn ack(&self, a: &Appended) -> Bytes {
+        let id = a.id.to_string();
+        frame::encode_json(&ServerMsg::Published {
+            message_id: &id,
+            channel: self.channel.as_str(),
+            event: &self.event,
+            offset: a.offset,
+            r#ref: self.r#ref.as_deref(),
+        })
+    }
+
+    /// An error frame answering this request.
+    pub fn error(&self, code: crate::protocol::ErrorCode, message: &str) -> Bytes {
+        frame::encode_json(&ServerMsg::Error {
+            message,
+            code: code.as_str(),
+            channel: Some(self.channel.as_str()),
+            r#ref: self.r#ref.as_deref(),
+        })
+    }
+}
+
+/// A publish sequenced by its owning core (memory engine), for the control thread to store.
+pub struct Stored {
+    pub msg: NewMessage,
+    pub at: Appended,
+    /// Subscribers on the owning core it was queued to (the other cores report theirs).
+    pub ws_audience: u32,
 }
 
 pub enum RestReq {
@@ -81,9 +144,23 @@ pub struct RestOk {
     pub body: Vec<u8>,
 }
 
-/// Control -> core.
+/// Control -> core, and core -> core (memory engine).
 pub enum CoreMsg {
     Deliver(Arc<Delivery>),
+    /// A publish for the core that owns its channel; `reply` is the slot reserved in the
+    /// publishing core's inbox for the answer (ack or error).
+    Publish {
+        req: Box<PublishReq>,
+        reply: OwnedPermit<CoreMsg>,
+    },
+    /// Memory engine: `core` gained (`on`) or lost its subscribers of a channel this core owns;
+    /// `done` is answered once this core will queue the channel's messages to it.
+    Interest {
+        core: CoreId,
+        channel: ChannelName,
+        on: bool,
+        done: Option<oneshot::Sender<()>>,
+    },
     /// A frame for one connection (a `published` ack or an error).
     Reply {
         conn: ConnId,
@@ -98,10 +175,130 @@ pub enum CoreMsg {
 
 /// One published message, encoded once; every subscriber on every core gets `frame`.
 pub struct Delivery {
-    pub key: u64,
+    pub offset: u64,
     pub channel: ChannelName,
     pub event: Arc<str>,
     /// `payload.schema` of `db:` channel messages, for subscription filters.
     pub schema: Option<Box<str>>,
     pub frame: Bytes,
+}
+
+impl Delivery {
+    /// Encodes a sequenced message once, for every subscriber on every core.
+    pub fn new(m: &NewMessage, a: &Appended) -> Self {
+        let id = a.id.to_string();
+        let ts = a.created_at.to_rfc3339();
+        let frame = frame::encode_json(&MessageFrame {
+            kind: "message",
+            message_id: &id,
+            channel: m.channel_name.as_str(),
+            event: &m.event,
+            payload: &m.payload,
+            sender_id: m.sender_id.as_deref(),
+            sender_type: m.sender_type,
+            timestamp: &ts,
+            offset: a.offset,
+        });
+        let schema = if m.channel_name.is_db() {
+            schema_of(m.payload.get())
+        } else {
+            None
+        };
+        Self {
+            offset: a.offset,
+            channel: m.channel_name.clone(),
+            event: m.event.clone(),
+            schema,
+            frame,
+        }
+    }
+
+    /// A message that arrived already encoded (`frame_json`, from another node or history).
+    pub fn encoded(channel: ChannelName, offset: u64, frame_json: &[u8]) -> Self {
+        // Filters only apply to `db:` channels: only those need the event and schema.
+        let (event, schema) = if channel.is_db() {
+            event_and_schema(frame_json)
+        } else {
+            (Arc::from(""), None)
+        };
+        Self {
+            offset,
+            channel,
+            event,
+            schema,
+            frame: frame::encode(OpCode::Data(Data::Text), frame_json),
+        }
+    }
+}
+
+/// The `message` frame body of a stored record (as its publisher encoded it).
+pub fn frame_json_of(r: &MessageRecord) -> Vec<u8> {
+    let id = r.id.to_string();
+    let ts = r.created_at.to_rfc3339();
+    serde_json::to_vec(&MessageFrame {
+        kind: "message",
+        message_id: &id,
+        channel: r.channel_name.as_str(),
+        event: &r.event_name,
+        payload: &r.payload,
+        sender_id: r.sender_id.as_deref(),
+        sender_type: r.sender_type,
+        timestamp: &ts,
+        offset: r.offset,
+    })
+    .expect("serializing to a Vec cannot fail")
+}
+
+/// `payload.schema` of a database change message, if it has one.
+fn schema_of(payload: &str) -> Option<Box<str>> {
+    #[derive(Deserialize)]
+    struct SchemaOnly<'a> {
+        #[serde(borrow)]
+        schema: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_str::<SchemaOnly<'_>>(payload)
+        .ok()
+        .and_then(|s| s.schema)
+        .map(|s| s.into())
+}
+
+/// `event` and `payload.schema` of an encoded `message` frame (for `db:` filters).
+fn event_and_schema(frame: &[u8]) -> (Arc<str>, Option<Box<str>>) {
+    #[derive(Deserialize)]
+    struct Payload<'a> {
+        #[serde(borrow)]
+        schema: Option<std::borrow::Cow<'a, str>>,
+    }
+    #[derive(Deserialize)]
+    struct Frame<'a> {
+        #[serde(borrow)]
+        event: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        payload: Option<Payload<'a>>,
+    }
+    match serde_json::from_slice::<Frame<'_>>(frame) {
+        Ok(f) => (
+            Arc::from(f.event.as_ref()),
+            f.payload.and_then(|p| p.schema).map(|s| s.into()),
+        ),
+        Err(_) => (Arc::from(""), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_db_fields_of_an_encoded_frame() {
+        let f = br#"{"type":"message","event":"INSERT","payload":{"schema":"public","x":1},"offset":42}"#;
+        let (e, s) = event_and_schema(f);
+        assert_eq!(&*e, "INSERT");
+        assert_eq!(s.as_deref(), Some("public"));
+        assert_eq!(
+            schema_of(r#"{"schema":"auth","table":"users"}"#).as_deref(),
+            Some("auth")
+        );
+        assert_eq!(schema_of(r#"{"table":"users"}"#), None);
+    }
 }

@@ -1,7 +1,7 @@
-//! The core's two background tasks: the inbox loop, which applies what the control thread
-//! sends (deliveries, replies, new channel tables), and the sweeper, which enforces auth,
-//! idle and HTTP timeouts and sends keep-alive pings. Neither awaits anything but its own
-//! queue or timer.
+//! The core's two background tasks: the inbox loop, which applies what the control thread and
+//! the other cores send (deliveries, replies, forwarded publishes, interest, new channel
+//! tables), and the sweeper, which enforces auth, idle and HTTP timeouts and sends keep-alive
+//! pings. Neither awaits anything but its own queue or timer.
 
 use std::{mem, rc::Rc, time::Instant};
 
@@ -46,7 +46,19 @@ impl Core {
             CoreMsg::Deliver(d) => {
                 let n = self.deliver(&d);
                 if n > 0 {
-                    audience.push((d.channel.clone(), d.key, n));
+                    audience.push((d.channel.clone(), d.offset, n));
+                }
+            }
+            CoreMsg::Publish { req, reply } => self.sequence_forwarded(*req, reply),
+            CoreMsg::Interest {
+                core,
+                channel,
+                on,
+                done,
+            } => {
+                self.apply_interest(&channel, core, on);
+                if let Some(d) = done {
+                    let _ = d.send(());
                 }
             }
             CoreMsg::Reply { conn, frame } => {
@@ -129,12 +141,7 @@ impl Core {
                 self.push(&m.conn, frame.clone());
             }
             if self.index.borrow().get(&ch).is_none() && !members.is_empty() {
-                let _ = self.control.try_send(ControlMsg::Interest {
-                    core: self.id,
-                    channel: ch,
-                    on: false,
-                    done: None,
-                });
+                self.withdraw_interest(ch);
             }
         }
     }

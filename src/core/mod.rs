@@ -3,12 +3,16 @@
 //! only; nothing here is shared with another core, and nothing here awaits remote I/O.
 //!
 //! - `serve` runs one accepted connection (HTTP keep-alive, or WebSocket after upgrade);
-//! - `inbox` applies what the control thread sends (deliveries, replies, new tables);
+//! - `sequencer` orders and fans out the publishes of the channels this core owns (memory
+//!   engine), or hands publishes to the control thread (redis engine);
+//! - `inbox` applies what the control thread and the other cores send (deliveries, replies,
+//!   forwarded publishes, interest, new tables);
 //! - the sweeper (in `inbox`) enforces auth, idle and HTTP timeouts and sends pings.
 
 pub mod conn;
 pub mod inbox;
 pub mod index;
+pub mod sequencer;
 pub mod serve;
 
 use std::{
@@ -25,19 +29,23 @@ use crate::{
     auth::{Authorizer, Verifier},
     channel::{ChannelName, ChannelRecord, ChannelTable, ResolveCache},
     config::Config,
-    control::{ConnId, ControlMsg, CoreId, RestOk, RestReq},
+    control::{ConnId, ControlMsg, CoreId, CoreMsg, RestOk, RestReq},
+    engine::Sequencing,
     http::ApiError,
     metrics::{CoreMetrics, Metrics},
     protocol::DbFilter,
 };
 use conn::Conn;
 use index::{Member, SubIndex};
+use sequencer::Sequencer;
 
 /// What every core of a node reads and nobody mutates (except atomics in `metrics`).
 pub struct NodeShared {
     pub config: Config,
     pub metrics: Metrics,
     pub engine_name: &'static str,
+    /// Where publishes are ordered (follows the engine).
+    pub sequencing: Sequencing,
     pub node_id: String,
 }
 
@@ -49,6 +57,9 @@ pub struct Core {
     pub index: RefCell<SubIndex>,
     pub conns: RefCell<HashMap<ConnId, Rc<Conn>>>,
     pub control: mpsc::Sender<ControlMsg>,
+    /// Every core's inbox, this one's included (index = core id).
+    peers: Vec<mpsc::Sender<CoreMsg>>,
+    sequencer: Sequencer,
     pub verifier: Verifier,
     pub authorizer: Authorizer,
     next_conn: Cell<u64>,
@@ -61,7 +72,7 @@ pub enum SubscribeError {
     TooMany,
     /// The channel was disabled or deleted while the subscribe waited for confirmation.
     NotFound,
-    /// The control thread is gone (shutting down).
+    /// The control thread or the channel's owner core is gone (shutting down).
     Unavailable,
 }
 
@@ -71,6 +82,7 @@ impl Core {
         shared: Arc<NodeShared>,
         table: Arc<ChannelTable>,
         control: mpsc::Sender<ControlMsg>,
+        peers: Vec<mpsc::Sender<CoreMsg>>,
     ) -> Self {
         let c = &shared.config;
         Self {
@@ -86,6 +98,8 @@ impl Core {
             index: RefCell::new(SubIndex::default()),
             conns: RefCell::new(HashMap::new()),
             control,
+            peers,
+            sequencer: Sequencer::default(),
             next_conn: Cell::new(1),
             next_sub: Cell::new(1),
             shutting_down: Cell::new(false),
@@ -162,17 +176,7 @@ impl Core {
         }
         if !self.index.borrow().is_confirmed(ch) {
             self.index.borrow_mut().entry(ch).pending += 1;
-            let (tx, rx) = oneshot::channel();
-            let sent = self
-                .control
-                .send(ControlMsg::Interest {
-                    core: self.id,
-                    channel: ch.clone(),
-                    on: true,
-                    done: Some(tx),
-                })
-                .await;
-            let ok = sent.is_ok() && rx.await.is_ok();
+            let ok = self.gain_interest(ch).await;
             let mut idx = self.index.borrow_mut();
             let e = idx.entry(ch);
             e.pending -= 1;
@@ -227,15 +231,60 @@ impl Core {
         true
     }
 
-    /// Tells the control thread this core no longer needs `ch`. Best effort: if the queue is
-    /// full the core simply keeps receiving (and ignoring) that channel's messages.
+    /// Tells whoever routes `ch`'s messages (its owner core, or the control thread with the
+    /// redis engine) that this core has subscribers; true once it will route them here.
+    async fn gain_interest(&self, ch: &ChannelName) -> bool {
+        let (tx, rx) = oneshot::channel();
+        let sent = match self.sequencing() {
+            Sequencing::Engine => self
+                .control
+                .send(ControlMsg::Interest {
+                    core: self.id,
+                    channel: ch.clone(),
+                    on: true,
+                    done: Some(tx),
+                })
+                .await
+                .is_ok(),
+            Sequencing::Cores => match self.interest_owner(ch) {
+                None => return true, // this core owns it: its index is the interest
+                Some(owner) => self.peers[owner]
+                    .send(CoreMsg::Interest {
+                        core: self.id,
+                        channel: ch.clone(),
+                        on: true,
+                        done: Some(tx),
+                    })
+                    .await
+                    .is_ok(),
+            },
+        };
+        sent && rx.await.is_ok()
+    }
+
+    /// Tells whoever routes `ch`'s messages that this core no longer needs them. Best effort:
+    /// if the queue is full the core simply keeps receiving (and ignoring) them.
     fn withdraw_interest(&self, ch: ChannelName) {
-        let _ = self.control.try_send(ControlMsg::Interest {
-            core: self.id,
-            channel: ch,
-            on: false,
-            done: None,
-        });
+        match self.sequencing() {
+            Sequencing::Engine => {
+                let _ = self.control.try_send(ControlMsg::Interest {
+                    core: self.id,
+                    channel: ch,
+                    on: false,
+                    done: None,
+                });
+            }
+            Sequencing::Cores => {
+                if let Some(owner) = self.interest_owner(&ch) {
+                    let _ = self.peers[owner].try_send(CoreMsg::Interest {
+                        core: self.id,
+                        channel: ch,
+                        on: false,
+                        done: None,
+                    });
+                }
+            }
+        }
     }
 
     pub async fn rest(&self, req: RestReq, timeout: Duration) -> Result<RestOk, ApiError> {

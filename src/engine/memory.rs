@@ -1,9 +1,11 @@
 //! The embedded `memory` engine: one node, everything in process, nothing survives a restart.
 //!
-//! History is one global sequence (`BTreeMap` by key, oldest first) plus, per channel, the
-//! keys of its retained messages. Retention is by count per channel, by age, and by a global
-//! total, all enforced on append (age also on read). Stats are computed over what is retained,
-//! as InsForge computes them over its (retention-trimmed) table.
+//! Publishes are sequenced on the cores (`core::sequencer`); this engine keeps what they
+//! sequenced. History is one global sequence (`BTreeMap` by arrival key, oldest first) plus,
+//! per channel, the (offset, key) of its retained messages, in offset order. Retention is by
+//! count per channel, by age, and by a global total, all enforced on store (age also on read).
+//! Stats are computed over what is retained, as InsForge computes them over its
+//! (retention-trimmed) table.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -27,10 +29,17 @@ pub struct Retention {
     pub max_total: usize,
 }
 
+/// A channel's retained messages as (offset, key), oldest first.
 #[derive(Default)]
 struct ChannelLog {
-    next_offset: u64,
-    keys: VecDeque<u64>,
+    keys: VecDeque<(u64, u64)>,
+}
+
+impl ChannelLog {
+    fn key_of(&self, offset: u64) -> Option<u64> {
+        let i = self.keys.binary_search_by_key(&offset, |(o, _)| *o).ok()?;
+        Some(self.keys[i].1)
+    }
 }
 
 pub struct MemoryEngine {
@@ -56,12 +65,18 @@ impl MemoryEngine {
         if let Some((key, rec)) = self.messages.pop_first()
             && let Some(log) = self.logs.get_mut(&rec.channel_name)
         {
-            if log.keys.front() == Some(&key) {
+            if log.keys.front().map(|(_, k)| *k) == Some(key) {
                 log.keys.pop_front();
             } else {
-                log.keys.retain(|k| *k != key);
+                log.keys.retain(|(_, k)| *k != key);
             }
         }
+    }
+
+    /// The retained message of `channel` at `offset`.
+    fn get_mut(&mut self, channel: &ChannelName, offset: u64) -> Option<&mut MessageRecord> {
+        let key = self.logs.get(channel)?.key_of(offset)?;
+        self.messages.get_mut(&key)
     }
 
     fn prune_by_age(&mut self) {
@@ -117,59 +132,55 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    async fn append(&mut self, m: NewMessage) -> Result<Appended, EngineError> {
+    async fn store(
+        &mut self,
+        m: NewMessage,
+        a: Appended,
+        ws_audience: u32,
+    ) -> Result<(), EngineError> {
         let key = self.next_key;
         self.next_key += 1;
         let wh_audience_count = m.wh_audience();
         let log = self.logs.entry(m.channel_name.clone()).or_default();
-        let offset = log.next_offset + 1;
-        log.next_offset = offset;
-        log.keys.push_back(key);
+        log.keys.push_back((a.offset, key));
         let over = log.keys.len() > self.retention.per_channel;
-        if over && let Some(old) = log.keys.pop_front() {
+        if over && let Some((_, old)) = log.keys.pop_front() {
             self.messages.remove(&old);
         }
-        let created_at = Timestamp::now();
-        let id = Uuid::now_v7();
         self.messages.insert(
             key,
             MessageRecord {
-                id,
+                id: a.id,
                 event_name: m.event,
                 channel_id: m.channel_id,
                 channel_name: m.channel_name,
                 payload: m.payload,
                 sender_type: m.sender_type,
                 sender_id: m.sender_id,
-                ws_audience_count: 0,
+                ws_audience_count: u64::from(ws_audience),
                 wh_audience_count,
                 wh_delivered_count: 0,
-                created_at,
-                offset,
+                created_at: a.created_at,
+                offset: a.offset,
             },
         );
         while self.messages.len() > self.retention.max_total {
             self.evict_oldest();
         }
         self.prune_by_age();
-        Ok(Appended {
-            key,
-            id,
-            offset,
-            created_at,
-        })
+        Ok(())
     }
 
     async fn add_audience(&mut self, updates: &[(ChannelName, u64, u32)]) {
-        for &(_, key, n) in updates {
-            if let Some(m) = self.messages.get_mut(&key) {
-                m.ws_audience_count += u64::from(n);
+        for (ch, offset, n) in updates {
+            if let Some(m) = self.get_mut(ch, *offset) {
+                m.ws_audience_count += u64::from(*n);
             }
         }
     }
 
-    async fn add_webhook_delivered(&mut self, _: &ChannelName, key: u64) {
-        if let Some(m) = self.messages.get_mut(&key) {
+    async fn add_webhook_delivered(&mut self, ch: &ChannelName, offset: u64) {
+        if let Some(m) = self.get_mut(ch, offset) {
             m.wh_delivered_count += 1;
         }
     }
@@ -182,7 +193,12 @@ impl Engine for MemoryEngine {
             .and_then(|n| ChannelName::parse(n).ok())
         {
             Some(name) => match self.logs.get(&name) {
-                Some(log) => Box::new(log.keys.iter().rev().filter_map(|k| self.messages.get(k))),
+                Some(log) => Box::new(
+                    log.keys
+                        .iter()
+                        .rev()
+                        .filter_map(|(_, k)| self.messages.get(k)),
+                ),
                 None => Box::new(std::iter::empty()),
             },
             None if q.channel_name.is_some() => Box::new(std::iter::empty()),
@@ -239,6 +255,23 @@ mod tests {
         }
     }
 
+    /// Stores `m` as the next message of its channel (as its owning core would sequence it).
+    async fn append(e: &mut MemoryEngine, m: NewMessage) -> Appended {
+        let offset = e
+            .logs
+            .get(&m.channel_name)
+            .and_then(|l| l.keys.back())
+            .map_or(0, |(o, _)| *o)
+            + 1;
+        let a = Appended {
+            id: Uuid::now_v7(),
+            offset,
+            created_at: Timestamp::now(),
+        };
+        e.store(m, a, 0).await.unwrap();
+        a
+    }
+
     fn block<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .build()
@@ -255,15 +288,12 @@ mod tests {
                 max_total: 5,
             });
             for i in 0..5 {
-                let a = e
-                    .append(msg("a:1", if i % 2 == 0 { "even" } else { "odd" }))
-                    .await
-                    .unwrap();
+                let a = append(&mut e, msg("a:1", if i % 2 == 0 { "even" } else { "odd" })).await;
                 assert_eq!(a.offset, i + 1);
             }
             assert_eq!(e.retained(), 3, "per-channel cap");
             for _ in 0..4 {
-                e.append(msg("b:1", "b")).await.unwrap();
+                append(&mut e, msg("b:1", "b")).await;
             }
             assert_eq!(e.retained(), 5, "global cap");
             let q = HistoryQuery {
@@ -300,10 +330,17 @@ mod tests {
                 max_age: None,
                 max_total: 10,
             });
-            let a = e.append(msg("a", "x")).await.unwrap();
+            let a = append(&mut e, msg("a", "x")).await;
             let ch = ChannelName::parse("a").unwrap();
-            e.add_audience(&[(ch.clone(), a.key, 3), (ch.clone(), a.key, 2), (ch, 999, 1)])
-                .await;
+            let other = ChannelName::parse("b").unwrap();
+            e.add_audience(&[
+                (ch.clone(), a.offset, 3),
+                (ch.clone(), a.offset, 2),
+                (ch.clone(), 999, 1),
+                (other, a.offset, 1),
+            ])
+            .await;
+            e.add_webhook_delivered(&ch, a.offset).await;
             let h = e
                 .history(&HistoryQuery {
                     limit: 1,
@@ -312,6 +349,7 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(h[0].ws_audience_count, 5);
+            assert_eq!(h[0].wh_delivered_count, 1);
         });
     }
 }

@@ -2,10 +2,14 @@
 //! (default, one node) and, next, a Redis implementation (many nodes).
 //!
 //! An engine is driven by the control thread only (`control::run`), never from a core, so its
-//! methods may await remote I/O. It stores the channel registry, appends accepted publishes to
-//! history and assigns each its per-channel `offset` (the one order every subscriber sees),
-//! answers history and stats queries, and is told which channels this node has subscribers for
-//! (the hook a multi-node engine uses to subscribe to other nodes' publishes).
+//! methods may await remote I/O. It stores the channel registry and history, answers history and
+//! stats queries, and is told which channels this node has subscribers for (the hook a
+//! multi-node engine uses to subscribe to other nodes' publishes).
+//!
+//! Who orders publishes (assigns the per-channel `offset`, the one order every subscriber sees)
+//! depends on the engine (`Sequencing`): with one node (memory) the core that owns the channel
+//! does, and the engine only `store`s what it sequenced; with many nodes (redis) the engine does,
+//! in `append`, and every message comes back through its event stream.
 
 pub mod memory;
 pub mod redis;
@@ -48,7 +52,17 @@ pub enum EngineEvent {
     Reconnected,
 }
 
-/// An append that runs concurrently with others (see `Engine::pipelined_append`).
+/// Where publishes are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sequencing {
+    /// On the core that owns the channel (`core::sequencer`); one node. The core hands each
+    /// sequenced message to the control thread, which `store`s it.
+    Cores,
+    /// In the engine, shared by every node (`Engine::append`).
+    Engine,
+}
+
+/// An append that runs concurrently with others (see `Engine::append`).
 pub type AppendFuture = Pin<Box<dyn Future<Output = Result<Appended, EngineError>>>>;
 
 /// A publish accepted by a core, before the engine has ordered it. Cheap to clone (`Arc`s).
@@ -70,11 +84,10 @@ impl NewMessage {
     }
 }
 
-/// What `append` assigned to a message.
+/// What sequencing assigned to a message (its key for audience and webhook-count updates is
+/// the channel and `offset`).
 #[derive(Debug, Clone, Copy)]
 pub struct Appended {
-    /// Node-local key for later audience updates.
-    pub key: u64,
     pub id: Uuid,
     pub offset: u64,
     pub created_at: Timestamp,
@@ -184,14 +197,37 @@ pub trait Engine {
     ) -> Result<(), EngineError>;
     async fn delete_channel(&mut self, rec: &ChannelRecord) -> Result<(), EngineError>;
 
-    /// Stores a message and assigns its id and per-channel offset. The publisher is
-    /// acknowledged only after this returns `Ok`.
-    async fn append(&mut self, msg: NewMessage) -> Result<Appended, EngineError>;
-    /// Adds subscribers messages were delivered to (`wsAudienceCount`): (channel, key, n).
+    /// `Sequencing::Cores` engines: keeps a message its owning core already sequenced (and
+    /// acknowledged; see `core::sequencer` for why a history read still sees it), queued to
+    /// `ws_audience` subscribers on that core so far.
+    async fn store(
+        &mut self,
+        _msg: NewMessage,
+        _at: Appended,
+        _ws_audience: u32,
+    ) -> Result<(), EngineError> {
+        Err(EngineError::Other(
+            "this engine sequences its own publishes".into(),
+        ))
+    }
+
+    /// `Sequencing::Engine` engines: stores a message and assigns its id and per-channel
+    /// offset, concurrently with other appends (many in flight). The publisher is acknowledged
+    /// only after it resolves `Ok`; the message itself, local ones included, is delivered
+    /// through `EngineEvent::Message`.
+    fn append(&self, _msg: NewMessage) -> AppendFuture {
+        Box::pin(async {
+            Err(EngineError::Other(
+                "this engine does not sequence publishes".into(),
+            ))
+        })
+    }
+
+    /// Adds subscribers messages were delivered to (`wsAudienceCount`): (channel, offset, n).
     async fn add_audience(&mut self, updates: &[(ChannelName, u64, u32)]);
 
-    /// One more webhook URL answered 2xx for the message `key` (`whDeliveredCount`).
-    async fn add_webhook_delivered(&mut self, _channel: &ChannelName, _key: u64) {}
+    /// One more webhook URL answered 2xx for the message at `offset` (`whDeliveredCount`).
+    async fn add_webhook_delivered(&mut self, _channel: &ChannelName, _offset: u64) {}
 
     async fn history(&mut self, q: &HistoryQuery) -> Result<Vec<MessageRecord>, EngineError>;
     async fn stats(&mut self, since: Option<Timestamp>) -> Result<Stats, EngineError>;
@@ -204,13 +240,6 @@ pub trait Engine {
 
     /// This node gained its first / lost its last subscriber of `channel` (fan-out hook).
     async fn node_interest(&mut self, channel: &ChannelName, on: bool) -> Result<(), EngineError>;
-
-    /// Multi-node engines append concurrently (many publishes in flight) and deliver every
-    /// message, local ones included, through `EngineEvent::Message`. `None` (the default):
-    /// the control thread appends with `append` and delivers right after it.
-    fn pipelined_append(&self, _msg: NewMessage) -> Option<AppendFuture> {
-        None
-    }
 
     /// The highest offset `channel` has now (multi-node engines; `None`: unknown/not tracked).
     async fn head_offset(&mut self, _channel: &ChannelName) -> Result<Option<u64>, EngineError> {

@@ -21,6 +21,8 @@ pub struct CoreStart {
     pub listener: std::net::TcpListener,
     pub table: Arc<ChannelTable>,
     pub control: mpsc::Sender<ControlMsg>,
+    /// Every core's inbox (index = core id), for forwarded publishes and deliveries.
+    pub peers: Vec<mpsc::Sender<CoreMsg>>,
     pub inbox: mpsc::Receiver<CoreMsg>,
     pub shutdown: watch::Receiver<bool>,
     /// Reports the driver in use, or why the core could not start.
@@ -75,7 +77,13 @@ async fn core_main(s: CoreStart, driver: &'static str) {
             return;
         }
     };
-    let core = Rc::new(Core::new(s.id, s.shared.clone(), s.table, s.control));
+    let core = Rc::new(Core::new(
+        s.id,
+        s.shared.clone(),
+        s.table,
+        s.control,
+        s.peers,
+    ));
     monoio::spawn(inbox::run_inbox(core.clone(), s.inbox));
     monoio::spawn(inbox::run_sweeper(core.clone()));
     tracing::info!(core = s.id, driver, "core started");

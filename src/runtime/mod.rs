@@ -17,7 +17,7 @@ use crate::{
     control::{ControlMsg, CoreMsg},
     core::NodeShared,
     engine::{
-        Engine,
+        Engine, Sequencing,
         memory::{MemoryEngine, Retention},
         redis::{RedisEngine, RedisRetention},
     },
@@ -107,6 +107,10 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
             EngineKind::Memory => "memory",
             EngineKind::Redis => "redis",
         },
+        sequencing: match config.engine {
+            EngineKind::Memory => Sequencing::Cores,
+            EngineKind::Redis => Sequencing::Engine,
+        },
         node_id: config.node_id.clone(),
         config,
     });
@@ -139,6 +143,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     let (table_tx, table_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let control_shared = shared.clone();
+    let peers = core_txs.clone();
     let thread_name = match cfg.engine {
         EngineKind::Memory => "ringcast-control",
         EngineKind::Redis => "ringcast-backplane",
@@ -225,6 +230,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
             listener,
             table: table.clone(),
             control: control_tx.clone(),
+            peers: peers.clone(),
             inbox,
             shutdown: shutdown_rx.clone(),
             ready: ready_tx.clone(),

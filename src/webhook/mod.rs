@@ -30,8 +30,7 @@ use crate::channel::ChannelName;
 #[derive(Debug, Clone)]
 pub struct Job {
     pub channel: ChannelName,
-    /// The engine's key of the message (memory: node-local key; redis: the channel offset),
-    /// for `whDeliveredCount`.
+    /// The message's offset in its channel: its key for `whDeliveredCount` in every engine.
     pub key: u64,
     pub url: Arc<str>,
     pub message_id: Arc<str>,

@@ -2,8 +2,8 @@
 //! message once into a `ClientMsg`, and answers it. Bad messages get an error frame and the
 //! connection stays open; protocol violations close it with their RFC 6455 code.
 //!
-//! Publishes are handed to the control thread with `try_send` (never awaited); the `published`
-//! ack comes back through the core inbox once the message is stored.
+//! Publishes go to `Core::publish` (never awaited): sequenced on this core, forwarded to the
+//! channel's owner core, or handed to the control thread; the `published` ack follows.
 
 use std::{rc::Rc, sync::Arc, time::Instant};
 
@@ -13,10 +13,11 @@ use tungstenite::protocol::frame::coding::{CloseCode, Control, OpCode};
 use super::frame::{self, FrameDecoder, Incoming};
 use crate::{
     auth::Identity,
-    control::{ControlMsg, PublishReq},
+    control::PublishReq,
     core::{
         Core, SubscribeError,
         conn::{Conn, Phase},
+        sequencer::Refused,
         serve::{Reader, read_more},
     },
     protocol::{ClientMsg, ErrorCode, ProtocolError, ServerMsg, parse_client},
@@ -279,10 +280,9 @@ impl Session {
                     sender_id: who.user_id.clone(),
                     sender_type: who.sender_type(),
                 };
-                use tokio::sync::mpsc::error::TrySendError;
-                match core.control.try_send(ControlMsg::Publish(Box::new(req))) {
+                match core.publish(req) {
                     Ok(()) => {}
-                    Err(TrySendError::Full(_)) => {
+                    Err(Refused::Busy) => {
                         core.metrics().publishes_refused_busy_total.inc();
                         err(
                             ErrorCode::RateLimited,
@@ -290,9 +290,7 @@ impl Session {
                             ch,
                         )
                     }
-                    Err(TrySendError::Closed(_)) => {
-                        err(ErrorCode::Internal, "server shutting down", ch)
-                    }
+                    Err(Refused::Closing) => err(ErrorCode::Internal, "server shutting down", ch),
                 }
             }
         }

@@ -268,7 +268,6 @@ impl Batcher {
         for (i, p) in batch.into_iter().enumerate() {
             let offset = first + i as u64;
             let _ = p.done.send(Ok(Appended {
-                key: offset,
                 id: p.id,
                 offset,
                 created_at: p.created_at,

@@ -33,8 +33,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{
-    AppendFuture, Appended, Engine, EngineError, EngineEvent, HistoryQuery, MessageRecord,
-    NewMessage, Stats, StatsBuilder,
+    AppendFuture, Engine, EngineError, EngineEvent, HistoryQuery, MessageRecord, NewMessage, Stats,
+    StatsBuilder,
 };
 use crate::{
     channel::{ChannelName, ChannelRecord},
@@ -399,15 +399,8 @@ impl Engine for RedisEngine {
         Ok(())
     }
 
-    async fn append(&mut self, msg: NewMessage) -> Result<Appended, EngineError> {
-        match self.pipelined_append(msg) {
-            Some(f) => f.await,
-            None => unreachable!("the redis engine always pipelines"),
-        }
-    }
-
-    fn pipelined_append(&self, m: NewMessage) -> Option<AppendFuture> {
-        Some(self.batcher.append(m))
+    fn append(&self, m: NewMessage) -> AppendFuture {
+        self.batcher.append(m)
     }
 
     async fn add_audience(&mut self, updates: &[(ChannelName, u64, u32)]) {

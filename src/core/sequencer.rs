@@ -1,0 +1,301 @@
+//! Publishes sequenced on the core that owns their channel (`Sequencing::Cores`: the memory
+//! engine, one node).
+//!
+//! Every channel name has one owner core (`owner_of`, a stable hash of the name). The owner
+//! assigns the channel's offsets, encodes the `message` frame once, queues it to its own
+//! subscribers in the same loop turn it read the publish, and hands the same `Arc<Delivery>`
+//! to each other core that has subscribers of the channel. A publisher and subscribers on the
+//! owner core cross no thread at all; a publish read on another core crosses once to the owner
+//! (`CoreMsg::Publish`) and its answer once back. Interest (which other cores have subscribers)
+//! is kept by the owner, told by `CoreMsg::Interest`. Nothing here is shared between cores.
+//!
+//! Queues (bounded; see `control::msg`): before it accepts a publish the owner reserves a slot
+//! in every queue the message will enter: the control thread's (which stores it in history,
+//! hands its webhooks to the pool and counts it) and each interested core's inbox; a forwarded
+//! publish brings a slot reserved in its publishing core's inbox for the answer. If any queue
+//! is full the publish is refused with `RATE_LIMITED` "broker busy", no offset is used and
+//! nothing was accepted.
+//!
+//! History reads after an ack: the sequenced message enters the control thread's queue before
+//! the ack is sent (a local ack is only queued to the connection's outbox, written later by its
+//! writer task), and REST queries enter that same queue, so a query made after a client saw
+//! `published` finds the message.
+
+use std::{cell::RefCell, collections::HashMap, sync::Arc};
+
+use tokio::sync::mpsc::{OwnedPermit, Permit, error::TrySendError};
+use uuid::Uuid;
+
+use super::Core;
+use crate::{
+    channel::ChannelName,
+    control::{ConnId, ControlMsg, CoreId, CoreMsg, Delivery, PublishReq, Stored},
+    engine::{Appended, Sequencing},
+    protocol::ErrorCode,
+    timestamp::Timestamp,
+};
+
+/// The core that sequences `ch` when there are `workers` cores.
+pub fn owner_of(ch: &ChannelName, workers: usize) -> CoreId {
+    if workers <= 1 {
+        return 0;
+    }
+    // FNV-1a: stable across threads and runs, cheap for short names.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in ch.as_str().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % workers as u64) as usize
+}
+
+/// A publish this core could not take: the caller answers the publisher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A queue on the way was full; nothing was accepted.
+    Busy,
+    /// The node is shutting down.
+    Closing,
+}
+
+/// Per channel this core owns: the last offset it assigned, and which other cores have
+/// subscribers (bit i = core i).
+#[derive(Default)]
+struct Chan {
+    last: u64,
+    cores: u64,
+}
+
+/// The channels this core owns. Entries are kept once created: offsets never restart.
+#[derive(Default)]
+pub struct Sequencer {
+    chans: RefCell<HashMap<ChannelName, Chan>>,
+}
+
+impl Sequencer {
+    fn set_interest(&self, ch: &ChannelName, core: CoreId, on: bool) {
+        let mut chans = self.chans.borrow_mut();
+        let c = chans.entry(ch.clone()).or_default();
+        if on {
+            c.cores |= 1 << core;
+        } else {
+            c.cores &= !(1 << core);
+        }
+    }
+
+    fn cores(&self, ch: &ChannelName) -> u64 {
+        self.chans.borrow().get(ch).map_or(0, |c| c.cores)
+    }
+
+    fn advance(&self, ch: &ChannelName) -> u64 {
+        let mut chans = self.chans.borrow_mut();
+        let c = match chans.get_mut(ch) {
+            Some(c) => c,
+            None => chans.entry(ch.clone()).or_default(),
+        };
+        c.last += 1;
+        c.last
+    }
+}
+
+/// Where the answer to a publish goes.
+enum ReplyTo {
+    /// A connection on this core.
+    Local(ConnId),
+    /// A connection on another core, through the slot reserved in that core's inbox.
+    Remote(ConnId, OwnedPermit<CoreMsg>),
+}
+
+impl Core {
+    pub(super) fn sequencing(&self) -> Sequencing {
+        self.shared.sequencing
+    }
+
+    /// Takes a publish from a connection of this core: sequences it here, forwards it to the
+    /// channel's owner core, or (redis engine) hands it to the control thread. The answer
+    /// (`published` or an error frame) reaches the connection later.
+    pub fn publish(&self, req: PublishReq) -> Result<(), Refused> {
+        if self.sequencing() == Sequencing::Engine {
+            return match self.control.try_send(ControlMsg::Publish(Box::new(req))) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(_)) => Err(Refused::Busy),
+                Err(TrySendError::Closed(_)) => Err(Refused::Closing),
+            };
+        }
+        let owner = owner_of(&req.channel, self.peers.len());
+        if owner == self.id {
+            let conn = req.conn;
+            self.sequence(req, ReplyTo::Local(conn));
+            return Ok(());
+        }
+        let reply = self.peers[self.id]
+            .clone()
+            .try_reserve_owned()
+            .map_err(|e| match e {
+                TrySendError::Full(_) => Refused::Busy,
+                TrySendError::Closed(_) => Refused::Closing,
+            })?;
+        let msg = CoreMsg::Publish {
+            req: Box::new(req),
+            reply,
+        };
+        match self.peers[owner].try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(Refused::Busy),
+            Err(TrySendError::Closed(_)) => Err(Refused::Closing),
+        }
+    }
+
+    /// A publish another core forwarded to this one, the channel's owner.
+    pub(super) fn sequence_forwarded(&self, req: PublishReq, reply: OwnedPermit<CoreMsg>) {
+        let conn = req.conn;
+        self.sequence(req, ReplyTo::Remote(conn, reply));
+    }
+
+    /// Another core gained or lost subscribers of a channel this core owns.
+    pub(super) fn apply_interest(&self, ch: &ChannelName, core: CoreId, on: bool) {
+        self.sequencer.set_interest(ch, core, on);
+    }
+
+    /// Whether this core must tell `ch`'s owner about its subscribers, and which core that is.
+    pub(super) fn interest_owner(&self, ch: &ChannelName) -> Option<CoreId> {
+        let owner = owner_of(ch, self.peers.len());
+        (owner != self.id).then_some(owner)
+    }
+
+    /// Sequences one publish of a channel this core owns, in this loop turn: offset, one
+    /// encoding, the answer, local subscribers, then the other interested cores.
+    fn sequence(&self, req: PublishReq, reply: ReplyTo) {
+        let Some(rec) = self.resolve(&req.channel) else {
+            let f = req.error(
+                ErrorCode::ChannelNotFound,
+                "Channel not found or not accessible",
+            );
+            return self.answer(reply, f, true);
+        };
+        let (store, peers) = match self.reserve(&req.channel) {
+            Ok(p) => p,
+            Err(r) => {
+                let f = match r {
+                    Refused::Busy => {
+                        self.metrics().publishes_refused_busy_total.inc();
+                        req.error(
+                            ErrorCode::RateLimited,
+                            "broker busy: publish not accepted, retry",
+                        )
+                    }
+                    Refused::Closing => req.error(ErrorCode::Internal, "server shutting down"),
+                };
+                return self.answer(reply, f, true);
+            }
+        };
+        let at = Appended {
+            id: Uuid::now_v7(),
+            offset: self.sequencer.advance(&req.channel),
+            created_at: Timestamp::now(),
+        };
+        let msg = req.message(&rec);
+        let ack = req.ack(&at);
+        let d = Arc::new(Delivery::new(&msg, &at));
+        // A local ack is only queued here (written after this turn); a remote one is sent
+        // after the message entered the control thread's queue (see the module header).
+        let reply = match reply {
+            ReplyTo::Local(conn) => {
+                self.answer(ReplyTo::Local(conn), ack.clone(), false);
+                None
+            }
+            remote => Some(remote),
+        };
+        let ws_audience = self.deliver(&d);
+        store.send(ControlMsg::Stored(Box::new(Stored {
+            msg,
+            at,
+            ws_audience,
+        })));
+        if let Some(r) = reply {
+            self.answer(r, ack, false);
+        }
+        for p in peers {
+            p.send(CoreMsg::Deliver(d.clone()));
+        }
+    }
+
+    /// Reserves a slot in the control thread's queue and in each other interested core's
+    /// inbox (a core that is gone is skipped: it has no connections left).
+    #[allow(clippy::type_complexity)]
+    fn reserve(
+        &self,
+        ch: &ChannelName,
+    ) -> Result<(Permit<'_, ControlMsg>, Vec<Permit<'_, CoreMsg>>), Refused> {
+        let store = self.control.try_reserve().map_err(|e| match e {
+            TrySendError::Full(()) => Refused::Busy,
+            TrySendError::Closed(()) => Refused::Closing,
+        })?;
+        let mut bits = self.sequencer.cores(ch) & !(1 << self.id);
+        let mut peers = Vec::new();
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            match self.peers[i].try_reserve() {
+                Ok(p) => peers.push(p),
+                Err(TrySendError::Full(())) => return Err(Refused::Busy),
+                Err(TrySendError::Closed(())) => {}
+            }
+        }
+        Ok((store, peers))
+    }
+
+    fn answer(&self, to: ReplyTo, frame: bytes::Bytes, is_error: bool) {
+        match to {
+            ReplyTo::Local(conn) => {
+                let c = self.conns.borrow().get(&conn).cloned();
+                if let Some(c) = c {
+                    if is_error {
+                        self.metrics().errors_sent_total.inc();
+                    }
+                    self.push(&c, frame);
+                }
+            }
+            ReplyTo::Remote(conn, slot) => {
+                slot.send(CoreMsg::Reply { conn, frame });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_are_stable_and_spread() {
+        let names: Vec<ChannelName> = (0..1000)
+            .map(|i| ChannelName::parse(&format!("room:{i}")).unwrap())
+            .collect();
+        assert!(names.iter().all(|n| owner_of(n, 1) == 0));
+        let mut per = [0usize; 4];
+        for n in &names {
+            let o = owner_of(n, 4);
+            assert_eq!(o, owner_of(n, 4));
+            per[o] += 1;
+        }
+        assert!(per.iter().all(|&c| c > 150), "{per:?}");
+    }
+
+    #[test]
+    fn offsets_advance_per_channel_and_interest_is_per_core() {
+        let s = Sequencer::default();
+        let a = ChannelName::parse("a").unwrap();
+        let b = ChannelName::parse("b").unwrap();
+        assert_eq!(s.advance(&a), 1);
+        assert_eq!(s.advance(&a), 2);
+        assert_eq!(s.advance(&b), 1);
+        s.set_interest(&a, 1, true);
+        s.set_interest(&a, 3, true);
+        assert_eq!(s.cores(&a), 0b1010);
+        s.set_interest(&a, 1, false);
+        assert_eq!(s.cores(&a), 0b1000);
+        assert_eq!(s.advance(&a), 3, "interest changes keep the offset");
+        assert_eq!(s.cores(&b), 0);
+    }
+}
