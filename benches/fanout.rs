@@ -33,7 +33,9 @@ fn setup(
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
         monoio::spawn(async move {
             while let Some(m) = rx.recv().await {
-                if let ControlMsg::Interest { done: Some(d), .. } = m {
+                if let ControlMsg::Interest(i) = m
+                    && let Some(d) = i.done
+                {
                     let _ = d.send(());
                 }
             }

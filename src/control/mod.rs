@@ -188,12 +188,12 @@ impl<E: Engine> Control<E> {
         match m {
             ControlMsg::Publish(p) => self.publish(*p).await,
             ControlMsg::Stored(s) => self.store(*s).await,
-            ControlMsg::Interest {
+            ControlMsg::Interest(msg::Interest {
                 core,
                 channel,
                 on,
                 done,
-            } => {
+            }) => {
                 let bits = self.interest.entry(channel.clone()).or_insert(0);
                 let before = *bits;
                 if on {

@@ -48,14 +48,8 @@ pub enum ControlMsg {
     /// Memory engine: a publish its owning core sequenced, acknowledged and delivered; for
     /// history, webhooks and counts. Sent before the publisher's ack can reach the wire.
     Stored(Box<Stored>),
-    /// The core gained (`on`) or lost its subscribers of `channel`. `done` is answered once the
-    /// control thread will route that channel's messages to the core.
-    Interest {
-        core: CoreId,
-        channel: ChannelName,
-        on: bool,
-        done: Option<oneshot::Sender<()>>,
-    },
+    /// Redis engine: a core gained or lost its subscribers of a channel.
+    Interest(Interest),
     /// (channel, offset, subscribers it was queued to) from one core.
     Audience(Vec<(ChannelName, u64, u32)>),
     Rest {
@@ -120,6 +114,16 @@ impl PublishReq {
     }
 }
 
+/// `core` gained (`on`) or lost its subscribers of `channel`. `done` is answered once whoever
+/// routes the channel's messages (the control thread, or the channel's owner core) will route
+/// them to that core.
+pub struct Interest {
+    pub core: CoreId,
+    pub channel: ChannelName,
+    pub on: bool,
+    pub done: Option<oneshot::Sender<()>>,
+}
+
 /// A publish sequenced by its owning core (memory engine), for the control thread to store.
 pub struct Stored {
     pub msg: NewMessage,
@@ -153,14 +157,8 @@ pub enum CoreMsg {
         req: Box<PublishReq>,
         reply: OwnedPermit<CoreMsg>,
     },
-    /// Memory engine: `core` gained (`on`) or lost its subscribers of a channel this core owns;
-    /// `done` is answered once this core will queue the channel's messages to it.
-    Interest {
-        core: CoreId,
-        channel: ChannelName,
-        on: bool,
-        done: Option<oneshot::Sender<()>>,
-    },
+    /// Memory engine: a core gained or lost its subscribers of a channel this core owns.
+    Interest(Interest),
     /// A frame for one connection (a `published` ack or an error).
     Reply {
         conn: ConnId,

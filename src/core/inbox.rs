@@ -11,7 +11,7 @@ use tungstenite::protocol::frame::coding::{CloseCode, Control, OpCode};
 use super::{Core, conn::Phase};
 use crate::{
     channel::ChannelName,
-    control::{ControlMsg, CoreMsg, Delivery},
+    control::{ControlMsg, CoreMsg, Delivery, msg::Interest},
     protocol::ServerMsg,
     ws::frame,
 };
@@ -50,12 +50,12 @@ impl Core {
                 }
             }
             CoreMsg::Publish { req, reply } => self.sequence_forwarded(*req, reply),
-            CoreMsg::Interest {
+            CoreMsg::Interest(Interest {
                 core,
                 channel,
                 on,
                 done,
-            } => {
+            }) => {
                 self.apply_interest(&channel, core, on);
                 if let Some(d) = done {
                     let _ = d.send(());

@@ -29,7 +29,7 @@ use crate::{
     auth::{Authorizer, Verifier},
     channel::{ChannelName, ChannelRecord, ChannelTable, ResolveCache},
     config::Config,
-    control::{ConnId, ControlMsg, CoreId, CoreMsg, RestOk, RestReq},
+    control::{ConnId, ControlMsg, CoreId, CoreMsg, RestOk, RestReq, msg::Interest},
     engine::Sequencing,
     http::ApiError,
     metrics::{CoreMetrics, Metrics},
@@ -38,6 +38,12 @@ use crate::{
 use conn::Conn;
 use index::{Member, SubIndex};
 use sequencer::Sequencer;
+
+/// Where a core sends its interest changes.
+enum Router<'a> {
+    Control(&'a mpsc::Sender<ControlMsg>),
+    Core(&'a mpsc::Sender<CoreMsg>),
+}
 
 /// What every core of a node reads and nobody mutates (except atomics in `metrics`).
 pub struct NodeShared {
@@ -231,33 +237,36 @@ impl Core {
         true
     }
 
-    /// Tells whoever routes `ch`'s messages (its owner core, or the control thread with the
-    /// redis engine) that this core has subscribers; true once it will route them here.
+    /// Who routes `ch`'s messages to this core: the control thread (redis engine), the
+    /// channel's owner core, or nobody to tell (`None`: this core owns it, its index is the
+    /// interest).
+    fn interest_router(&self, ch: &ChannelName) -> Option<Router<'_>> {
+        match self.sequencing() {
+            Sequencing::Engine => Some(Router::Control(&self.control)),
+            Sequencing::Cores => self
+                .interest_owner(ch)
+                .map(|owner| Router::Core(&self.peers[owner])),
+        }
+    }
+
+    fn interest(&self, ch: ChannelName, on: bool, done: Option<oneshot::Sender<()>>) -> Interest {
+        Interest {
+            core: self.id,
+            channel: ch,
+            on,
+            done,
+        }
+    }
+
+    /// Tells whoever routes `ch`'s messages that this core has subscribers; true once it will
+    /// route them here.
     async fn gain_interest(&self, ch: &ChannelName) -> bool {
         let (tx, rx) = oneshot::channel();
-        let sent = match self.sequencing() {
-            Sequencing::Engine => self
-                .control
-                .send(ControlMsg::Interest {
-                    core: self.id,
-                    channel: ch.clone(),
-                    on: true,
-                    done: Some(tx),
-                })
-                .await
-                .is_ok(),
-            Sequencing::Cores => match self.interest_owner(ch) {
-                None => return true, // this core owns it: its index is the interest
-                Some(owner) => self.peers[owner]
-                    .send(CoreMsg::Interest {
-                        core: self.id,
-                        channel: ch.clone(),
-                        on: true,
-                        done: Some(tx),
-                    })
-                    .await
-                    .is_ok(),
-            },
+        let i = self.interest(ch.clone(), true, Some(tx));
+        let sent = match self.interest_router(ch) {
+            None => return true,
+            Some(Router::Control(c)) => c.send(ControlMsg::Interest(i)).await.is_ok(),
+            Some(Router::Core(c)) => c.send(CoreMsg::Interest(i)).await.is_ok(),
         };
         sent && rx.await.is_ok()
     }
@@ -265,25 +274,12 @@ impl Core {
     /// Tells whoever routes `ch`'s messages that this core no longer needs them. Best effort:
     /// if the queue is full the core simply keeps receiving (and ignoring) them.
     fn withdraw_interest(&self, ch: ChannelName) {
-        match self.sequencing() {
-            Sequencing::Engine => {
-                let _ = self.control.try_send(ControlMsg::Interest {
-                    core: self.id,
-                    channel: ch,
-                    on: false,
-                    done: None,
-                });
-            }
-            Sequencing::Cores => {
-                if let Some(owner) = self.interest_owner(&ch) {
-                    let _ = self.peers[owner].try_send(CoreMsg::Interest {
-                        core: self.id,
-                        channel: ch,
-                        on: false,
-                        done: None,
-                    });
-                }
-            }
+        let router = self.interest_router(&ch);
+        let i = self.interest(ch, false, None);
+        match router {
+            None => {}
+            Some(Router::Control(c)) => drop(c.try_send(ControlMsg::Interest(i))),
+            Some(Router::Core(c)) => drop(c.try_send(CoreMsg::Interest(i))),
         }
     }
 
