@@ -9,13 +9,15 @@
 //! config/        raw serde file types (file), clap CLI with env fallbacks (cli), validated Config
 //! runtime/       listeners (SO_REUSEPORT per core), core threads, control thread, shutdown
 //! core/          a core: connections (conn), subscription index (index), inbox + sweeper
-//!                (inbox), one accepted connection's HTTP loop (serve)
+//!                (inbox), one accepted connection's HTTP loop (serve), the publishes of the
+//!                channels it owns (sequencer)
 //! ws/            upgrade handshake, RFC 6455 framing (frame), session (reader), writer task
 //! http/          request parsing, routing and REST handlers, ApiError -> status mapping
 //! protocol/      ClientMsg / ServerMsg / MessageFrame, stable error codes
 //! channel/       ChannelName / ChannelPattern newtypes, ChannelRecord, ChannelTable snapshot
 //! auth/          JWT verification and minting, roles, admin key, Authorizer
-//! control/       the control thread: registry owner and publish sequencer; core<->control msgs
+//! control/       the control thread: registry and engine owner (redis: publish sequencer);
+//!                core<->control and core<->core messages, the one `message` encoding
 //! engine/        the Engine trait (registry store, history, stats, node fan-out hook); memory
 //!                and redis engines
 //! webhook/       the webhook delivery pool (own tokio runtime, hyper client, retries, store)
@@ -23,11 +25,13 @@
 //! timestamp.rs   RFC 3339 timestamps
 //! ```
 //!
-//! Data path of a publish: a core parses and authorizes it and `try_send`s it to the control
-//! thread; the engine appends it (assigning the per-channel offset); the control thread encodes
-//! the `message` frame once, acks the publisher, and sends the same `Bytes` to every core with
-//! subscribers; each core queues it to its subscribers' bounded outboxes; writer tasks batch it
-//! onto the sockets.
+//! Data path of a publish (memory engine): a core parses and authorizes it; the channel's owner
+//! core (itself, or another one it forwards to) assigns the offset, encodes the `message`
+//! frame once, acks the publisher, queues the frame to its own subscribers' bounded outboxes
+//! and sends the same `Bytes` to every other core with subscribers, which queue it to theirs;
+//! writer tasks batch it onto the sockets; the control thread stores it afterwards. Redis
+//! engine: the core `try_send`s it to the control (backplane) thread, Redis assigns the offset,
+//! and the message fans out from what comes back from Redis.
 
 #![forbid(unsafe_code)]
 
