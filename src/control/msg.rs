@@ -68,7 +68,8 @@ pub struct PublishReq {
     pub r#ref: Option<Box<RawValue>>,
     pub channel: ChannelName,
     pub event: Arc<str>,
-    pub payload: Box<RawValue>,
+    /// Copied out of the read buffer once; every later holder shares it.
+    pub payload: Arc<RawValue>,
     pub sender_id: Option<Arc<str>>,
     pub sender_type: &'static str,
 }
@@ -80,7 +81,7 @@ impl PublishReq {
             channel_id: rec.id,
             channel_name: self.channel.clone(),
             event: self.event.clone(),
-            payload: Arc::from(self.payload.clone()),
+            payload: self.payload.clone(),
             sender_id: self.sender_id.clone(),
             sender_type: self.sender_type,
             webhook_urls: rec

@@ -199,12 +199,12 @@ impl Core {
         let d = Arc::new(Delivery::new(&msg, &at));
         // A local ack is only queued here (written after this turn); a remote one is sent
         // after the message entered the control thread's queue (see the module header).
-        let reply = match reply {
+        let remote = match reply {
             ReplyTo::Local(conn) => {
-                self.answer(ReplyTo::Local(conn), ack.clone(), false);
+                self.answer(ReplyTo::Local(conn), ack, false);
                 None
             }
-            remote => Some(remote),
+            remote => Some((remote, ack)),
         };
         let ws_audience = self.deliver(&d);
         store.send(ControlMsg::Stored(Box::new(Stored {
@@ -212,8 +212,8 @@ impl Core {
             at,
             ws_audience,
         })));
-        if let Some(r) = reply {
-            self.answer(r, ack, false);
+        if let Some((to, ack)) = remote {
+            self.answer(to, ack, false);
         }
         for p in peers {
             p.send(CoreMsg::Deliver(d.clone()));

@@ -276,7 +276,7 @@ impl Session {
                     r#ref: r.map(|r| r.to_owned()),
                     channel: channel.clone(),
                     event: Arc::from(event.as_ref()),
-                    payload: payload.to_owned(),
+                    payload: Arc::from(payload.to_owned()),
                     sender_id: who.user_id.clone(),
                     sender_type: who.sender_type(),
                 };
