@@ -10,7 +10,7 @@
 //! runtime/       listeners (SO_REUSEPORT per core), core threads, control thread, shutdown
 //! core/          a core: connections (conn), subscription index (index), inbox + sweeper
 //!                (inbox), one accepted connection's HTTP loop (serve), the publishes of the
-//!                channels it owns (sequencer)
+//!                channels it owns (sequencer), the writes in flight (send_gate)
 //! ws/            upgrade handshake, RFC 6455 framing (frame), session (reader), writer task
 //! http/          request parsing, routing and REST handlers, ApiError -> status mapping
 //! protocol/      ClientMsg / ServerMsg / MessageFrame, stable error codes
@@ -29,7 +29,7 @@
 //! core (itself, or another one it forwards to) assigns the offset, encodes the `message`
 //! frame once, acks the publisher, queues the frame to its own subscribers' bounded outboxes
 //! and sends the same `Bytes` to every other core with subscribers, which queue it to theirs;
-//! writer tasks batch it onto the sockets; the control thread stores it afterwards. Redis
+//! writer tasks, a slice at a time (send gate), batch it onto the sockets; the control thread stores it afterwards. Redis
 //! engine: the core `try_send`s it to the control (backplane) thread, Redis assigns the offset,
 //! and the message fans out from what comes back from Redis.
 

@@ -70,6 +70,7 @@ metric_block!(CoreMetrics {
     publishes_refused_busy_total: "counter", "Publishes refused (broker busy) because a queue on their way was full: the control thread's or a core's inbox.";
     queue_drops_total: "counter", "Frames dropped because a subscriber's outbound queue was full (the subscriber is then closed).";
     slow_consumer_closes_total: "counter", "Connections closed (1013) for falling behind.";
+    send_gate_forgiven_total: "counter", "Socket writes that stopped counting against server.send_slice because they stayed blocked (a peer not reading) while other writes waited.";
     protocol_closes_total: "counter", "Connections closed for protocol violations.";
     audience_updates_dropped_total: "counter", "Audience-count updates dropped because the engine queue was full.";
 });

@@ -461,6 +461,41 @@ both_drivers!(oversize_payload_is_refused, |driver| {
     s.shutdown();
 });
 
+both_drivers!(
+    a_peer_that_stopped_reading_does_not_hold_up_other_writes,
+    |driver| {
+        // One write in flight per core at a time, and queues deep enough that the stuck peer is
+        // not closed during the test: only the send gate's forgiveness lets the others go on.
+        let s = server(driver, |f| {
+            f.server.workers = 1;
+            f.server.send_slice = 1;
+            f.websocket.outbound_queue_frames = 10_000;
+            f.websocket.outbound_queue_bytes = 512 << 20;
+        });
+        let mut stuck = s.client("stuck");
+        stuck.subscribe("x:1");
+        let mut reader = s.client("reader");
+        reader.subscribe("x:1");
+        let mut p = s.client("pub");
+        // 24 MiB: more than the stuck peer's socket buffers (a few MiB each way on loopback), so
+        // its write blocks; every publish is acked and read by the other subscriber meanwhile.
+        let payload = json!("z".repeat(128 << 10));
+        for i in 0..192 {
+            let ack = p.publish("x:1", "big", payload.clone());
+            let m = reader.expect("message");
+            assert_eq!(m["messageId"], ack["messageId"], "message {i}");
+        }
+        assert!(
+            metric(&s, "ringcast_send_gate_forgiven_total") >= 1,
+            "the stuck write never held the gate: the test did not test it"
+        );
+        assert_eq!(metric(&s, "ringcast_slow_consumer_closes_total"), 0);
+        drop(stuck);
+        still_serves(&s);
+        s.shutdown();
+    }
+);
+
 both_drivers!(slow_consumer_is_closed_with_1013, |driver| {
     let s = server(driver, |f| f.websocket.outbound_queue_frames = 8);
     let mut slow = s.client("slow");

@@ -131,6 +131,7 @@ both_drivers!(metrics_are_exposed_and_move, |driver| {
         "ringcast_bytes_out_total",
         "ringcast_queue_drops_total",
         "ringcast_slow_consumer_closes_total",
+        "ringcast_send_gate_forgiven_total",
         "ringcast_published_total",
         "ringcast_http_requests_total",
     ] {

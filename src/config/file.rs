@@ -34,6 +34,7 @@ pub struct ServerSection {
     pub max_connections: usize,
     pub engine_queue: usize,
     pub core_queue: usize,
+    pub send_slice: usize,
 }
 
 impl Default for ServerSection {
@@ -49,6 +50,7 @@ impl Default for ServerSection {
             max_connections: 0,
             engine_queue: 65_536,
             core_queue: 16_384,
+            send_slice: 128,
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct Config {
     pub max_connections: usize,
     pub engine_queue: usize,
     pub core_queue: usize,
+    /// Socket writes a core may have in flight (0 = no limit); see `core::send_gate`.
+    pub send_slice: usize,
 
     pub jwt_secret: String,
     pub admin_key: Option<String>,
@@ -393,6 +395,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         max_connections: f.server.max_connections,
         engine_queue: f.server.engine_queue,
         core_queue: f.server.core_queue,
+        send_slice: f.server.send_slice,
         jwt_secret: f.auth.jwt_secret.clone(),
         admin_key: non_empty(&f.auth.admin_key),
         auth_timeout,

@@ -7,11 +7,13 @@
 //!   engine), or hands publishes to the control thread (redis engine);
 //! - `inbox` applies what the control thread and the other cores send (deliveries, replies,
 //!   forwarded publishes, interest, new tables);
+//! - `send_gate` bounds the socket writes in flight, so a large fan-out goes out in slices;
 //! - the sweeper (in `inbox`) enforces auth, idle and HTTP timeouts and sends pings.
 
 pub mod conn;
 pub mod inbox;
 pub mod index;
+pub mod send_gate;
 pub mod sequencer;
 pub mod serve;
 
@@ -37,6 +39,7 @@ use crate::{
 };
 use conn::Conn;
 use index::{Member, SubIndex};
+use send_gate::SendGate;
 use sequencer::Sequencer;
 
 /// Where a core sends its interest changes.
@@ -66,6 +69,8 @@ pub struct Core {
     /// Every core's inbox, this one's included (index = core id).
     peers: Vec<mpsc::Sender<CoreMsg>>,
     sequencer: Sequencer,
+    /// Bounds the socket writes in flight on this core (`server.send_slice`).
+    pub send_gate: SendGate,
     pub verifier: Verifier,
     pub authorizer: Authorizer,
     next_conn: Cell<u64>,
@@ -91,6 +96,7 @@ impl Core {
         peers: Vec<mpsc::Sender<CoreMsg>>,
     ) -> Self {
         let c = &shared.config;
+        let send_gate = SendGate::new(c.send_slice);
         Self {
             id,
             verifier: Verifier::new(&c.jwt_secret, c.admin_key.as_deref()),
@@ -106,6 +112,7 @@ impl Core {
             control,
             peers,
             sequencer: Sequencer::default(),
+            send_gate,
             next_conn: Cell::new(1),
             next_sub: Cell::new(1),
             shutting_down: Cell::new(false),

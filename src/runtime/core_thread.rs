@@ -12,7 +12,7 @@ use crate::{
     channel::ChannelTable,
     config::DriverKind,
     control::{ControlMsg, CoreMsg},
-    core::{Core, NodeShared, conn::Phase, inbox, serve},
+    core::{Core, NodeShared, conn::Phase, inbox, send_gate, serve},
 };
 
 pub struct CoreStart {
@@ -86,6 +86,7 @@ async fn core_main(s: CoreStart, driver: &'static str) {
     ));
     monoio::spawn(inbox::run_inbox(core.clone(), s.inbox));
     monoio::spawn(inbox::run_sweeper(core.clone()));
+    monoio::spawn(run_send_gate(core.clone()));
     tracing::info!(core = s.id, driver, "core started");
     let _ = s.ready.send(Ok(driver));
     let mut shutdown = s.shutdown;
@@ -105,6 +106,22 @@ async fn core_main(s: CoreStart, driver: &'static str) {
     }
     drop(listener);
     drain(&core).await;
+}
+
+/// Ticks the send gate while writers wait for it, so that writes stuck on peers that stopped
+/// reading cannot hold the gate (see `core::send_gate`). Sleeps while nobody waits.
+async fn run_send_gate(core: Rc<Core>) {
+    loop {
+        core.send_gate.wait_for_waiters().await;
+        loop {
+            monoio::time::sleep(send_gate::TICK).await;
+            let (forgiven, waiting) = core.send_gate.tick();
+            core.metrics().send_gate_forgiven_total.add(forgiven as u64);
+            if !waiting {
+                break;
+            }
+        }
+    }
 }
 
 /// Graceful close: WebSockets get 1001 "going away", idle HTTP connections are closed; waits

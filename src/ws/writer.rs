@@ -1,6 +1,7 @@
 //! The writer task of one WebSocket: waits on the connection's outbox and writes everything
 //! queued in as few syscalls as possible (one frame: written as is, zero-copy; several:
-//! gathered into one buffer of at most `MAX_BATCH` bytes). Ends when the outbox is finished
+//! gathered into one buffer of at most `MAX_BATCH` bytes). A write starts only with a permit
+//! of the core's send gate (`core::send_gate`), and the frames are taken after it. Ends when the outbox is finished
 //! and empty, when a write fails, or at once when the connection is killed (`Conn::abort`).
 
 use std::{future::poll_fn, rc::Rc};
@@ -19,6 +20,12 @@ pub async fn run(core: Rc<Core>, conn: Rc<Conn>, mut wr: Writer) {
     let mut batch: Vec<u8> = Vec::new();
     loop {
         poll_fn(|cx| conn.outbox.poll_ready(cx)).await;
+        // Take the frames only once the gate lets this write start: frames queued while we
+        // waited go out in the same write.
+        let _permit = monoio::select! {
+            p = core.send_gate.acquire() => p,
+            _ = poll_fn(|cx| conn.poll_killed(cx)) => break,
+        };
         let done = conn.outbox.drain_into(&mut frames, MAX_BATCH);
         if !frames.is_empty() {
             // A killed connection drops the write in flight (monoio keeps its buffer until the
