@@ -1,8 +1,9 @@
 //! The writer task of one WebSocket: waits on the connection's outbox and writes everything
 //! queued in as few syscalls as possible (one frame: written as is, zero-copy; several:
 //! gathered into one buffer of at most `MAX_BATCH` bytes). A write starts only with a permit
-//! of the core's send gate (`core::send_gate`), and the frames are taken after it. Ends when the outbox is finished
-//! and empty, when a write fails, or at once when the connection is killed (`Conn::abort`).
+//! of the core's send gate (`core::send_gate`), and the frames are taken after it. Ends when
+//! the outbox is finished and empty, when a write fails, or at once when the connection is
+//! killed (`Conn::abort`).
 
 use std::{future::poll_fn, rc::Rc};
 
