@@ -1,11 +1,10 @@
 //! Fan-out of one published message to 1 / 100 / 10,000 local subscribers on a core: the real
-//! `Core::deliver` (index lookup, filter check, same `Bytes` queued to every outbox), then every
+//! `Core::deliver` (index lookup, filter check, the same `Rc`-shared frame queued to every outbox), then every
 //! outbox drained the way the writer tasks drain them, before the timer stops. Sockets are
 //! left out: their cost is measured end to end by `ringcast-loadtest`.
 
 use std::{hint::black_box, rc::Rc, sync::Arc};
 
-use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ringcast::{
     channel::{ChannelName, ChannelPattern, ChannelRecord, ChannelTable},
@@ -84,7 +83,7 @@ fn fanout(c: &mut Criterion) {
             schema: None,
             frame: frame.clone(),
         };
-        let mut sink: Vec<Bytes> = Vec::with_capacity(4);
+        let mut sink: Vec<ringcast::core::out_frame::OutFrame> = Vec::with_capacity(4);
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {

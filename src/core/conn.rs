@@ -9,10 +9,10 @@ use std::{
     time::Instant,
 };
 
-use bytes::Bytes;
 use monoio::io::{CancelHandle, Canceller};
 use tungstenite::protocol::frame::coding::CloseCode;
 
+use super::out_frame::OutFrame;
 use crate::{channel::ChannelName, control::ConnId, ws::frame};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub struct Full;
 /// Overflow: the frame is refused and the connection is closed with 1013 (slow consumer);
 /// the queue never grows past the bound.
 pub struct Outbox {
-    q: RefCell<VecDeque<Bytes>>,
+    q: RefCell<VecDeque<OutFrame>>,
     bytes: Cell<usize>,
     max_frames: usize,
     max_bytes: usize,
@@ -58,7 +58,7 @@ impl Outbox {
         }
     }
 
-    pub fn try_push(&self, f: Bytes) -> Result<(), Full> {
+    pub fn try_push(&self, f: OutFrame) -> Result<(), Full> {
         if self.finished.get() {
             return Ok(());
         }
@@ -75,7 +75,7 @@ impl Outbox {
 
     /// Queues a last frame past the bound and finishes the queue. `discard` drops what was
     /// pending first (a slow consumer will not read it anyway).
-    pub fn finish_with(&self, last: Bytes, discard: bool) {
+    pub fn finish_with(&self, last: OutFrame, discard: bool) {
         if self.finished.replace(true) {
             return;
         }
@@ -116,7 +116,7 @@ impl Outbox {
 
     /// Moves up to `max_bytes` of frames (at least one) into `out`. Returns whether the queue is
     /// finished and now empty (the writer's cue to shut down).
-    pub fn drain_into(&self, out: &mut Vec<Bytes>, max_bytes: usize) -> bool {
+    pub fn drain_into(&self, out: &mut Vec<OutFrame>, max_bytes: usize) -> bool {
         let mut q = self.q.borrow_mut();
         let mut taken = 0;
         while let Some(f) = q.front() {
@@ -272,7 +272,7 @@ impl Conn {
         }
         self.closing_since.set(Some(Instant::now()));
         self.outbox
-            .finish_with(frame::encode_close(code, reason), discard);
+            .finish_with(frame::encode_close(code, reason).into(), discard);
         self.cancel_read();
     }
 
@@ -288,28 +288,30 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     #[test]
     fn outbox_bounds_and_finish() {
         let o = Outbox::new(2, 10);
-        assert!(o.try_push(Bytes::from_static(b"1234")).is_ok());
+        assert!(o.try_push(OutFrame::new(Bytes::from_static(b"1234"))).is_ok());
         assert!(
-            o.try_push(Bytes::from_static(b"1234567")).is_err(),
+            o.try_push(OutFrame::new(Bytes::from_static(b"1234567"))).is_err(),
             "byte bound"
         );
-        assert!(o.try_push(Bytes::from_static(b"12")).is_ok());
+        assert!(o.try_push(OutFrame::new(Bytes::from_static(b"12"))).is_ok());
         assert_eq!(
-            o.try_push(Bytes::from_static(b"1")),
+            o.try_push(OutFrame::new(Bytes::from_static(b"1"))),
             Err(Full),
             "frame bound"
         );
         let mut out = Vec::new();
         assert!(!o.drain_into(&mut out, 1 << 20));
         assert_eq!(out.len(), 2);
-        o.finish_with(Bytes::from_static(b"bye"), false);
+        o.finish_with(OutFrame::new(Bytes::from_static(b"bye")), false);
         out.clear();
         assert!(o.drain_into(&mut out, 1 << 20));
-        assert_eq!(out, vec![Bytes::from_static(b"bye")]);
+        assert_eq!(out, vec![OutFrame::new(Bytes::from_static(b"bye"))]);
     }
 }

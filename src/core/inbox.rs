@@ -8,7 +8,7 @@ use std::{mem, rc::Rc, time::Instant};
 use tokio::sync::mpsc;
 use tungstenite::protocol::frame::coding::{CloseCode, Control, OpCode};
 
-use super::{Core, conn::Phase};
+use super::{Core, conn::Phase, out_frame::OutFrame};
 use crate::{
     channel::ChannelName,
     control::{ControlMsg, CoreMsg, Delivery, msg::Interest},
@@ -76,11 +76,11 @@ impl Core {
     }
 
     /// Queues a frame to one connection; a full queue closes it as a slow consumer.
-    pub fn push(&self, c: &super::conn::Conn, f: bytes::Bytes) -> bool {
+    pub fn push(&self, c: &super::conn::Conn, f: impl Into<OutFrame>) -> bool {
         if c.is_closing() {
             return false;
         }
-        match c.outbox.try_push(f) {
+        match c.outbox.try_push(f.into()) {
             Ok(()) => {
                 self.metrics().messages_out_total.inc();
                 true
@@ -103,6 +103,8 @@ impl Core {
             return 0;
         };
         let db = d.channel.is_db();
+        // One atomic clone per core; each subscriber's is a plain `Rc` increment.
+        let frame = OutFrame::new(d.frame.clone());
         let mut n = 0u32;
         for m in e.members.values() {
             if db
@@ -111,7 +113,7 @@ impl Core {
             {
                 continue;
             }
-            if self.push(&m.conn, d.frame.clone()) {
+            if self.push(&m.conn, frame.clone()) {
                 n += 1;
             }
         }
@@ -129,11 +131,11 @@ impl Core {
                 continue;
             }
             let members = self.index.borrow_mut().take_all(&ch);
-            let frame = frame::encode_json(&ServerMsg::Unsubscribed {
+            let frame = OutFrame::new(frame::encode_json(&ServerMsg::Unsubscribed {
                 channel: ch.as_str(),
                 reason: Some("channel disabled or deleted"),
                 r#ref: None,
-            });
+            }));
             for m in &members {
                 if m.conn.subs.borrow_mut().remove(&ch).is_some() {
                     self.metrics().subscriptions.sub(1);

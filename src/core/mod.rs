@@ -7,12 +7,14 @@
 //!   engine), or hands publishes to the control thread (redis engine);
 //! - `inbox` applies what the control thread and the other cores send (deliveries, replies,
 //!   forwarded publishes, interest, new tables);
+//! - `out_frame` is a frame as queued to this core's connections (`Rc`-shared);
 //! - `send_gate` bounds the socket writes in flight, so a large fan-out goes out in slices;
 //! - the sweeper (in `inbox`) enforces auth, idle and HTTP timeouts and sends pings.
 
 pub mod conn;
 pub mod inbox;
 pub mod index;
+pub mod out_frame;
 pub mod send_gate;
 pub mod sequencer;
 pub mod serve;

@@ -7,17 +7,16 @@
 
 use std::{future::poll_fn, rc::Rc};
 
-use bytes::Bytes;
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
-use crate::core::{Core, conn::Conn, serve::Writer};
+use crate::core::{Core, conn::Conn, out_frame::OutFrame, serve::Writer};
 
 const MAX_BATCH: usize = 256 << 10;
 /// A gather buffer larger than this is released after use rather than kept per connection.
 const KEEP_BATCH: usize = 16 << 10;
 
 pub async fn run(core: Rc<Core>, conn: Rc<Conn>, mut wr: Writer) {
-    let mut frames: Vec<Bytes> = Vec::new();
+    let mut frames: Vec<OutFrame> = Vec::new();
     let mut batch: Vec<u8> = Vec::new();
     loop {
         poll_fn(|cx| conn.outbox.poll_ready(cx)).await;
