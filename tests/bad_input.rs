@@ -464,11 +464,13 @@ both_drivers!(oversize_payload_is_refused, |driver| {
 both_drivers!(
     a_peer_that_stopped_reading_does_not_hold_up_other_writes,
     |driver| {
-        // One write in flight per core at a time, and queues deep enough that the stuck peer is
+        // One write in flight per core at a time (limiting at all times: one publish at a time
+        // would not put an adaptive gate behind), and queues deep enough that the stuck peer is
         // not closed during the test: only the send gate's forgiveness lets the others go on.
         let s = server(driver, |f| {
             f.server.workers = 1;
             f.server.send_slice = 1;
+            f.server.send_gate = "always".into();
             f.websocket.outbound_queue_frames = 10_000;
             f.websocket.outbound_queue_bytes = 512 << 20;
         });

@@ -35,6 +35,7 @@ pub struct ServerSection {
     pub engine_queue: usize,
     pub core_queue: usize,
     pub send_slice: usize,
+    pub send_gate: String,
 }
 
 impl Default for ServerSection {
@@ -51,6 +52,7 @@ impl Default for ServerSection {
             engine_queue: 65_536,
             core_queue: 16_384,
             send_slice: 128,
+            send_gate: "adaptive".into(),
         }
     }
 }

@@ -27,6 +27,15 @@ pub enum DriverKind {
     Legacy,
 }
 
+/// When the send gate limits (`server.send_gate`; see `core::send_gate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendGateMode {
+    /// Only while the core is behind (a write carried several frames lately).
+    Adaptive,
+    /// Always: every fan-out goes out in slices of `send_slice`.
+    Always,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -48,6 +57,7 @@ pub struct Config {
     pub core_queue: usize,
     /// Socket writes a core may have in flight (0 = no limit); see `core::send_gate`.
     pub send_slice: usize,
+    pub send_gate: SendGateMode,
 
     pub jwt_secret: String,
     pub admin_key: Option<String>,
@@ -266,6 +276,16 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             DriverKind::Auto
         }
     };
+    let send_gate = match f.server.send_gate.as_str() {
+        "adaptive" => SendGateMode::Adaptive,
+        "always" => SendGateMode::Always,
+        other => {
+            errs.push(format!(
+                "server.send_gate: `{other}` is not one of adaptive, always"
+            ));
+            SendGateMode::Adaptive
+        }
+    };
     let log_format = match f.log.format.as_str() {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
@@ -396,6 +416,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         engine_queue: f.server.engine_queue,
         core_queue: f.server.core_queue,
         send_slice: f.server.send_slice,
+        send_gate,
         jwt_secret: f.auth.jwt_secret.clone(),
         admin_key: non_empty(&f.auth.admin_key),
         auth_timeout,

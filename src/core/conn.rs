@@ -295,9 +295,13 @@ mod tests {
     #[test]
     fn outbox_bounds_and_finish() {
         let o = Outbox::new(2, 10);
-        assert!(o.try_push(OutFrame::new(Bytes::from_static(b"1234"))).is_ok());
         assert!(
-            o.try_push(OutFrame::new(Bytes::from_static(b"1234567"))).is_err(),
+            o.try_push(OutFrame::new(Bytes::from_static(b"1234")))
+                .is_ok()
+        );
+        assert!(
+            o.try_push(OutFrame::new(Bytes::from_static(b"1234567")))
+                .is_err(),
             "byte bound"
         );
         assert!(o.try_push(OutFrame::new(Bytes::from_static(b"12"))).is_ok());

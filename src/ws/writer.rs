@@ -1,7 +1,8 @@
 //! The writer task of one WebSocket: waits on the connection's outbox and writes everything
 //! queued in as few syscalls as possible (one frame: written as is, zero-copy; several:
 //! gathered into one buffer of at most `MAX_BATCH` bytes). A write starts only with a permit
-//! of the core's send gate (`core::send_gate`), and the frames are taken after it. Ends when
+//! of the core's send gate (`core::send_gate`), and the frames are taken after it; how many
+//! there were tells the gate whether the core is behind. Ends when
 //! the outbox is finished and empty, when a write fails, or at once when the connection is
 //! killed (`Conn::abort`).
 
@@ -27,6 +28,7 @@ pub async fn run(core: Rc<Core>, conn: Rc<Conn>, mut wr: Writer) {
             _ = poll_fn(|cx| conn.poll_killed(cx)) => break,
         };
         let done = conn.outbox.drain_into(&mut frames, MAX_BATCH);
+        core.send_gate.note_write(frames.len());
         if !frames.is_empty() {
             // A killed connection drops the write in flight (monoio keeps its buffer until the
             // kernel lets go of it): the data is of no use to a peer we are cutting off.
