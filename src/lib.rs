@@ -28,8 +28,9 @@
 //! Data path of a publish (memory engine): a core parses and authorizes it; the channel's owner
 //! core (itself, or another one it forwards to) assigns the offset, encodes the `message`
 //! frame once, acks the publisher, queues the frame to its own subscribers' bounded outboxes
-//! and sends the same `Bytes` to every other core with subscribers, which queue it to theirs;
-//! writer tasks, a slice at a time (send gate), batch it onto the sockets; the control thread stores it afterwards. Redis
+//! and sends the same `Bytes` to every other core with subscribers, which queue it to theirs
+//! (one `Rc` per core, shared by its outboxes); writer tasks, a slice at a time while the core
+//! is behind (send gate), batch it onto the sockets; the control thread stores it afterwards. Redis
 //! engine: the core `try_send`s it to the control (backplane) thread, Redis assigns the offset,
 //! and the message fans out from what comes back from Redis.
 
