@@ -38,7 +38,9 @@ use std::{
 pub const TICK: Duration = Duration::from_millis(1);
 
 /// After a write that carried several frames the gate limits for this many slices of writes.
-pub const HOT_ROUNDS: usize = 8;
+/// Long enough not to flap at saturation: with 8, p99 at 1.5M deliveries/s was 11.4-12.9 ms
+/// against 8.1-9.8 ms limiting always; with 64 it matched (BENCHMARKS.md, fifth session).
+pub const HOT_ROUNDS: usize = 64;
 
 pub struct SendGate {
     /// 0 = no limit (every acquire is immediate and nothing is counted).
