@@ -5,6 +5,15 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+/// One second of `latency_by_second`.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct SecondRow {
+    pub second: u64,
+    pub delivered: u64,
+    pub over_10ms: u64,
+    pub max_ms: f64,
+}
+
 /// Percentiles in milliseconds.
 #[derive(Debug, Default, Clone, Copy, Serialize)]
 pub struct Pct {
@@ -89,6 +98,9 @@ pub struct Report {
     pub server_errors: u64,
     pub deliveries_per_sec: f64,
     pub latency_ms: Pct,
+    /// Per second of the run (from the first delivery): deliveries, how many took over 10 ms,
+    /// and the slowest. A few bad seconds mean stalls; late ones everywhere, a steady spread.
+    pub latency_by_second: Vec<SecondRow>,
 
     pub server_cpu_pct: Option<f64>,
     /// The kernel-time part of `server_cpu_pct`.

@@ -100,9 +100,70 @@ pub fn micros_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
 }
 
+/// A delivery slower than this counts as late in the per-second series.
+pub const LATE_US: u64 = 10_000;
+
+/// One wall-clock second of deliveries (by arrival time).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Second {
+    pub count: u64,
+    /// Slower than `LATE_US`.
+    pub late: u64,
+    pub max_us: u64,
+}
+
+/// Deliveries per wall-clock second: tells a few stalled seconds from a steady spread, which
+/// the whole run's percentiles cannot. Keyed by unix second, so threads merge exactly.
+#[derive(Debug, Default)]
+pub struct PerSecond {
+    first: u64,
+    secs: Vec<Second>,
+}
+
+impl PerSecond {
+    pub fn record(&mut self, now_ns: u64, latency_us: u64) {
+        let late = u64::from(latency_us > LATE_US);
+        self.add(now_ns / 1_000_000_000, 1, late, latency_us);
+    }
+
+    fn add(&mut self, sec: u64, count: u64, late: u64, max_us: u64) {
+        if self.secs.is_empty() {
+            self.first = sec;
+        }
+        if sec < self.first {
+            let shift = (self.first - sec) as usize;
+            self.secs
+                .splice(0..0, std::iter::repeat_n(Second::default(), shift));
+            self.first = sec;
+        }
+        let i = (sec - self.first) as usize;
+        if i >= self.secs.len() {
+            self.secs.resize(i + 1, Second::default());
+        }
+        let s = &mut self.secs[i];
+        s.count += count;
+        s.late += late;
+        s.max_us = s.max_us.max(max_us);
+    }
+
+    pub fn merge(&mut self, o: &PerSecond) {
+        for (i, s) in o.secs.iter().enumerate() {
+            if s.count > 0 {
+                self.add(o.first + i as u64, s.count, s.late, s.max_us);
+            }
+        }
+    }
+
+    /// Seconds from the first delivery, with what arrived in each.
+    pub fn series(&self) -> impl Iterator<Item = (u64, Second)> + '_ {
+        self.secs.iter().enumerate().map(|(i, s)| (i as u64, *s))
+    }
+}
+
 /// What one worker thread counted.
 pub struct ThreadStats {
     pub latency: Histogram<u64>,
+    pub per_second: PerSecond,
     pub connect: Histogram<u64>,
     pub ack: Histogram<u64>,
     pub subs: Vec<SubResult>,
@@ -117,6 +178,7 @@ impl Default for ThreadStats {
     fn default() -> Self {
         Self {
             latency: micros_hist(),
+            per_second: PerSecond::default(),
             connect: micros_hist(),
             ack: micros_hist(),
             subs: Vec::new(),
@@ -130,6 +192,7 @@ impl ThreadStats {
     pub fn merge(&mut self, o: ThreadStats) {
         // Same bounds everywhere: adding cannot fail.
         let _ = self.latency.add(&o.latency);
+        self.per_second.merge(&o.per_second);
         let _ = self.connect.add(&o.connect);
         let _ = self.ack.add(&o.ack);
         self.subs.extend(o.subs);
@@ -153,6 +216,34 @@ mod tests {
             (0, 0, 0, 0)
         );
         assert_eq!(r.lost(7), 2, "two never arrived");
+    }
+
+    #[test]
+    fn per_second_series_merges_by_wall_clock_second() {
+        let s = 1_000_000_000u64;
+        let mut a = PerSecond::default();
+        a.record(101 * s, 500);
+        a.record(101 * s + 5, 12_000);
+        a.record(103 * s, 800);
+        let mut b = PerSecond::default();
+        b.record(100 * s, 20_000);
+        b.record(103 * s, 900);
+        a.merge(&b);
+        let got: Vec<_> = a.series().collect();
+        let sec = |count, late, max_us| Second {
+            count,
+            late,
+            max_us,
+        };
+        assert_eq!(
+            got,
+            vec![
+                (0, sec(1, 1, 20_000)),
+                (1, sec(2, 1, 12_000)),
+                (2, sec(0, 0, 0)),
+                (3, sec(2, 0, 900)),
+            ]
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::{
     cli::{Common, FanoutArgs, PublishArgs},
     conn::Net,
     progress::Progress,
-    report::{Pct, Report},
+    report::{Pct, Report, SecondRow},
     runner,
     shared::{Phase, Shared, wait_until},
     stats::ThreadStats,
@@ -173,6 +173,16 @@ fn drive(
     r.unparsed = st.unparsed;
     r.deliveries_per_sec = r.delivered as f64 / end.duration_since(run_start).as_secs_f64();
     r.latency_ms = Pct::of(&st.latency);
+    r.latency_by_second = st
+        .per_second
+        .series()
+        .map(|(second, s)| SecondRow {
+            second,
+            delivered: s.count,
+            over_10ms: s.late,
+            max_ms: s.max_us as f64 / 1000.0,
+        })
+        .collect();
     if let (Some(proc), Some(a), Some(b)) = (&setup.server, snap0.server, snap1.server) {
         let msgs = if p.subs > 0 { r.delivered } else { r.acked };
         if msgs > 0 {

@@ -114,8 +114,9 @@ fn on_message(
     let mut st = stats.borrow_mut();
     match ts.find(b) {
         Some(ts) => {
-            st.latency
-                .saturating_record((now.saturating_sub(ts) / 1000).max(1));
+            let us = (now.saturating_sub(ts) / 1000).max(1);
+            st.latency.saturating_record(us);
+            st.per_second.record(now, us);
         }
         None => st.unparsed += 1,
     }
