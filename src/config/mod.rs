@@ -57,6 +57,7 @@ pub struct Config {
     pub core_queue: usize,
     /// Socket writes a core may have in flight (0 = no limit); see `core::send_gate`.
     pub send_slice: usize,
+    /// When that limit applies.
     pub send_gate: SendGateMode,
 
     pub jwt_secret: String,

@@ -98,10 +98,7 @@ impl Core {
         peers: Vec<mpsc::Sender<CoreMsg>>,
     ) -> Self {
         let c = &shared.config;
-        let send_gate = SendGate::new(
-            c.send_slice,
-            c.send_gate == crate::config::SendGateMode::Always,
-        );
+        let send_gate = SendGate::new(c.send_slice, c.send_gate);
         Self {
             id,
             verifier: Verifier::new(&c.jwt_secret, c.admin_key.as_deref()),

@@ -34,6 +34,8 @@ use std::{
     time::Duration,
 };
 
+use crate::config::SendGateMode;
+
 /// How often a gate with waiters looks for permits held too long.
 pub const TICK: Duration = Duration::from_millis(1);
 
@@ -81,10 +83,10 @@ enum SlotState {
 }
 
 impl SendGate {
-    pub fn new(cap: usize, always: bool) -> Self {
+    pub fn new(cap: usize, mode: SendGateMode) -> Self {
         Self {
             cap,
-            always,
+            always: mode == SendGateMode::Always,
             hot_left: Cell::new(0),
             inner: RefCell::new(Inner {
                 free: cap,
@@ -291,14 +293,14 @@ mod tests {
 
     /// A gate that limits, as after a write that carried several frames.
     fn behind(cap: usize) -> SendGate {
-        let g = SendGate::new(cap, false);
+        let g = SendGate::new(cap, SendGateMode::Adaptive);
         g.note_write(2);
         g
     }
 
     #[test]
     fn limits_only_while_behind() {
-        let g = SendGate::new(2, false);
+        let g = SendGate::new(2, SendGateMode::Adaptive);
         let mut held = Vec::new();
         for _ in 0..10 {
             held.push(poll(&mut g.acquire()).expect("not behind: no limit"));
@@ -332,7 +334,7 @@ mod tests {
 
     #[test]
     fn an_always_gate_limits_from_the_start() {
-        let g = SendGate::new(1, true);
+        let g = SendGate::new(1, SendGateMode::Always);
         let _p = poll(&mut g.acquire()).expect("free");
         assert!(poll(&mut g.acquire()).is_none());
     }

@@ -2,9 +2,8 @@
 //! queued in as few syscalls as possible (one frame: written as is, zero-copy; several:
 //! gathered into one buffer of at most `MAX_BATCH` bytes). A write starts only with a permit
 //! of the core's send gate (`core::send_gate`), and the frames are taken after it; how many
-//! there were tells the gate whether the core is behind. Ends when
-//! the outbox is finished and empty, when a write fails, or at once when the connection is
-//! killed (`Conn::abort`).
+//! there were tells the gate whether the core is behind. Ends when the outbox is finished and
+//! empty, when a write fails, or at once when the connection is killed (`Conn::abort`).
 
 use std::{future::poll_fn, rc::Rc};
 
