@@ -533,4 +533,18 @@ mod tests {
         let errs = validate(&f).unwrap_err().0;
         assert_eq!(errs.len(), 3, "{errs:?}");
     }
+
+    #[test]
+    fn send_gate_is_adaptive_or_always() {
+        let mut f = FileConfig::default();
+        assert_eq!(validate(&f).unwrap().send_gate, SendGateMode::Adaptive);
+        f.server.send_gate = "always".into();
+        assert_eq!(validate(&f).unwrap().send_gate, SendGateMode::Always);
+        f.server.send_gate = "sometimes".into();
+        let errs = validate(&f).unwrap_err().0;
+        assert_eq!(
+            errs,
+            vec!["server.send_gate: `sometimes` is not one of adaptive, always".to_string()]
+        );
+    }
 }
