@@ -234,6 +234,7 @@ async fn thread_main(net: Arc<Net>, tid: usize, p: Params) -> ThreadStats {
     let sem = Rc::new(Semaphore::new((p.concurrency / p.threads).max(1)));
     let cfg = Rc::new(PubCfg {
         rate: p.rate,
+        publishers: p.publishers,
         size: p.size,
         window: p.window,
         drain: p.drain,

@@ -35,6 +35,10 @@ const LIMIT_BACKOFF: Duration = Duration::from_millis(5);
 pub struct PubCfg {
     /// Messages per second for this publisher; 0 = as fast as replies allow.
     pub rate: f64,
+    /// Publishers in the run: with a `rate`, publisher `j` starts `j / (publishers * rate)`
+    /// seconds in, so that together they send evenly spaced messages instead of a burst of
+    /// `publishers` messages at once every `1 / rate` seconds.
+    pub publishers: usize,
     pub size: usize,
     pub window: u64,
     pub drain: Duration,
@@ -110,7 +114,10 @@ pub async fn run(
         stats.clone(),
     ));
     let mut frames = Publish::new(&net.channel(ch), cfg.size);
-    let start = Instant::now();
+    let start = Instant::now() + phase(cfg.rate, j, cfg.publishers);
+    if cfg.rate > 0.0 {
+        tokio::time::sleep_until(start.min(until).into()).await;
+    }
     // This publisher's own numbering, 1, 2, 3.. (`ref` and payload `seq`): the order key
     // subscribers fall back to when the server's frames carry no `offset`.
     let mut seq: u64 = 0;
@@ -175,6 +182,15 @@ pub async fn run(
     }
     shared.max_offset[ch].fetch_max(st.max_offset.get(), Relaxed);
     shared.acked_per_channel[ch].fetch_add(st.acked.get(), Relaxed);
+}
+
+/// Publisher `j`'s offset into the common period `1 / rate`: evenly spread over `publishers`.
+fn phase(rate: f64, j: usize, publishers: usize) -> Duration {
+    if rate > 0.0 && publishers > 1 {
+        Duration::from_secs_f64((j % publishers) as f64 / (publishers as f64 * rate))
+    } else {
+        Duration::ZERO
+    }
 }
 
 async fn wait_reply(st: &State, deadline: Instant) {
@@ -243,4 +259,23 @@ async fn read_replies(
     shared.error(format!("publisher {j}: connection ended by the server"));
     st.closed.set(true);
     st.notify.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishers_are_evenly_phased_over_one_period() {
+        // 4 publishers at 50/s: the period is 20 ms, so they start 5 ms apart.
+        let starts: Vec<Duration> = (0..4).map(|j| phase(50.0, j, 4)).collect();
+        assert_eq!(
+            starts,
+            [0, 5, 10, 15].map(Duration::from_millis).to_vec(),
+            "{starts:?}"
+        );
+        assert_eq!(phase(100.0, 0, 1), Duration::ZERO);
+        // As fast as acks allow: no phase.
+        assert_eq!(phase(0.0, 3, 4), Duration::ZERO);
+    }
 }
