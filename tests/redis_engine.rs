@@ -540,3 +540,38 @@ fn a_burst_of_publishes_is_batched_and_keeps_its_order() {
     assert!(used < 400, "{used} script calls for 300 publishes");
     node.shutdown();
 }
+
+#[test]
+fn a_foreign_payload_on_a_live_channel_is_dropped_and_loses_nothing() {
+    // Something else (or a node of another ringcast version) publishes on a channel's sharded
+    // pub/sub channel: the nodes must neither deliver it nor let its offset hide real messages.
+    let redis = RedisServer::start();
+    let (a, b) = two_nodes("io_uring", &redis);
+    a.channel("feed:*");
+    wait_channel(&b, "feed:*");
+    let mut sub = b.client("s");
+    sub.subscribe("feed:1");
+    let mut publ = a.client("p");
+    assert_eq!(publ.publish("feed:1", "e", json!({"k": 1}))["offset"], 1);
+    assert_eq!(sub.expect("message")["offset"], 1);
+    for junk in [
+        r#"{"type":"message","channel":"feed:1","event":"x","payload":{},"offset":99}"#,
+        "2 999:truncated",
+        "not a batch",
+    ] {
+        redis.command(&["SPUBLISH", "rc:{feed:1}:live", junk]);
+    }
+    sub.expect_silence(Duration::from_millis(300));
+    for k in 2..=3 {
+        assert_eq!(publ.publish("feed:1", "e", json!({"k": k}))["offset"], k);
+        let m = sub.expect("message");
+        assert_eq!(
+            m["offset"], k,
+            "the junk's offset 99 must not hide offset {k}"
+        );
+        assert_eq!(m["payload"]["k"], k);
+    }
+    sub.expect_silence(Duration::from_millis(300));
+    a.shutdown();
+    b.shutdown();
+}

@@ -1,6 +1,6 @@
 //! Publish batching: the publishes of one channel that arrive while that channel's previous
 //! batch is at Redis go together in the next one. One script call orders, stores and fans out
-//! the whole batch (`scripts::PUBLISH`), one more appends it to the all-channels index
+//! the whole batch (`scripts::PUBLISH`, one SPUBLISH carrying every frame: `live`), one more appends it to the all-channels index
 //! (`scripts::XADD_INDEX`), one more stores its webhook deliveries (`scripts::XADD_MANY`).
 //! Under load that is three commands per batch instead of three per message; when idle a batch is one message and nothing waits (no timer, no delay:
 //! a batch is flushed as soon as the control loop has queued what it had).
@@ -20,7 +20,7 @@ use fred::{prelude::*, types::scripts::Script};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{keys, offset_prefix, scripts, unavailable};
+use super::{keys, live, offset_prefix, scripts, unavailable};
 use crate::{
     channel::ChannelName,
     engine::{AppendFuture, Appended, EngineError, MessageRecord, NewMessage},
@@ -170,12 +170,12 @@ impl Batcher {
             frames.push(offset_prefix(&frame));
         }
         let n = batch.len();
-        let mut args: Vec<String> = Vec::with_capacity(3 + 2 * n);
+        let mut args: Vec<String> = Vec::with_capacity(4 + n);
         args.push(self.per_channel.to_string());
         args.push(keys::live(ch));
         args.push(n.to_string());
         args.extend(stored);
-        args.extend(frames);
+        args.push(live::encode_frames(frames.iter().map(String::as_str)));
         let first: Result<u64, _> = self
             .publish
             .evalsha_with_reload(&self.client, vec![keys::seq(ch), keys::log(ch)], args)

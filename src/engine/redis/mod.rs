@@ -18,11 +18,11 @@
 
 mod batch;
 pub(crate) mod keys;
+mod live;
 mod scripts;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use bytes::Bytes;
 use fred::{
     prelude::*,
     types::{Message, scripts::Script},
@@ -130,10 +130,10 @@ impl RedisEngine {
             loop {
                 match messages.recv().await {
                     Ok(m) => {
-                        if let Some(ev) = event_of(m)
-                            && tx.send(ev).await.is_err()
-                        {
-                            return;
+                        for ev in events_of(m) {
+                            if tx.send(ev).await.is_err() {
+                                return;
+                            }
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -238,21 +238,34 @@ async fn resubscribe(s: &fred::clients::SubscriberClient) -> Result<(), fred::er
     Ok(())
 }
 
-/// Turns a pub/sub message into an engine event.
-fn event_of(m: Message) -> Option<EngineEvent> {
+/// Turns a pub/sub message into engine events: a registry change, or the messages of one
+/// publish batch in offset order (see `live`). An unreadable batch is logged and dropped: the
+/// next batch of that channel reveals the gap, which is then filled from its stream.
+fn events_of(m: Message) -> Vec<EngineEvent> {
     if &*m.channel == keys::REGISTRY_EVENTS {
-        return Some(EngineEvent::RegistryChanged);
+        return vec![EngineEvent::RegistryChanged];
     }
-    let name = ChannelName::parse(keys::name_of_live(&m.channel)?).ok()?;
-    let frame_json = match m.value {
-        Value::Bytes(b) => b,
-        Value::String(s) => Bytes::copy_from_slice(s.as_bytes()),
-        _ => return None,
+    let Some(name) = keys::name_of_live(&m.channel).and_then(|n| ChannelName::parse(n).ok()) else {
+        return Vec::new();
     };
-    Some(EngineEvent::Message {
-        channel: name,
-        frame_json,
-    })
+    let decoded = match &m.value {
+        Value::Bytes(b) => live::decode(b),
+        Value::String(s) => live::decode(s.as_bytes()),
+        _ => return Vec::new(),
+    };
+    match decoded {
+        Ok(frames) => frames
+            .into_iter()
+            .map(|(_, frame_json)| EngineEvent::Message {
+                channel: name.clone(),
+                frame_json,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(channel = %name, error = %e, "unreadable pub/sub batch; dropped");
+            Vec::new()
+        }
+    }
 }
 
 /// A record as stored in Redis (the JSON of `MessageRecord`).

@@ -1,22 +1,21 @@
 //! Server-side scripts. Each runs atomically on one shard (its keys share a hash tag).
 
 /// Publish a batch of messages of one channel: assign the next offsets, append each to the
-/// channel's stream and fan each out (sharded pub/sub: the channel hashes to the same slot as
-/// the keys), then trim the stream to an exact length, all at once, so history order is
-/// delivery order on every node.
-/// KEYS: seq, log. ARGV: maxlen, live channel, n, n records, n frame prefixes.
+/// channel's stream, trim the stream to an exact length and fan the whole batch out in one
+/// SPUBLISH (sharded pub/sub: the channel hashes to the same slot as the keys), all at once,
+/// so history order is delivery order on every node.
+/// KEYS: seq, log. ARGV: maxlen, live channel, n, n records, the batch's frames (`live`).
 /// Records are stored as given (with `"offset":0`: the entry id `{offset}-1` carries it).
-/// Frame prefixes are JSON objects cut just after `"offset":`; the script appends the offset.
+/// The pub/sub payload is the first offset, a space and the frames (see `live`).
 /// Returns the first offset of the batch.
 pub const PUBLISH: &str = r#"
 local n = tonumber(ARGV[3])
 local first = redis.call('INCRBY', KEYS[1], n) - n + 1
 for i = 1, n do
-  local off = first + i - 1
-  redis.call('XADD', KEYS[2], off .. '-1', 'r', ARGV[3 + i])
-  redis.call('SPUBLISH', ARGV[2], ARGV[3 + n + i] .. off .. '}')
+  redis.call('XADD', KEYS[2], (first + i - 1) .. '-1', 'r', ARGV[3 + i])
 end
 redis.call('XTRIM', KEYS[2], 'MAXLEN', ARGV[1])
+redis.call('SPUBLISH', ARGV[2], first .. ' ' .. ARGV[4 + n])
 return first
 "#;
 
