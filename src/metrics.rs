@@ -81,6 +81,8 @@ metric_block!(ControlMetrics {
     registry_changes_total: "counter", "Channel registry changes.";
     history_retained: "gauge", "Messages retained in the memory engine.";
     backplane_reconnects_total: "counter", "Redis pub/sub reconnections (each followed by a gap fill).";
+    backplane_resyncs_total: "counter", "Times the Redis pub/sub reader fell behind and dropped messages (each followed by a registry reload and a gap fill).";
+    backplane_dropped_total: "counter", "Redis pub/sub messages (publish batches, registry announcements) dropped because this node fell behind.";
     backplane_gap_fill_messages_total: "counter", "Messages recovered from Redis streams after a gap.";
     backplane_events_pending: "gauge", "Messages from Redis waiting for the control thread.";
     backplane_lag_ms: "gauge", "Age of the latest message from Redis when it reached this node (ms).";

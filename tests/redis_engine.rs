@@ -575,3 +575,49 @@ fn a_foreign_payload_on_a_live_channel_is_dropped_and_loses_nothing() {
     a.shutdown();
     b.shutdown();
 }
+
+#[test]
+fn a_node_that_falls_behind_resyncs_from_redis() {
+    // Node B buffers one pub/sub message: a burst makes its reader drop some. What it dropped
+    // may include a registry announcement, so it must reload the registry (and read its
+    // channels' streams) instead of waiting for the next message on each channel.
+    let redis = RedisServer::start();
+    let a = TestServer::builder("io_uring").redis(&redis.url()).start();
+    let b = TestServer::builder("io_uring")
+        .redis(&redis.url())
+        .with(|f| f.redis.pubsub_buffer = 1)
+        .start();
+    let rec = a.channel("feed:*");
+    wait_channel(&b, "feed:*");
+    let mut sub = b.client("s");
+    sub.subscribe("feed:1");
+    assert_eq!(b.metric("ringcast_backplane_resyncs_total"), 0);
+
+    // Disable the channel behind the nodes' backs: stored, never announced.
+    let id = rec["id"].as_str().unwrap();
+    let stored = redis.command(&["HGET", "rc:{reg}:channels", id]);
+    let json = stored.lines().nth(1).expect("the channel record");
+    assert!(json.contains("\"enabled\":true"), "{json}");
+    let disabled = json.replace("\"enabled\":true", "\"enabled\":false");
+    redis.command(&["HSET", "rc:{reg}:channels", id, &disabled]);
+    sub.expect_silence(Duration::from_millis(300));
+
+    // A burst of 5,000 pub/sub messages at once: B's reader falls behind and drops some.
+    redis.command(&[
+        "EVAL",
+        "for i = 1, 5000 do redis.call('SPUBLISH', KEYS[1], 'x') end return 1",
+        "1",
+        "rc:{feed:1}:live",
+    ]);
+    let u = sub.expect("unsubscribed");
+    assert_eq!(
+        u["channel"], "feed:1",
+        "the resync reloaded the registry: {u}"
+    );
+    eventually("resync counted", Duration::from_secs(3), || {
+        b.metric("ringcast_backplane_resyncs_total") >= 1
+            && b.metric("ringcast_backplane_dropped_total") >= 1
+    });
+    a.shutdown();
+    b.shutdown();
+}

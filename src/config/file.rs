@@ -152,10 +152,20 @@ impl Default for HistorySection {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSection {
     pub url: String,
+    pub pubsub_buffer: usize,
+}
+
+impl Default for RedisSection {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            pubsub_buffer: 65_536,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -88,6 +88,9 @@ pub struct Config {
     pub history_max_total: usize,
 
     pub redis_url: Option<String>,
+    /// Pub/sub messages (publish batches) the Redis reader buffers for the control loop; a
+    /// node further behind loses them and resyncs from the streams.
+    pub redis_pubsub_buffer: usize,
 
     pub webhooks: WebhookConfig,
 
@@ -322,6 +325,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         ),
         ("server.engine_queue", f.server.engine_queue),
         ("server.core_queue", f.server.core_queue),
+        ("redis.pubsub_buffer", f.redis.pubsub_buffer),
         ("websocket.max_frame_bytes", f.websocket.max_frame_bytes),
         ("websocket.max_payload_bytes", f.websocket.max_payload_bytes),
         ("websocket.max_subscriptions", f.websocket.max_subscriptions),
@@ -441,6 +445,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         history_max_age: (!history_age.is_zero()).then_some(history_age),
         history_max_total: f.history.max_total_messages,
         redis_url,
+        redis_pubsub_buffer: f.redis.pubsub_buffer,
         webhooks: WebhookConfig {
             secret: non_empty(&f.webhooks.secret),
             timeout: webhook_timeout,
@@ -546,5 +551,15 @@ mod tests {
             errs,
             vec!["server.send_gate: `sometimes` is not one of adaptive, always".to_string()]
         );
+    }
+
+    #[test]
+    fn redis_pubsub_buffer_defaults_to_64k_and_must_be_positive() {
+        let mut f = FileConfig::default();
+        assert_eq!(validate(&f).unwrap().redis_pubsub_buffer, 65_536);
+        f.redis.pubsub_buffer = 0;
+        let errs = validate(&f).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("redis.pubsub_buffer"), "{errs:?}");
     }
 }

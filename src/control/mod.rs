@@ -105,13 +105,13 @@ impl<E: Engine> Control<E> {
             EngineEvent::RegistryChanged => registry::reload(self).await,
             EngineEvent::Reconnected => {
                 self.shared.metrics.control.backplane_reconnects_total.inc();
-                // A registry change announced while the link was down was missed too.
-                registry::reload(self).await;
-                let channels: Vec<(ChannelName, u64)> =
-                    self.last.iter().map(|(c, o)| (c.clone(), *o)).collect();
-                for (ch, after) in channels {
-                    self.fill_gap(&ch, after, None).await;
-                }
+                self.resync().await;
+            }
+            EngineEvent::Resync { lost } => {
+                let m = &self.shared.metrics.control;
+                m.backplane_resyncs_total.inc();
+                m.backplane_dropped_total.add(lost);
+                self.resync().await;
             }
             EngineEvent::Message {
                 channel,
@@ -137,6 +137,17 @@ impl<E: Engine> Control<E> {
                 }
                 self.deliver_remote(channel, offset, &frame_json).await;
             }
+        }
+    }
+
+    /// After pub/sub messages were missed: a registry change announced meanwhile was missed
+    /// too, so reload it, then read every served channel's stream past what was delivered.
+    async fn resync(&mut self) {
+        registry::reload(self).await;
+        let channels: Vec<(ChannelName, u64)> =
+            self.last.iter().map(|(c, o)| (c.clone(), *o)).collect();
+        for (ch, after) in channels {
+            self.fill_gap(&ch, after, None).await;
         }
     }
 

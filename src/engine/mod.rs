@@ -50,6 +50,9 @@ pub enum EngineEvent {
     RegistryChanged,
     /// The pub/sub link came back (and is subscribed again): messages may have been missed.
     Reconnected,
+    /// The pub/sub reader fell more than its buffer behind and dropped `lost` pub/sub
+    /// messages (publish batches or registry announcements): reload and read the gaps.
+    Resync { lost: u64 },
 }
 
 /// Where publishes are ordered.

@@ -191,6 +191,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
                         match RedisEngine::connect(
                             &url,
                             retention,
+                            cfg.redis_pubsub_buffer,
                             control_shared.metrics.webhook.clone(),
                         )
                         .await

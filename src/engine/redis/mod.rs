@@ -43,10 +43,12 @@ use crate::{
 };
 
 /// Bound of the queue from the pub/sub reader to the control thread. Full: the reader waits
-/// (fred's broadcast buffer, sized `BROADCAST_CAPACITY`, absorbs the wait).
+/// (fred's broadcast buffer, `redis.pubsub_buffer` messages, absorbs the wait; fred's default
+/// of 32 drops pub/sub messages under bursts, PLATFORM.md).
 const EVENT_QUEUE: usize = 65_536;
-/// fred's default (32) drops pub/sub messages under bursts (PLATFORM.md).
-const BROADCAST_CAPACITY: usize = 1 << 16;
+/// After the reader lost messages: at most one resync per this long (a node far behind loses
+/// messages again and again; each resync reads every channel it serves).
+const RESYNC_EVERY: Duration = Duration::from_millis(200);
 /// Longest wait for one Redis command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 /// Page size when scanning `rc:messages`.
@@ -81,10 +83,11 @@ impl RedisEngine {
     pub async fn connect(
         url: &str,
         retention: RedisRetention,
+        pubsub_buffer: usize,
         webhook_metrics: Arc<WebhookMetrics>,
     ) -> Result<Self, EngineError> {
         let builder = client_builder(url, COMMAND_TIMEOUT, |p| {
-            p.broadcast_channel_capacity = BROADCAST_CAPACITY;
+            p.broadcast_channel_capacity = pubsub_buffer.max(1);
         })
         .map_err(|e| EngineError::Other(e.to_string()))?;
         let client = builder.build().map_err(unavailable)?;
@@ -125,24 +128,7 @@ impl RedisEngine {
                 }
             }
         });
-        let mut messages = subscriber.message_rx();
-        tokio::spawn(async move {
-            loop {
-                match messages.recv().await {
-                    Ok(m) => {
-                        for ev in events_of(m) {
-                            if tx.send(ev).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::error!(lost = n, "redis pub/sub reader lagged; messages lost");
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
+        tokio::spawn(read_pubsub(subscriber.message_rx(), tx));
         Ok(Self {
             client: client.clone(),
             subscriber,
@@ -236,6 +222,51 @@ async fn resubscribe(s: &fred::clients::SubscriberClient) -> Result<(), fred::er
         s.ssubscribe(ch).await?;
     }
     Ok(())
+}
+
+/// Forwards pub/sub messages to the control loop, in order. When fred's buffer overflowed
+/// (this node fell behind), reports the loss as one `Resync` per `RESYNC_EVERY` at most, and
+/// always one after the last loss of a burst, so nothing lost waits for its channel's next
+/// message to be noticed.
+async fn read_pubsub(
+    mut messages: tokio::sync::broadcast::Receiver<Message>,
+    tx: mpsc::Sender<EngineEvent>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut lost: u64 = 0;
+    let mut last_resync: Option<tokio::time::Instant> = None;
+    loop {
+        let due = last_resync.map_or_else(tokio::time::Instant::now, |t| t + RESYNC_EVERY);
+        let next = if lost > 0 {
+            // `None`: the resync is due and nothing else came.
+            tokio::time::timeout_at(due, messages.recv()).await.ok()
+        } else {
+            Some(messages.recv().await)
+        };
+        match next {
+            Some(Ok(m)) => {
+                for ev in events_of(m) {
+                    if tx.send(ev).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Some(Err(RecvError::Lagged(n))) => lost += n,
+            Some(Err(RecvError::Closed)) => return,
+            None => {}
+        }
+        if lost > 0 && tokio::time::Instant::now() >= due {
+            tracing::error!(
+                lost,
+                "redis pub/sub reader fell behind and dropped messages; resyncing from the streams"
+            );
+            if tx.send(EngineEvent::Resync { lost }).await.is_err() {
+                return;
+            }
+            lost = 0;
+            last_resync = Some(tokio::time::Instant::now());
+        }
+    }
 }
 
 /// Turns a pub/sub message into engine events: a registry change, or the messages of one
