@@ -5,8 +5,9 @@
 //! Under load that is three commands per batch instead of three per message; when idle a batch is one message and nothing waits (no timer, no delay:
 //! a batch is flushed as soon as the control loop has queued what it had).
 //!
-//! Order: each channel has at most one batch in flight, and a batch is acknowledged in queue
-//! order, so offsets follow the order publishes reached the control thread.
+//! Order: each channel has at most `IN_FLIGHT` batches at Redis, issued in queue order on one
+//! connection (so run in that order), and acknowledged in queue order, so offsets follow the
+//! order publishes reached the control thread.
 
 use std::{
     cell::RefCell,
@@ -17,7 +18,7 @@ use std::{
 };
 
 use fred::{prelude::*, types::scripts::Script};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use uuid::Uuid;
 
 use super::{keys, live, offset_prefix, scripts, unavailable};
@@ -32,6 +33,10 @@ use crate::{
 
 /// Most messages per script call (the script's argument list grows with it).
 const MAX_BATCH: usize = 256;
+/// Batches of one channel at Redis at once: the next one is built and sent while the previous
+/// one runs. Redis runs one connection's commands in the order sent, so offsets still follow
+/// queue order; answers are chained (`run`'s `prev`) so they do too.
+const IN_FLIGHT: usize = 2;
 /// A channel's name is added to `rc:names` again after this long (a Redis that lost it, e.g.
 /// restarted without persistence, gets it back).
 const NAME_REFRESH: Duration = Duration::from_secs(60);
@@ -45,7 +50,6 @@ struct Pending {
 
 pub struct Batcher {
     client: Client,
-    publish: Script,
     xadd_index: Script,
     xadd_many: Script,
     per_channel: usize,
@@ -66,7 +70,6 @@ impl Batcher {
     ) -> Self {
         Self {
             client,
-            publish: Script::from_lua(scripts::PUBLISH),
             xadd_index: Script::from_lua(scripts::XADD_INDEX),
             xadd_many: Script::from_lua(scripts::XADD_MANY),
             per_channel,
@@ -113,24 +116,60 @@ impl Batcher {
     async fn flush(self: Rc<Self>, name: ChannelName) {
         // Let the control loop queue whatever else it already has for this channel.
         tokio::task::yield_now().await;
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        // Resolves when the previous batch has answered its publishers.
+        let mut prev: Option<oneshot::Receiver<()>> = None;
         loop {
-            let batch: Vec<Pending> = {
-                let mut queues = self.queues.borrow_mut();
-                let Some(q) = queues.get_mut(&name) else {
-                    return;
-                };
-                if q.is_empty() {
-                    queues.remove(&name);
-                    return;
+            let permit = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let Some(batch) = self.take(&name) else {
+                drop(permit);
+                if slots.available_permits() < IN_FLIGHT {
+                    // Nothing queued: wait for the batches in flight, then look again.
+                    let _ = slots.acquire_many(IN_FLIGHT as u32).await;
+                    continue;
                 }
-                let n = q.len().min(MAX_BATCH);
-                q.drain(..n).collect()
+                self.queues.borrow_mut().remove(&name);
+                return;
             };
-            self.run(&name, batch).await;
+            // Spawned tasks first run in spawn order, and `run` issues its script call before
+            // its first await: so batches reach Redis in queue order.
+            let (done, next) = oneshot::channel();
+            tokio::task::spawn_local(self.clone().run(
+                name.clone(),
+                batch,
+                prev.replace(next),
+                done,
+                permit,
+            ));
         }
     }
 
-    async fn run(&self, name: &ChannelName, batch: Vec<Pending>) {
+    /// Up to `MAX_BATCH` queued messages of `name`, or `None` if there are none.
+    fn take(&self, name: &ChannelName) -> Option<Vec<Pending>> {
+        let mut queues = self.queues.borrow_mut();
+        let q = queues.get_mut(name)?;
+        if q.is_empty() {
+            return None;
+        }
+        let n = q.len().min(MAX_BATCH);
+        Some(q.drain(..n).collect())
+    }
+
+    /// Stores, fans out and indexes one batch, then (after the previous batch, `prev`)
+    /// answers its publishers, then signals `done`. Holds its in-flight slot throughout.
+    async fn run(
+        self: Rc<Self>,
+        name: ChannelName,
+        batch: Vec<Pending>,
+        prev: Option<oneshot::Receiver<()>>,
+        done: oneshot::Sender<()>,
+        _slot: OwnedSemaphorePermit,
+    ) {
+        let name = &name;
         let ch = name.as_str();
         let mut records = Vec::with_capacity(batch.len());
         let mut stored = Vec::with_capacity(batch.len());
@@ -176,17 +215,24 @@ impl Batcher {
         args.push(n.to_string());
         args.extend(stored);
         args.push(live::encode_frames(frames.iter().map(String::as_str)));
+        // EVAL, not EVALSHA: a NOSCRIPT answer would need a retry, and a retried batch could
+        // run after the channel's next one (already sent) and take later offsets. Redis caches
+        // the compiled script either way; the text costs ~0.5 KB per batch.
         let first: Result<u64, _> = self
-            .publish
-            .evalsha_with_reload(&self.client, vec![keys::seq(ch), keys::log(ch)], args)
+            .client
+            .eval(scripts::PUBLISH, vec![keys::seq(ch), keys::log(ch)], args)
             .await;
         let first = match first {
             Ok(f) => f,
             Err(e) => {
                 let e = unavailable(e);
+                if let Some(prev) = prev {
+                    let _ = prev.await;
+                }
                 for p in batch {
                     let _ = p.done.send(Err(EngineError::Unavailable(e.to_string())));
                 }
+                let _ = done.send(());
                 return;
             }
         };
@@ -265,6 +311,9 @@ impl Batcher {
             tracing::debug!(error = %e, "channel name write failed");
             self.names_seen.borrow_mut().remove(name);
         }
+        if let Some(prev) = prev {
+            let _ = prev.await;
+        }
         for (i, p) in batch.into_iter().enumerate() {
             let offset = first + i as u64;
             let _ = p.done.send(Ok(Appended {
@@ -273,5 +322,6 @@ impl Batcher {
                 created_at: p.created_at,
             }));
         }
+        let _ = done.send(());
     }
 }
