@@ -1,9 +1,10 @@
 //! Publish batching: the publishes of one channel that arrive while that channel's previous
-//! batch is at Redis go together in the next one. One script call orders, stores and fans out
-//! the whole batch (`scripts::PUBLISH`, one SPUBLISH carrying every frame: `live`), one more appends it to the all-channels index
-//! (`scripts::XADD_INDEX`), one more stores its webhook deliveries (`scripts::XADD_MANY`).
-//! Under load that is three commands per batch instead of three per message; when idle a batch is one message and nothing waits (no timer, no delay:
-//! a batch is flushed as soon as the control loop has queued what it had).
+//! batches are at Redis go together in the next one. One script call orders, stores and fans
+//! out the whole batch (`scripts::PUBLISH`, one SPUBLISH carrying every frame: `live`), one
+//! more appends it to the all-channels index (`scripts::XADD_INDEX`), one more stores its
+//! webhook deliveries (`scripts::XADD_MANY`). Under load that is three commands per batch
+//! instead of three per message; when idle a batch is one message and nothing waits (no timer,
+//! no delay: a batch is flushed as soon as the control loop has queued what it had).
 //!
 //! Order: each channel has at most `IN_FLIGHT` batches at Redis, issued in queue order on one
 //! connection (so run in that order), and acknowledged in queue order, so offsets follow the
