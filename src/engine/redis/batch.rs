@@ -13,16 +13,18 @@
 use std::{
     cell::RefCell,
     collections::HashMap,
+    io::Write as _,
     rc::Rc,
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use fred::{prelude::*, types::scripts::Script};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use uuid::Uuid;
 
-use super::{keys, live, offset_prefix, scripts, unavailable};
+use super::{keys, live, offset_prefix, scripts, unavailable, write_json};
 use crate::{
     channel::ChannelName,
     engine::{AppendFuture, Appended, EngineError, MessageRecord, NewMessage},
@@ -172,9 +174,12 @@ impl Batcher {
     ) {
         let name = &name;
         let ch = name.as_str();
-        let mut records = Vec::with_capacity(batch.len());
-        let mut stored = Vec::with_capacity(batch.len());
-        let mut frames = Vec::with_capacity(batch.len());
+        // Each record is serialized once, complete (`"offset":0`: the stream entry id carries
+        // the offset) and shared with the index write below; each frame goes straight into
+        // the one pub/sub payload (`live`). No per-message `format!` or regrowth.
+        let mut records: Vec<Bytes> = Vec::with_capacity(batch.len());
+        let mut frames = Vec::with_capacity(batch.len() * 512);
+        let mut scratch = Vec::with_capacity(512);
         for p in &batch {
             let m = &p.msg;
             let record = MessageRecord {
@@ -204,18 +209,20 @@ impl Batcher {
                 timestamp: &ts,
                 offset: 0,
             };
-            let prefix = offset_prefix(&record);
-            stored.push(format!("{prefix}0}}"));
-            records.push(prefix);
-            frames.push(offset_prefix(&frame));
+            let mut rec = Vec::with_capacity(m.payload.get().len() + 384);
+            write_json(&mut rec, &record);
+            records.push(Bytes::from(rec));
+            scratch.clear();
+            write_json(&mut scratch, &frame);
+            live::push_frame(&mut frames, offset_prefix(&scratch));
         }
         let n = batch.len();
-        let mut args: Vec<String> = Vec::with_capacity(4 + n);
-        args.push(self.per_channel.to_string());
-        args.push(keys::live(ch));
-        args.push(n.to_string());
-        args.extend(stored);
-        args.push(live::encode_frames(frames.iter().map(String::as_str)));
+        let mut args: Vec<Value> = Vec::with_capacity(4 + n);
+        args.push(Value::from(self.per_channel as i64));
+        args.push(Value::from(keys::live(ch)));
+        args.push(Value::from(n as i64));
+        args.extend(records.iter().cloned().map(Value::Bytes));
+        args.push(Value::Bytes(Bytes::from(frames)));
         // EVAL, not EVALSHA: a NOSCRIPT answer would need a retry, and a retried batch could
         // run after the channel's next one (already sent) and take later offsets. Redis caches
         // the compiled script either way; the text costs ~0.5 KB per batch.
@@ -241,10 +248,15 @@ impl Batcher {
         // The listing index, the names set and the webhook deliveries: not part of the atomic
         // publish (the channel's own stream is), issued together (one round trip), and all
         // written before any publisher of the batch is acknowledged.
-        let mut index: Vec<String> = Vec::with_capacity(1 + n);
-        index.push(self.max_total.to_string());
+        let mut index: Vec<Value> = Vec::with_capacity(1 + n);
+        index.push(Value::from(self.max_total as i64));
         for (i, rec) in records.iter().enumerate() {
-            index.push(format!("{rec}{}}}", first + i as u64));
+            // The index keeps complete records: splice the offset in.
+            let cut = offset_prefix(rec);
+            let mut e = Vec::with_capacity(cut.len() + 21);
+            e.extend_from_slice(cut);
+            let _ = write!(e, "{}}}", first + i as u64);
+            index.push(Value::Bytes(Bytes::from(e)));
         }
         let mut jobs = Vec::new();
         for (i, p) in batch.iter().enumerate() {

@@ -22,14 +22,10 @@ pub enum LiveError {
     Truncated(usize),
 }
 
-/// The node's part of the payload: the frame prefixes, length-prefixed.
-pub fn encode_frames<'a>(prefixes: impl IntoIterator<Item = &'a str>) -> String {
-    let mut out = String::new();
-    for p in prefixes {
-        let _ = write!(out, "{}:", p.len());
-        out.push_str(p);
-    }
-    out
+/// Appends one frame prefix, length-prefixed, to the node's part of the payload.
+pub fn push_frame(out: &mut Vec<u8>, prefix: &[u8]) {
+    let _ = write!(DigitsInto(out), "{}:", prefix.len());
+    out.extend_from_slice(prefix);
 }
 
 /// The complete frames of a payload, with their offsets, in order.
@@ -86,7 +82,11 @@ mod tests {
 
     /// What the publish script sends: the first offset, a space, the node's part.
     fn payload(first: u64, prefixes: &[&str]) -> Vec<u8> {
-        format!("{first} {}", encode_frames(prefixes.iter().copied())).into_bytes()
+        let mut out = format!("{first} ").into_bytes();
+        for p in prefixes {
+            push_frame(&mut out, p.as_bytes());
+        }
+        out
     }
 
     #[test]

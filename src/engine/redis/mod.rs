@@ -349,12 +349,15 @@ fn parse_record(s: &str) -> Option<MessageRecord> {
     })
 }
 
-/// JSON of `v` (whose last field is `offset`, serialized as 0) cut just after `"offset":`.
-fn offset_prefix<T: serde::Serialize>(v: &T) -> String {
-    let mut s = serde_json::to_string(v).expect("serializing to a String cannot fail");
-    debug_assert!(s.ends_with("\"offset\":0}"));
-    s.truncate(s.len() - 2);
-    s
+/// Appends the JSON of `v` to `out`.
+fn write_json<T: serde::Serialize>(out: &mut Vec<u8>, v: &T) {
+    serde_json::to_writer(out, v).expect("serializing into memory cannot fail");
+}
+
+/// JSON whose last field is `offset`, serialized as 0, cut just after `"offset":`.
+fn offset_prefix(json: &[u8]) -> &[u8] {
+    debug_assert!(json.ends_with(b"\"offset\":0}"));
+    &json[..json.len() - 2]
 }
 
 fn to_json(rec: &ChannelRecord) -> Result<String, EngineError> {
