@@ -78,6 +78,7 @@ metric_block!(CoreMetrics {
 metric_block!(ControlMetrics {
     published_total: "counter", "Messages accepted into history.";
     publish_failures_total: "counter", "Publishes the engine refused.";
+    publishes_refused_backlog_total: "counter", "Publishes refused (broker busy) because server.engine_queue publishes were already waiting for Redis (redis engine).";
     registry_changes_total: "counter", "Channel registry changes.";
     history_retained: "gauge", "Messages retained in the memory engine.";
     backplane_reconnects_total: "counter", "Redis pub/sub reconnections (each followed by a gap fill).";

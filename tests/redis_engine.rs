@@ -626,3 +626,56 @@ fn a_node_that_falls_behind_resyncs_from_redis() {
     a.shutdown();
     b.shutdown();
 }
+
+#[test]
+fn publishes_waiting_for_redis_are_bounded_and_the_rest_refused_busy() {
+    // While Redis holds every script, at most `server.engine_queue` publishes may wait for
+    // it; the rest are refused at once (RATE_LIMITED "broker busy", no offset used), and
+    // every publish that waited is acknowledged once Redis answers.
+    let redis = RedisServer::start();
+    let node = TestServer::builder("io_uring")
+        .redis(&redis.url())
+        .with(|f| f.server.engine_queue = 4)
+        .start();
+    node.channel("slow:*");
+    let mut p = node.client("p");
+    assert!(
+        redis
+            .command(&["CLIENT", "PAUSE", "1500", "WRITE"])
+            .starts_with("+OK")
+    );
+    for i in 0..10 {
+        p.send(json!({"type": "publish", "channel": "slow:1", "event": "e",
+            "payload": {"i": i}, "ref": i}));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (mut acked, mut busy) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let v = p.recv();
+        match v["type"].as_str() {
+            Some("published") => acked.push((v["ref"].as_u64().unwrap(), v["offset"].clone())),
+            Some("error") => {
+                assert_eq!(v["code"], "RATE_LIMITED", "{v}");
+                assert!(v["message"].as_str().unwrap().contains("busy"), "{v}");
+                busy.push(v["ref"].as_u64().unwrap());
+            }
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    // (4 exactly unless a core's own queue to the control thread, also 4, refused first.)
+    assert!(
+        (1..=4).contains(&acked.len()),
+        "acked {acked:?}, refused {busy:?}"
+    );
+    assert_eq!(acked.len() + busy.len(), 10);
+    for (k, (_, off)) in acked.iter().enumerate() {
+        assert_eq!(off, &json!(k + 1), "offsets without gaps: {acked:?}");
+    }
+    assert!(node.metric("ringcast_publishes_refused_backlog_total") >= 1);
+    // Redis answers again: publishing goes on from the next offset.
+    assert_eq!(
+        p.publish("slow:1", "e", json!({}))["offset"],
+        json!(acked.len() + 1)
+    );
+    node.shutdown();
+}

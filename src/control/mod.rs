@@ -49,6 +49,11 @@ pub struct Control<E: Engine> {
     /// The webhook pool's hand-off queue (memory engine). The redis engine stores deliveries
     /// with the message instead, and the pool reads them from Redis: then this is `None`.
     webhooks: Option<WebhookTx>,
+    /// Redis engine: publishes handed to the engine and not yet answered, at most
+    /// `server.engine_queue`. Past that a publish is refused as busy: the control loop takes
+    /// publishes off its queue at once, so without this bound a slow Redis would let them
+    /// pile up in memory without limit.
+    appends: Arc<tokio::sync::Semaphore>,
 }
 
 impl<E: Engine> Control<E> {
@@ -65,6 +70,7 @@ impl<E: Engine> Control<E> {
             cores,
             interest: HashMap::new(),
             last: HashMap::new(),
+            appends: Arc::new(tokio::sync::Semaphore::new(shared.config.engine_queue)),
             shared,
             webhooks,
         })
@@ -256,10 +262,23 @@ impl<E: Engine> Control<E> {
             );
             return self.send_reply(p.core, p.conn, f).await;
         };
+        let Ok(slot) = self.appends.clone().try_acquire_owned() else {
+            self.shared
+                .metrics
+                .control
+                .publishes_refused_backlog_total
+                .inc();
+            let f = p.error(
+                ErrorCode::RateLimited,
+                "broker busy: publish not accepted, retry",
+            );
+            return self.send_reply(p.core, p.conn, f).await;
+        };
         let append = self.engine.append(p.message(&rec));
         let tx = self.cores.get(p.core).cloned();
         let shared = self.shared.clone();
         tokio::task::spawn_local(async move {
+            let _slot = slot;
             let frame = answer(&p, append.await, &shared);
             if let Some(tx) = tx {
                 let _ = tx
