@@ -679,3 +679,40 @@ fn publishes_waiting_for_redis_are_bounded_and_the_rest_refused_busy() {
     );
     node.shutdown();
 }
+
+#[test]
+fn a_burst_with_many_webhook_deliveries_is_acked_in_order() {
+    // With webhooks, a batch stores its deliveries in several sequential writes, so a batch
+    // can finish after the channel's next one (two are at Redis at once): acks must still
+    // come in publish order, with consecutive offsets.
+    let redis = RedisServer::start();
+    let sink = common::receiver::Receiver::start(vec![], common::receiver::Reply::Status(200));
+    let node = TestServer::builder("io_uring")
+        .redis(&redis.url())
+        .with(|f| {
+            f.websocket.publish_rate = 10_000;
+            f.websocket.publish_burst = 10_000;
+        })
+        .start();
+    let urls: Vec<String> = (0..8).map(|i| sink.url(&format!("/h{i}"))).collect();
+    let (st, v) = node.http(
+        "POST",
+        "/api/realtime/channels",
+        Some(json!({"pattern": "hooked:*", "webhookUrls": urls})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let mut p = node.client("p");
+    const N: u64 = 2000;
+    for i in 0..N {
+        p.send(
+            json!({"type": "publish", "channel": "hooked:1", "event": "b",
+            "payload": {"i": i}, "ref": i}),
+        );
+    }
+    for i in 0..N {
+        let ack = p.expect("published");
+        assert_eq!(ack["ref"], i, "acks in publish order");
+        assert_eq!(ack["offset"], i + 1, "offsets in publish order");
+    }
+    node.shutdown();
+}
