@@ -89,6 +89,10 @@ metric_block!(ControlMetrics {
     backplane_lag_ms: "gauge", "Age of the latest message from Redis when it reached this node (ms).";
 });
 
+metric_block!(EngineMetrics {
+    audience_writes_dropped_total: "counter", "Audience counts (wsAudienceCount) not written to Redis: too many waiting, or Redis refused the write (redis engine).";
+});
+
 /// Upper bounds (seconds) of the webhook request-duration histogram buckets.
 pub const WEBHOOK_LATENCY_BUCKETS: [f64; 10] =
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
@@ -227,6 +231,7 @@ impl WebhookMetrics {
 pub struct Metrics {
     pub cores: Box<[CoreMetrics]>,
     pub control: ControlMetrics,
+    pub engine: std::sync::Arc<EngineMetrics>,
     pub webhook: std::sync::Arc<WebhookMetrics>,
 }
 
@@ -235,6 +240,7 @@ impl Metrics {
         Self {
             cores: (0..workers).map(|_| CoreMetrics::default()).collect(),
             control: ControlMetrics::default(),
+            engine: Default::default(),
             webhook: Default::default(),
         }
     }
@@ -251,6 +257,7 @@ impl Metrics {
         let blocks = [
             (CoreMetrics::describe(), sums),
             (ControlMetrics::describe(), self.control.values()),
+            (EngineMetrics::describe(), self.engine.values()),
         ];
         for (desc, vals) in blocks {
             for ((name, kind, help), v) in desc.iter().zip(vals) {

@@ -18,6 +18,18 @@ fn wait_channel(node: &TestServer, pattern: &str) {
     });
 }
 
+/// The field names of a Redis hash, sorted by number.
+fn hash_fields(redis: &RedisServer, key: &str) -> Vec<u64> {
+    let reply = redis.command(&["HKEYS", key]);
+    let mut f: Vec<u64> = reply
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.starts_with(['*', '$']))
+        .map(|l| l.parse().unwrap_or_else(|_| panic!("HKEYS {key}: {reply}")))
+        .collect();
+    f.sort_unstable();
+    f
+}
+
 fn two_nodes(driver: &str, redis: &RedisServer) -> (TestServer, TestServer) {
     let a = TestServer::builder(driver).redis(&redis.url()).start();
     let b = TestServer::builder(driver).redis(&redis.url()).start();
@@ -457,10 +469,16 @@ fn redis_history_is_trimmed_by_age() {
         .with(|f| f.history.max_age = "1s".into())
         .start();
     a.channel("old:*");
+    let mut s = a.client("s");
+    s.subscribe("old:1");
     let mut p = a.client("p");
     for _ in 0..3 {
         p.publish("old:1", "old", json!({}));
+        s.expect("message");
     }
+    eventually("audience counts written", Duration::from_secs(3), || {
+        hash_fields(&redis, "rc:{old:1}:aud") == [1, 2, 3]
+    });
     std::thread::sleep(Duration::from_millis(1100)); // let those three age past max_age
     p.publish("old:1", "new", json!({}));
     eventually(
@@ -479,7 +497,104 @@ fn redis_history_is_trimmed_by_age() {
             events(&by_channel) == ["new"] && events(&all) == ["new"]
         },
     );
+    s.expect("message");
+    eventually(
+        "the trimmed messages' audience counts go with them",
+        Duration::from_secs(3),
+        || hash_fields(&redis, "rc:{old:1}:aud") == [4],
+    );
     a.shutdown();
+}
+
+#[test]
+fn counts_of_messages_trimmed_by_count_go_with_them() {
+    // wsAudienceCount and whDeliveredCount live in per-channel hashes beside the stream; a
+    // message trimmed from the stream must take its counts along, or the hashes grow forever.
+    let redis = RedisServer::start();
+    let sink = common::receiver::Receiver::start(vec![], common::receiver::Reply::Status(200));
+    let node = TestServer::builder("io_uring")
+        .redis(&redis.url())
+        .with(|f| {
+            f.history.max_messages_per_channel = 5;
+            f.websocket.publish_rate = 10_000;
+            f.websocket.publish_burst = 10_000;
+        })
+        .start();
+    let (st, v) = node.http(
+        "POST",
+        "/api/realtime/channels",
+        Some(json!({"pattern": "kept:*", "webhookUrls": [sink.url("/h")]})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let mut s = node.client("s");
+    s.subscribe("kept:1");
+    let mut p = node.client("p");
+    // One at a time (each batch trims one message), then a burst (batches trim many).
+    for i in 0..20 {
+        p.publish("kept:1", "e", json!({"i": i}));
+        s.expect("message");
+    }
+    for i in 0..300 {
+        p.send(json!({"type": "publish", "channel": "kept:1", "event": "e", "payload": {"i": i}}));
+    }
+    for _ in 0..300 {
+        p.expect("published");
+        s.expect("message");
+    }
+    sink.wait_for(320, Duration::from_secs(20));
+    eventually(
+        "the kept messages have their counts",
+        Duration::from_secs(5),
+        || {
+            let (_, h) = node.http("GET", "/api/realtime/messages?channelName=kept:1", None);
+            let h = h.as_array().unwrap().clone();
+            h.len() == 5
+                && h.iter()
+                    .all(|m| m["wsAudienceCount"] == 1 && m["whDeliveredCount"] == 1)
+        },
+    );
+    // Counts that arrived after their message was trimmed were refused, the rest deleted.
+    for hash in ["rc:{kept:1}:aud", "rc:{kept:1}:whd"] {
+        assert_eq!(
+            hash_fields(&redis, hash),
+            [316, 317, 318, 319, 320],
+            "{hash}"
+        );
+    }
+    node.shutdown();
+}
+
+#[test]
+fn audience_counts_redis_refuses_are_counted_and_lose_no_message() {
+    let redis = RedisServer::start();
+    let node = TestServer::builder("io_uring").redis(&redis.url()).start();
+    node.channel("w:*");
+    // A key of the wrong type: every audience write of this channel fails (WRONGTYPE).
+    assert!(
+        redis
+            .command(&["SET", "rc:{w:1}:aud", "x"])
+            .starts_with("+OK")
+    );
+    let mut s = node.client("s");
+    s.subscribe("w:1");
+    let mut p = node.client("p");
+    for i in 0..3 {
+        p.publish("w:1", "e", json!({"i": i}));
+        assert_eq!(s.expect("message")["payload"]["i"], i);
+    }
+    eventually("refused writes counted", Duration::from_secs(3), || {
+        node.metric("ringcast_audience_writes_dropped_total") == 3
+    });
+    // Writes work again once the key is fixed.
+    redis.command(&["DEL", "rc:{w:1}:aud"]);
+    p.publish("w:1", "e", json!({"i": 3}));
+    s.expect("message");
+    eventually("the next count is written", Duration::from_secs(3), || {
+        let (_, h) = node.http("GET", "/api/realtime/messages?channelName=w:1", None);
+        h[0]["wsAudienceCount"] == 1 && h[0]["offset"] == 4
+    });
+    assert_eq!(node.metric("ringcast_audience_writes_dropped_total"), 3);
+    node.shutdown();
 }
 
 #[test]

@@ -192,6 +192,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
                             &url,
                             retention,
                             cfg.redis_pubsub_buffer,
+                            control_shared.metrics.engine.clone(),
                             control_shared.metrics.webhook.clone(),
                         )
                         .await

@@ -23,11 +23,7 @@ use fred::{prelude::*, types::scripts::Script};
 use tokio::sync::mpsc;
 
 use super::{Job, Outcome};
-use crate::{
-    channel::ChannelName,
-    control::ControlMsg,
-    engine::redis::{self, keys},
-};
+use crate::{channel::ChannelName, control::ControlMsg, engine::redis};
 
 /// The stream of pending deliveries (redis engine).
 pub const PENDING_STREAM: &str = "rc:{wh}:pending";
@@ -363,14 +359,12 @@ impl RedisStore {
             match r {
                 Ok(acked) => {
                     if acked == 1 && outcome == Outcome::Delivered {
-                        let counted: Result<i64, _> = self
-                            .client
-                            .hincrby(
-                                keys::wh_delivered(job.channel.as_str()),
-                                job.key.to_string(),
-                                1,
-                            )
-                            .await;
+                        let counted = redis::count_webhook_delivered(
+                            &self.client,
+                            job.channel.as_str(),
+                            job.key,
+                        )
+                        .await;
                         if let Err(e) = counted {
                             tracing::warn!(error = %e, "whDeliveredCount update failed");
                         }

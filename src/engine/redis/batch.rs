@@ -228,7 +228,16 @@ impl Batcher {
         // the compiled script either way; the text costs ~0.5 KB per batch.
         let first: Result<u64, _> = self
             .client
-            .eval(scripts::PUBLISH, vec![keys::seq(ch), keys::log(ch)], args)
+            .eval(
+                scripts::PUBLISH,
+                vec![
+                    keys::seq(ch),
+                    keys::log(ch),
+                    keys::audience(ch),
+                    keys::wh_delivered(ch),
+                ],
+                args,
+            )
             .await;
         let first = match first {
             Ok(f) => f,

@@ -10,6 +10,7 @@ pub fn log(name: &str) -> String {
     format!("rc:{{{name}}}:log")
 }
 
+/// Hash: offset -> subscribers the message reached (`wsAudienceCount`), summed over nodes.
 pub fn audience(name: &str) -> String {
     format!("rc:{{{name}}}:aud")
 }

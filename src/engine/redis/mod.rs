@@ -4,8 +4,9 @@
 //! fred; cores never see it. Layout in Redis (see `keys`):
 //! - per channel `{name}`: `seq` (offset counter), `log` (stream, entry id = `offset-1`,
 //!   trimmed to an exact count), `aud` (hash offset -> subscribers it reached, summed over
-//!   nodes), `whd` (hash offset -> webhook URLs that answered 2xx) and the sharded pub/sub
-//!   channel `live` (SPUBLISH/SSUBSCRIBE; Redis >= 7);
+//!   nodes; written by `audience`), `whd` (hash offset -> webhook URLs that answered 2xx)
+//!   and the sharded pub/sub channel `live` (SPUBLISH/SSUBSCRIBE; Redis >= 7). A message's
+//!   `aud` and `whd` fields are deleted when it is trimmed from `log`;
 //! - `rc:{wh}:pending`: webhook deliveries not yet finished (see `webhook::store`);
 //! - `rc:messages`: every message, in arrival order (the history listing and stats);
 //! - the registry under `{reg}`: records by id, ids by pattern (uniqueness across nodes), a
@@ -16,6 +17,7 @@
 //! channel's messages in history order. Every node, the publishing one included, delivers from
 //! the pub/sub stream. Batches of different channels are in flight together.
 
+mod audience;
 mod batch;
 pub(crate) mod keys;
 mod live;
@@ -38,7 +40,7 @@ use super::{
 };
 use crate::{
     channel::{ChannelName, ChannelRecord},
-    metrics::WebhookMetrics,
+    metrics::{EngineMetrics, WebhookMetrics},
     timestamp::Timestamp,
 };
 
@@ -66,6 +68,7 @@ pub struct RedisEngine {
     client: Client,
     subscriber: fred::clients::SubscriberClient,
     batcher: std::rc::Rc<batch::Batcher>,
+    audience: std::rc::Rc<audience::AudienceWriter>,
     create: Script,
     update: Script,
     delete: Script,
@@ -84,6 +87,7 @@ impl RedisEngine {
         url: &str,
         retention: RedisRetention,
         pubsub_buffer: usize,
+        engine_metrics: Arc<EngineMetrics>,
         webhook_metrics: Arc<WebhookMetrics>,
     ) -> Result<Self, EngineError> {
         let builder = client_builder(url, COMMAND_TIMEOUT, |p| {
@@ -138,6 +142,7 @@ impl RedisEngine {
                 retention.max_total,
                 webhook_metrics,
             )),
+            audience: audience::AudienceWriter::start(client.clone(), engine_metrics),
             create: Script::from_lua(scripts::CREATE),
             update: Script::from_lua(scripts::UPDATE),
             delete: Script::from_lua(scripts::DELETE),
@@ -196,6 +201,22 @@ impl RedisEngine {
 /// exponential backoff (100 ms to 5 s), 5 s connect timeout, and `command_timeout` per command
 /// so that while Redis is away a command fails (an error frame, never a false ack) instead of
 /// waiting in fred's queue for the reconnection. `perf` adjusts the rest.
+/// One more webhook URL answered 2xx for message `offset` of `channel` (`whDeliveredCount`;
+/// not written if the message was trimmed meanwhile).
+pub(crate) async fn count_webhook_delivered(
+    client: &Client,
+    channel: &str,
+    offset: u64,
+) -> Result<i64, fred::error::Error> {
+    client
+        .eval(
+            scripts::COUNT,
+            vec![keys::wh_delivered(channel), keys::log(channel)],
+            vec![offset as i64, 1],
+        )
+        .await
+}
+
 pub(crate) fn client_builder(
     url: &str,
     command_timeout: Duration,
@@ -451,16 +472,7 @@ impl Engine for RedisEngine {
     }
 
     async fn add_audience(&mut self, updates: &[(ChannelName, u64, u32)]) {
-        // One pipeline: every HINCRBY is written before any reply is awaited.
-        let pipe = self.client.pipeline();
-        for (ch, off, n) in updates {
-            let _: Result<(), _> = pipe
-                .hincrby(keys::audience(ch.as_str()), off.to_string(), i64::from(*n))
-                .await;
-        }
-        if let Err(e) = pipe.all::<Value>().await {
-            tracing::debug!(error = %e, "audience update failed");
-        }
+        self.audience.add(updates);
     }
 
     async fn history(&mut self, q: &HistoryQuery) -> Result<Vec<MessageRecord>, EngineError> {
@@ -645,6 +657,23 @@ impl RedisEngine {
         }
     }
 
+    /// Deletes the `aud` and `whd` fields of offsets `from..to` (messages trimmed by age).
+    async fn forget_counts(&self, name: &str, from: u64, to: u64) {
+        let pipe = self.client.pipeline();
+        let mut o = from;
+        while o < to {
+            let end = (o + 1000).min(to);
+            let fields: Vec<String> = (o..end).map(|x| x.to_string()).collect();
+            for hash in [keys::audience(name), keys::wh_delivered(name)] {
+                let _: Result<(), _> = pipe.hdel(hash, fields.clone()).await;
+            }
+            o = end;
+        }
+        if let Err(e) = pipe.all::<Value>().await {
+            tracing::debug!(channel = %name, error = %e, "dropping trimmed messages' counts failed");
+        }
+    }
+
     /// Retention by age. One node per period does it (a short lease); the all-channels
     /// index is trimmed by time id, each channel's stream up to its first young message.
     async fn trim_by_age(&mut self) {
@@ -676,15 +705,26 @@ impl RedisEngine {
             };
             // First message young enough to keep; everything before it goes.
             let mut after = 0;
+            let mut oldest = None;
             let keep = loop {
                 let page = match self.read_page(&ch, after).await {
                     Ok(p) if !p.is_empty() => p,
-                    _ => break None,
+                    Ok(_) => break Ok(None),
+                    Err(e) => break Err(e),
                 };
+                oldest = oldest.or(page.first().map(|m| m.offset));
                 if let Some(m) = page.iter().find(|m| m.created_at >= cutoff) {
-                    break Some(m.offset);
+                    break Ok(Some(m.offset));
                 }
                 after = page.last().map_or(after, |m| m.offset);
+            };
+            // A failed read must not look like "nothing young": that would trim everything.
+            let keep = match keep {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::debug!(channel = %name, error = %e, "age trim skipped: read failed");
+                    continue;
+                }
             };
             let key = keys::log(&name);
             let r: Result<Value, _> = match keep {
@@ -697,6 +737,13 @@ impl RedisEngine {
             };
             if let Err(e) = r {
                 tracing::debug!(channel = %name, error = %e, "age trim failed");
+                continue;
+            }
+            // The trimmed messages' counts go too (a count written meanwhile was refused:
+            // `scripts::COUNT` skips offsets before the stream's head).
+            if let Some(from) = oldest {
+                self.forget_counts(&name, from, keep.unwrap_or(after + 1))
+                    .await;
             }
         }
     }

@@ -4,9 +4,11 @@
 /// channel's stream, trim the stream to an exact length and fan the whole batch out in one
 /// SPUBLISH (sharded pub/sub: the channel hashes to the same slot as the keys), all at once,
 /// so history order is delivery order on every node.
-/// KEYS: seq, log. ARGV: maxlen, live channel, n, n records, the batch's frames (`live`).
-/// Records are stored as given (with `"offset":0`: the entry id `{offset}-1` carries it).
-/// The pub/sub payload is the first offset, a space and the frames (see `live`).
+/// The counts of the messages the trim removed (audience, webhook deliveries) go with them:
+/// a stream holds consecutive offsets, so those are the `removed` offsets before the new head.
+/// KEYS: seq, log, aud, whd. ARGV: maxlen, live channel, n, n records, the batch's frames
+/// (`live`). Records are stored as given (with `"offset":0`: the entry id `{offset}-1`
+/// carries it). The pub/sub payload is the first offset, a space and the frames (see `live`).
 /// Returns the first offset of the batch.
 pub const PUBLISH: &str = r#"
 local n = tonumber(ARGV[3])
@@ -14,9 +16,40 @@ local first = redis.call('INCRBY', KEYS[1], n) - n + 1
 for i = 1, n do
   redis.call('XADD', KEYS[2], (first + i - 1) .. '-1', 'r', ARGV[3 + i])
 end
-redis.call('XTRIM', KEYS[2], 'MAXLEN', ARGV[1])
+local removed = redis.call('XTRIM', KEYS[2], 'MAXLEN', ARGV[1])
+if removed > 0 then
+  local head = first + n - tonumber(ARGV[1])
+  for _, hash in ipairs({KEYS[3], KEYS[4]}) do
+    if redis.call('EXISTS', hash) == 1 then
+      local from = head - removed
+      while from < head do
+        local fields = {}
+        for o = from, math.min(from + 999, head - 1) do fields[#fields + 1] = o end
+        redis.call('HDEL', hash, unpack(fields))
+        from = from + 1000
+      end
+    end
+  end
+end
 redis.call('SPUBLISH', ARGV[2], first .. ' ' .. ARGV[4 + n])
 return first
+"#;
+
+/// Adds to per-message counts (`aud`, `whd`), skipping messages no longer in the stream (a
+/// count that arrives after its message was trimmed would otherwise stay forever).
+/// KEYS: counts hash, log. ARGV: offset, n, offset, n, ... Returns the counts written.
+pub const COUNT: &str = r#"
+local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+if not head then return 0 end
+local first = tonumber(string.match(head[1], '^%d+'))
+local written = 0
+for i = 1, #ARGV, 2 do
+  if tonumber(ARGV[i]) >= first then
+    redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+    written = written + 1
+  end
+end
+return written
 "#;
 
 /// Append records to the all-channels index. KEYS: index. ARGV: approximate MAXLEN, records.
