@@ -831,3 +831,95 @@ fn a_burst_with_many_webhook_deliveries_is_acked_in_order() {
     }
     node.shutdown();
 }
+
+/// Puts `n` old messages into the all-channels index, straight into Redis (quick to write,
+/// slow to scan).
+fn fill_index(redis: &RedisServer, n: usize) {
+    let record = r#"{"id":"0190a000-0000-7000-8000-000000000000","eventName":"old","channelId":"0190a000-0000-7000-8000-000000000001","channelName":"filler:1","payload":{"x":"yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"},"senderType":"user","senderId":null,"wsAudienceCount":0,"whAudienceCount":0,"whDeliveredCount":0,"createdAt":"2026-01-01T00:00:00.000Z","offset":1}"#;
+    let script = "for i = 1, tonumber(ARGV[1]) do redis.call('XADD', KEYS[1], '*', 'r', ARGV[2]) end return 1";
+    let r = redis.command(&["EVAL", script, "1", "rc:messages", &n.to_string(), record]);
+    assert!(r.starts_with(":1"), "{r}");
+}
+
+#[test]
+fn a_long_stats_scan_does_not_hold_up_delivery() {
+    // Stats read the whole all-channels index from Redis, page by page. The node answers such
+    // a read from a task of its own: messages keep flowing while it runs.
+    let redis = RedisServer::start();
+    let node = TestServer::builder("io_uring").redis(&redis.url()).start();
+    const FILLER: usize = 300_000;
+    fill_index(&redis, FILLER);
+    node.channel("busy:*");
+    let mut s = node.client("s");
+    s.subscribe("busy:1");
+    let mut p = node.client("p");
+    let addr = node.addr;
+    let started = std::time::Instant::now();
+    let stats = std::thread::spawn(move || {
+        let (st, v) = common::http(
+            addr,
+            "GET",
+            "/api/realtime/messages/stats",
+            Some(ADMIN_KEY),
+            None,
+        );
+        (st, v, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(200)); // the scan is under way
+    p.publish("busy:1", "live", json!({}));
+    s.expect("message");
+    let delivered = started.elapsed();
+    let (st, v, answered) = stats.join().unwrap();
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["totalMessages"], FILLER, "{v}"); // the scan began before the publish
+    assert!(
+        delivered < answered,
+        "the message waited for the scan: delivered after {delivered:?}, stats answered after {answered:?}"
+    );
+    node.shutdown();
+}
+
+#[test]
+fn history_and_stats_reads_at_once_are_bounded() {
+    // Each read is a task of its own; at most 64 run at once, the rest are refused (503)
+    // rather than queued without bound.
+    let redis = RedisServer::start();
+    let node = TestServer::builder("io_uring").redis(&redis.url()).start();
+    fill_index(&redis, 20_000);
+    let addr = node.addr;
+    let readers: Vec<_> = (0..100)
+        .map(|_| {
+            std::thread::spawn(move || {
+                common::http(
+                    addr,
+                    "GET",
+                    "/api/realtime/messages/stats",
+                    Some(ADMIN_KEY),
+                    None,
+                )
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, serde_json::Value)> =
+        readers.into_iter().map(|t| t.join().unwrap()).collect();
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    let busy: Vec<_> = answers.iter().filter(|(s, _)| *s == 503).collect();
+    assert_eq!(ok + busy.len(), 100, "{answers:?}");
+    assert!((1..=64).contains(&ok), "{ok} answered");
+    assert!(!busy.is_empty(), "100 reads at once, none refused");
+    assert!(
+        busy[0]
+            .1
+            .to_string()
+            .contains("too many history or stats reads"),
+        "{:?}",
+        busy[0]
+    );
+    for (_, v) in answers.iter().filter(|(s, _)| *s == 200) {
+        assert_eq!(v["totalMessages"], 20_000);
+    }
+    // Slots come back: a read afterwards is answered.
+    let (s, v) = node.http("GET", "/api/realtime/messages/stats", None);
+    assert_eq!((s, &v["totalMessages"]), (200, &json!(20_000)));
+    node.shutdown();
+}

@@ -34,6 +34,8 @@ use crate::{
 
 /// How long a registry change waits for the cores to apply the new table.
 const SNAPSHOT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// History and stats reads answered at once (each a task of its own); more get 503.
+const READS: usize = 64;
 
 pub struct Control<E: Engine> {
     engine: E,
@@ -54,6 +56,8 @@ pub struct Control<E: Engine> {
     /// publishes off its queue at once, so without this bound a slow Redis would let them
     /// pile up in memory without limit.
     appends: Arc<tokio::sync::Semaphore>,
+    /// History and stats reads in progress (`registry::spawn_read`), at most `READS`.
+    reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl<E: Engine> Control<E> {
@@ -71,6 +75,7 @@ impl<E: Engine> Control<E> {
             interest: HashMap::new(),
             last: HashMap::new(),
             appends: Arc::new(tokio::sync::Semaphore::new(shared.config.engine_queue)),
+            reads: Arc::new(tokio::sync::Semaphore::new(READS)),
             shared,
             webhooks,
         })
@@ -239,12 +244,20 @@ impl<E: Engine> Control<E> {
                 }
             }
             ControlMsg::Audience(updates) => self.engine.add_audience(&updates).await,
-            ControlMsg::Rest { req, reply } => {
-                let r = registry::handle_rest(self, req).await;
-                let _ = reply.send(r);
-            }
+            ControlMsg::Rest { req, reply } => match req {
+                RestReq::Messages(_) | RestReq::Stats(_) => registry::spawn_read(self, req, reply),
+                req => {
+                    let r = registry::handle_rest(self, req).await;
+                    let _ = reply.send(r);
+                }
+            },
             ControlMsg::Health(reply) => {
-                let _ = reply.send(self.engine.reachable().await);
+                // Beside the loop too (a Redis that does not answer takes its 1 s timeout).
+                // Bounded by the HTTP connections waiting for `/health`.
+                let check = self.engine.reachable();
+                tokio::task::spawn_local(async move {
+                    let _ = reply.send(check.await);
+                });
             }
             ControlMsg::WebhookDelivered(channel, key) => {
                 self.engine.add_webhook_delivered(&channel, key).await;

@@ -2,8 +2,9 @@
 //! that read or change it, history and stats included. Every change is saved through the
 //! engine, then a new `ChannelTable` is pushed to all cores before the caller is answered.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc};
 
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{Control, RestOk, RestReq};
@@ -180,15 +181,41 @@ pub(super) async fn handle_rest<E: Engine>(
                 body: Vec::new(),
             })
         }
-        RestReq::Messages(q) => {
-            let rows = c.engine.history(&q).await.map_err(api_error)?;
-            json(200, &rows)
-        }
-        RestReq::Stats(since) => {
-            let s = c.engine.stats(since).await.map_err(api_error)?;
-            json(200, &s)
+        RestReq::Messages(_) | RestReq::Stats(_) => {
+            unreachable!("reads are answered by `spawn_read`")
         }
     }
+}
+
+/// Answers a history or stats request from a task of its own (`Engine::history` owns what it
+/// needs), so a long scan does not hold up the control loop. At most `READS` at once; past
+/// that the request is refused with 503 and nothing waits.
+pub(super) fn spawn_read<E: Engine>(
+    c: &mut Control<E>,
+    req: RestReq,
+    reply: oneshot::Sender<Result<RestOk, ApiError>>,
+) {
+    let Ok(slot) = c.reads.clone().try_acquire_owned() else {
+        let _ = reply.send(Err(ApiError::unavailable(
+            "too many history or stats reads in progress; retry",
+        )));
+        return;
+    };
+    let answer: Pin<Box<dyn Future<Output = Result<RestOk, ApiError>>>> = match req {
+        RestReq::Messages(q) => {
+            let read = c.engine.history(&q);
+            Box::pin(async move { json(200, &read.await.map_err(api_error)?) })
+        }
+        RestReq::Stats(since) => {
+            let read = c.engine.stats(since);
+            Box::pin(async move { json(200, &read.await.map_err(api_error)?) })
+        }
+        _ => unreachable!("only reads are spawned"),
+    };
+    tokio::task::spawn_local(async move {
+        let _slot = slot;
+        let _ = reply.send(answer.await);
+    });
 }
 
 fn api_error(e: EngineError) -> ApiError {

@@ -15,7 +15,8 @@ use std::{
 use uuid::Uuid;
 
 use super::{
-    Appended, Engine, EngineError, HistoryQuery, MessageRecord, NewMessage, Stats, StatsBuilder,
+    Appended, Engine, EngineError, HistoryQuery, MessageRecord, NewMessage, ReadFuture, Stats,
+    StatsBuilder,
 };
 use crate::{
     channel::{ChannelName, ChannelRecord},
@@ -99,8 +100,8 @@ impl Engine for MemoryEngine {
         "memory"
     }
 
-    async fn reachable(&mut self) -> bool {
-        true
+    fn reachable(&mut self) -> ReadFuture<bool> {
+        Box::pin(std::future::ready(true))
     }
 
     async fn load_channels(&mut self) -> Result<Vec<ChannelRecord>, EngineError> {
@@ -185,7 +186,26 @@ impl Engine for MemoryEngine {
         }
     }
 
-    async fn history(&mut self, q: &HistoryQuery) -> Result<Vec<MessageRecord>, EngineError> {
+    fn history(&mut self, q: &HistoryQuery) -> ReadFuture<Result<Vec<MessageRecord>, EngineError>> {
+        Box::pin(std::future::ready(Ok(self.read_history(q))))
+    }
+
+    fn stats(&mut self, since: Option<Timestamp>) -> ReadFuture<Result<Stats, EngineError>> {
+        Box::pin(std::future::ready(Ok(self.read_stats(since))))
+    }
+
+    async fn node_interest(&mut self, _: &ChannelName, _: bool) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    fn retained(&self) -> u64 {
+        self.messages.len() as u64
+    }
+}
+
+impl MemoryEngine {
+    /// In process memory: answered at once, so the control loop can compute it inline.
+    fn read_history(&mut self, q: &HistoryQuery) -> Vec<MessageRecord> {
         self.prune_by_age();
         let keys: Box<dyn Iterator<Item = &MessageRecord>> = match q
             .channel_name
@@ -204,18 +224,17 @@ impl Engine for MemoryEngine {
             None if q.channel_name.is_some() => Box::new(std::iter::empty()),
             None => Box::new(self.messages.values().rev()),
         };
-        Ok(keys
-            .filter(|m| q.channel_id.is_none_or(|id| m.channel_id == id))
+        keys.filter(|m| q.channel_id.is_none_or(|id| m.channel_id == id))
             .filter(|m| q.event_name.as_deref().is_none_or(|e| &*m.event_name == e))
             .filter(|m| q.since.is_none_or(|t| m.created_at >= t))
             .filter(|m| q.until.is_none_or(|t| m.created_at <= t))
             .skip(q.offset)
             .take(q.limit)
             .cloned()
-            .collect())
+            .collect()
     }
 
-    async fn stats(&mut self, since: Option<Timestamp>) -> Result<Stats, EngineError> {
+    fn read_stats(&mut self, since: Option<Timestamp>) -> Stats {
         self.prune_by_age();
         let mut b = StatsBuilder::default();
         for m in self
@@ -225,15 +244,7 @@ impl Engine for MemoryEngine {
         {
             b.add(m);
         }
-        Ok(b.finish())
-    }
-
-    async fn node_interest(&mut self, _: &ChannelName, _: bool) -> Result<(), EngineError> {
-        Ok(())
-    }
-
-    fn retained(&self) -> u64 {
-        self.messages.len() as u64
+        b.finish()
     }
 }
 

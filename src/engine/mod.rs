@@ -65,6 +65,10 @@ pub enum Sequencing {
     Engine,
 }
 
+/// A read that owns what it needs, so it runs beside the control loop instead of holding it
+/// up (history, stats and `/health`: a Redis scan takes many round trips).
+pub type ReadFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
 /// An append that runs concurrently with others (see `Engine::append`).
 pub type AppendFuture = Pin<Box<dyn Future<Output = Result<Appended, EngineError>>>>;
 
@@ -188,7 +192,7 @@ pub trait Engine {
     /// Short name for logs and `/health`.
     fn name(&self) -> &'static str;
     /// Whether the backing store answers (`/health`).
-    async fn reachable(&mut self) -> bool;
+    fn reachable(&mut self) -> ReadFuture<bool>;
 
     async fn load_channels(&mut self) -> Result<Vec<ChannelRecord>, EngineError>;
     /// Stores a new channel; `Conflict` if its pattern is taken (possibly by another node).
@@ -232,8 +236,8 @@ pub trait Engine {
     /// One more webhook URL answered 2xx for the message at `offset` (`whDeliveredCount`).
     async fn add_webhook_delivered(&mut self, _channel: &ChannelName, _offset: u64) {}
 
-    async fn history(&mut self, q: &HistoryQuery) -> Result<Vec<MessageRecord>, EngineError>;
-    async fn stats(&mut self, since: Option<Timestamp>) -> Result<Stats, EngineError>;
+    fn history(&mut self, q: &HistoryQuery) -> ReadFuture<Result<Vec<MessageRecord>, EngineError>>;
+    fn stats(&mut self, since: Option<Timestamp>) -> ReadFuture<Result<Stats, EngineError>>;
 
     /// Messages this engine keeps in process memory (`ringcast_history_retained`); 0 for an
     /// engine that stores history elsewhere.

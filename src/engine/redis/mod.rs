@@ -21,6 +21,7 @@ mod audience;
 mod batch;
 pub(crate) mod keys;
 mod live;
+mod reads;
 mod scripts;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -35,8 +36,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{
-    AppendFuture, Engine, EngineError, EngineEvent, HistoryQuery, MessageRecord, NewMessage, Stats,
-    StatsBuilder,
+    AppendFuture, Engine, EngineError, EngineEvent, HistoryQuery, MessageRecord, NewMessage,
+    ReadFuture, Stats,
 };
 use crate::{
     channel::{ChannelName, ChannelRecord},
@@ -69,6 +70,7 @@ pub struct RedisEngine {
     subscriber: fred::clients::SubscriberClient,
     batcher: std::rc::Rc<batch::Batcher>,
     audience: std::rc::Rc<audience::AudienceWriter>,
+    reads: reads::Reads,
     create: Script,
     update: Script,
     delete: Script,
@@ -143,6 +145,7 @@ impl RedisEngine {
                 webhook_metrics,
             )),
             audience: audience::AudienceWriter::start(client.clone(), engine_metrics),
+            reads: reads::Reads::new(client.clone()),
             create: Script::from_lua(scripts::CREATE),
             update: Script::from_lua(scripts::UPDATE),
             delete: Script::from_lua(scripts::DELETE),
@@ -150,57 +153,8 @@ impl RedisEngine {
             events: Some(rx),
         })
     }
-
-    /// Calls `f` on records newest first until it returns false. With `channel`, reads that
-    /// channel's own stream (exact offset order); otherwise the all-channels index, whose ids
-    /// are arrival times, bounded by `since`/`until`.
-    async fn scan<F>(
-        &self,
-        channel: Option<&str>,
-        since: Option<Timestamp>,
-        until: Option<Timestamp>,
-        mut f: F,
-    ) -> Result<(), EngineError>
-    where
-        F: FnMut(MessageRecord) -> bool,
-    {
-        let (key, start, mut end) = match channel {
-            Some(name) => (keys::log(name), "-".to_string(), "+".to_string()),
-            None => (
-                keys::MESSAGES.to_string(),
-                since.map_or_else(|| "-".to_string(), |t| t.millis().max(0).to_string()),
-                until.map_or_else(
-                    || "+".to_string(),
-                    |t| format!("{}-18446744073709551615", t.millis().max(0)),
-                ),
-            ),
-        };
-        loop {
-            let page: Vec<(String, HashMap<String, String>)> = self
-                .client
-                .xrevrange_values(key.as_str(), end.as_str(), start.as_str(), Some(SCAN_PAGE))
-                .await
-                .map_err(unavailable)?;
-            let n = page.len();
-            for (id, fields) in &page {
-                if let Some(rec) = entry_record(id, fields) {
-                    if !f(rec) {
-                        return Ok(());
-                    }
-                }
-                end = format!("({id}");
-            }
-            if (n as u64) < SCAN_PAGE {
-                return Ok(());
-            }
-        }
-    }
 }
 
-/// A fred builder for `url` with ringcast's connection policy: reconnect forever with
-/// exponential backoff (100 ms to 5 s), 5 s connect timeout, and `command_timeout` per command
-/// so that while Redis is away a command fails (an error frame, never a false ack) instead of
-/// waiting in fred's queue for the reconnection. `perf` adjusts the rest.
 /// One more webhook URL answered 2xx for message `offset` of `channel` (`whDeliveredCount`;
 /// not written if the message was trimmed meanwhile).
 pub(crate) async fn count_webhook_delivered(
@@ -217,6 +171,10 @@ pub(crate) async fn count_webhook_delivered(
         .await
 }
 
+/// A fred builder for `url` with ringcast's connection policy: reconnect forever with
+/// exponential backoff (100 ms to 5 s), 5 s connect timeout, and `command_timeout` per command
+/// so that while Redis is away a command fails (an error frame, never a false ack) instead of
+/// waiting in fred's queue for the reconnection. `perf` adjusts the rest.
 pub(crate) fn client_builder(
     url: &str,
     command_timeout: Duration,
@@ -417,11 +375,14 @@ impl Engine for RedisEngine {
         "redis"
     }
 
-    async fn reachable(&mut self) -> bool {
-        matches!(
-            tokio::time::timeout(Duration::from_secs(1), self.client.ping::<String>(None)).await,
-            Ok(Ok(_))
-        )
+    fn reachable(&mut self) -> ReadFuture<bool> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            matches!(
+                tokio::time::timeout(Duration::from_secs(1), client.ping::<String>(None)).await,
+                Ok(Ok(_))
+            )
+        })
     }
 
     async fn load_channels(&mut self) -> Result<Vec<ChannelRecord>, EngineError> {
@@ -475,68 +436,14 @@ impl Engine for RedisEngine {
         self.audience.add(updates);
     }
 
-    async fn history(&mut self, q: &HistoryQuery) -> Result<Vec<MessageRecord>, EngineError> {
-        let mut skip = q.offset;
-        let mut rows = Vec::with_capacity(q.limit.min(1000));
-        let channel = match q.channel_name.as_deref() {
-            Some(n) if ChannelName::parse(n).is_err() => return Ok(Vec::new()),
-            other => other,
-        };
-        self.scan(channel, q.since, q.until, |m| {
-            let keep = q.channel_id.is_none_or(|id| m.channel_id == id)
-                && q.channel_name
-                    .as_deref()
-                    .is_none_or(|n| m.channel_name.as_str() == n)
-                && q.event_name.as_deref().is_none_or(|e| &*m.event_name == e)
-                && q.since.is_none_or(|t| m.created_at >= t)
-                && q.until.is_none_or(|t| m.created_at <= t);
-            if keep {
-                if skip > 0 {
-                    skip -= 1;
-                } else {
-                    rows.push(m);
-                }
-            }
-            rows.len() < q.limit
-        })
-        .await?;
-        if rows.is_empty() {
-            return Ok(rows);
-        }
-        let pipe = self.client.pipeline();
-        for m in &rows {
-            let (name, off) = (m.channel_name.as_str(), m.offset.to_string());
-            let _: Result<(), _> = pipe.hget(keys::audience(name), off.as_str()).await;
-            let _: Result<(), _> = pipe.hget(keys::wh_delivered(name), off).await;
-        }
-        let counts: Vec<FredResult<Option<u64>>> = pipe.try_all().await;
-        for (m, c) in rows.iter_mut().zip(counts.chunks(2)) {
-            let get = |i: usize| c.get(i).and_then(|r| r.as_ref().ok().copied().flatten());
-            m.ws_audience_count = get(0).unwrap_or(0);
-            m.wh_delivered_count = get(1).unwrap_or(0) as u32;
-        }
-        Ok(rows)
+    fn history(&mut self, q: &HistoryQuery) -> ReadFuture<Result<Vec<MessageRecord>, EngineError>> {
+        let (reads, q) = (self.reads.clone(), q.clone());
+        Box::pin(async move { reads.history(&q).await })
     }
 
-    async fn stats(&mut self, since: Option<Timestamp>) -> Result<Stats, EngineError> {
-        let mut b = StatsBuilder::default();
-        let mut with_webhooks = Vec::new();
-        self.scan(None, since, None, |m| {
-            if since.is_none_or(|t| m.created_at >= t) {
-                if m.wh_audience_count > 0 {
-                    with_webhooks.push(m);
-                } else {
-                    b.add(&m);
-                }
-            }
-            true
-        })
-        .await?;
-        self.fill_wh_delivered(&mut with_webhooks).await;
-        for m in &with_webhooks {
-            b.add(m);
-        }
-        Ok(b.finish())
+    fn stats(&mut self, since: Option<Timestamp>) -> ReadFuture<Result<Stats, EngineError>> {
+        let reads = self.reads.clone();
+        Box::pin(async move { reads.stats(since).await })
     }
 
     async fn node_interest(&mut self, channel: &ChannelName, on: bool) -> Result<(), EngineError> {
@@ -587,25 +494,6 @@ impl Engine for RedisEngine {
 }
 
 impl RedisEngine {
-    /// Fills `wh_delivered_count` of records (from each channel's `whd` hash).
-    async fn fill_wh_delivered(&self, recs: &mut [MessageRecord]) {
-        for chunk in recs.chunks_mut(SCAN_PAGE as usize) {
-            let pipe = self.client.pipeline();
-            for m in chunk.iter() {
-                let _: Result<(), _> = pipe
-                    .hget(
-                        keys::wh_delivered(m.channel_name.as_str()),
-                        m.offset.to_string(),
-                    )
-                    .await;
-            }
-            let counts: Vec<FredResult<Option<u32>>> = pipe.try_all().await;
-            for (m, c) in chunk.iter_mut().zip(counts) {
-                m.wh_delivered_count = c.ok().flatten().unwrap_or(0);
-            }
-        }
-    }
-
     /// One page of a channel's stream after `after`.
     async fn read_page(
         &self,

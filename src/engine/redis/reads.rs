@@ -1,0 +1,153 @@
+//! History and stats reads of the redis engine. `Reads` owns a client handle, so each read
+//! runs as a task of its own beside the control loop: a stats scan over a large index takes
+//! many round trips, and remote deliveries must not wait behind it.
+
+use std::collections::HashMap;
+
+use fred::prelude::*;
+
+use super::{SCAN_PAGE, entry_record, keys, unavailable};
+use crate::{
+    channel::ChannelName,
+    engine::{EngineError, HistoryQuery, MessageRecord, Stats, StatsBuilder},
+    timestamp::Timestamp,
+};
+
+#[derive(Clone)]
+pub struct Reads {
+    client: Client,
+}
+
+impl Reads {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<MessageRecord>, EngineError> {
+        let mut skip = q.offset;
+        let mut rows = Vec::with_capacity(q.limit.min(1000));
+        let channel = match q.channel_name.as_deref() {
+            Some(n) if ChannelName::parse(n).is_err() => return Ok(Vec::new()),
+            other => other,
+        };
+        self.scan(channel, q.since, q.until, |m| {
+            let keep = q.channel_id.is_none_or(|id| m.channel_id == id)
+                && q.channel_name
+                    .as_deref()
+                    .is_none_or(|n| m.channel_name.as_str() == n)
+                && q.event_name.as_deref().is_none_or(|e| &*m.event_name == e)
+                && q.since.is_none_or(|t| m.created_at >= t)
+                && q.until.is_none_or(|t| m.created_at <= t);
+            if keep {
+                if skip > 0 {
+                    skip -= 1;
+                } else {
+                    rows.push(m);
+                }
+            }
+            rows.len() < q.limit
+        })
+        .await?;
+        if rows.is_empty() {
+            return Ok(rows);
+        }
+        let pipe = self.client.pipeline();
+        for m in &rows {
+            let (name, off) = (m.channel_name.as_str(), m.offset.to_string());
+            let _: Result<(), _> = pipe.hget(keys::audience(name), off.as_str()).await;
+            let _: Result<(), _> = pipe.hget(keys::wh_delivered(name), off).await;
+        }
+        let counts: Vec<FredResult<Option<u64>>> = pipe.try_all().await;
+        for (m, c) in rows.iter_mut().zip(counts.chunks(2)) {
+            let get = |i: usize| c.get(i).and_then(|r| r.as_ref().ok().copied().flatten());
+            m.ws_audience_count = get(0).unwrap_or(0);
+            m.wh_delivered_count = get(1).unwrap_or(0) as u32;
+        }
+        Ok(rows)
+    }
+
+    pub async fn stats(&self, since: Option<Timestamp>) -> Result<Stats, EngineError> {
+        let mut b = StatsBuilder::default();
+        let mut with_webhooks = Vec::new();
+        self.scan(None, since, None, |m| {
+            if since.is_none_or(|t| m.created_at >= t) {
+                if m.wh_audience_count > 0 {
+                    with_webhooks.push(m);
+                } else {
+                    b.add(&m);
+                }
+            }
+            true
+        })
+        .await?;
+        self.fill_wh_delivered(&mut with_webhooks).await;
+        for m in &with_webhooks {
+            b.add(m);
+        }
+        Ok(b.finish())
+    }
+
+    /// Fills `wh_delivered_count` of records (from each channel's `whd` hash).
+    async fn fill_wh_delivered(&self, recs: &mut [MessageRecord]) {
+        for chunk in recs.chunks_mut(SCAN_PAGE as usize) {
+            let pipe = self.client.pipeline();
+            for m in chunk.iter() {
+                let _: Result<(), _> = pipe
+                    .hget(
+                        keys::wh_delivered(m.channel_name.as_str()),
+                        m.offset.to_string(),
+                    )
+                    .await;
+            }
+            let counts: Vec<FredResult<Option<u32>>> = pipe.try_all().await;
+            for (m, c) in chunk.iter_mut().zip(counts) {
+                m.wh_delivered_count = c.ok().flatten().unwrap_or(0);
+            }
+        }
+    }
+
+    /// Calls `f` on records newest first until it returns false. With `channel`, reads that
+    /// channel's own stream (exact offset order); otherwise the all-channels index, whose ids
+    /// are arrival times, bounded by `since`/`until`.
+    async fn scan<F>(
+        &self,
+        channel: Option<&str>,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        mut f: F,
+    ) -> Result<(), EngineError>
+    where
+        F: FnMut(MessageRecord) -> bool,
+    {
+        let (key, start, mut end) = match channel {
+            Some(name) => (keys::log(name), "-".to_string(), "+".to_string()),
+            None => (
+                keys::MESSAGES.to_string(),
+                since.map_or_else(|| "-".to_string(), |t| t.millis().max(0).to_string()),
+                until.map_or_else(
+                    || "+".to_string(),
+                    |t| format!("{}-18446744073709551615", t.millis().max(0)),
+                ),
+            ),
+        };
+        loop {
+            let page: Vec<(String, HashMap<String, String>)> = self
+                .client
+                .xrevrange_values(key.as_str(), end.as_str(), start.as_str(), Some(SCAN_PAGE))
+                .await
+                .map_err(unavailable)?;
+            let n = page.len();
+            for (id, fields) in &page {
+                if let Some(rec) = entry_record(id, fields) {
+                    if !f(rec) {
+                        return Ok(());
+                    }
+                }
+                end = format!("({id}");
+            }
+            if (n as u64) < SCAN_PAGE {
+                return Ok(());
+            }
+        }
+    }
+}
