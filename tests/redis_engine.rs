@@ -923,3 +923,75 @@ fn history_and_stats_reads_at_once_are_bounded() {
     assert_eq!((s, &v["totalMessages"]), (200, &json!(20_000)));
     node.shutdown();
 }
+
+#[test]
+fn subscribing_and_leaving_while_messages_flow_skips_and_repeats_nothing() {
+    // A node sets up its Redis subscription to a channel on a task of its own; messages that
+    // arrive meanwhile are held until it knows where it joined. Subscribers come and go on
+    // two cores while another node publishes: after each `subscribed` a subscriber sees
+    // consecutive offsets, and after `unsubscribed` nothing.
+    let redis = RedisServer::start();
+    let a = TestServer::builder("io_uring")
+        .redis(&redis.url())
+        .workers(2)
+        .start();
+    let b = TestServer::builder("io_uring")
+        .redis(&redis.url())
+        .with(|f| {
+            f.websocket.publish_rate = 10_000;
+            f.websocket.publish_burst = 10_000;
+        })
+        .start();
+    a.channel("churn:*");
+    wait_channel(&b, "churn:*");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let (stop, mut p) = (stop.clone(), b.client("p"));
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 20_000 {
+                p.publish("churn:1", "e", json!({"n": n}));
+                n += 1;
+            }
+            n
+        })
+    };
+    let subscribers: Vec<_> = (0..3)
+        .map(|i| {
+            let mut s = a.client(&format!("s{i}"));
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    s.subscribe("churn:1");
+                    let mut prev: Option<u64> = None;
+                    for _ in 0..8 {
+                        let m = s.expect("message");
+                        let off = m["offset"].as_u64().unwrap();
+                        if let Some(p) = prev {
+                            assert_eq!(off, p + 1, "consecutive offsets after subscribing");
+                        }
+                        prev = Some(off);
+                    }
+                    s.send(json!({"type": "unsubscribe", "channel": "churn:1"}));
+                    loop {
+                        let m = s.recv();
+                        if m["type"] == "unsubscribed" {
+                            break;
+                        }
+                        assert_eq!(m["type"], "message", "{m}");
+                        let off = m["offset"].as_u64().unwrap();
+                        assert_eq!(Some(off), prev.map(|p| p + 1), "consecutive offsets");
+                        prev = Some(off);
+                    }
+                }
+            })
+        })
+        .collect();
+    for s in subscribers {
+        s.join().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let published = publisher.join().unwrap();
+    assert!(published > 0);
+    a.shutdown();
+    b.shutdown();
+}

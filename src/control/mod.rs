@@ -12,6 +12,7 @@
 //! caller is answered after all cores applied it, so a disable takes effect at once.
 //! Never runs on a core; cores never wait on it for a publish (see `msg` for the queues).
 
+mod interest;
 pub mod msg;
 mod registry;
 
@@ -58,6 +59,14 @@ pub struct Control<E: Engine> {
     appends: Arc<tokio::sync::Semaphore>,
     /// History and stats reads in progress (`registry::spawn_read`), at most `READS`.
     reads: Arc<tokio::sync::Semaphore>,
+    /// A housekeeping pass (`Engine::maintain`) is running.
+    maintaining: std::rc::Rc<std::cell::Cell<bool>>,
+    /// Channels whose engine subscription is being set up (`interest`).
+    subscribing: interest::SubscribingMap,
+    /// Counts subscription set-ups (tells a stale one from the current one).
+    generation: u64,
+    settled_tx: interest::SettledTx,
+    settled_rx: Option<mpsc::Receiver<interest::Settled>>,
 }
 
 impl<E: Engine> Control<E> {
@@ -68,6 +77,7 @@ impl<E: Engine> Control<E> {
         webhooks: Option<WebhookTx>,
     ) -> Result<Self, crate::engine::EngineError> {
         let records = engine.load_channels().await?;
+        let (settled_tx, settled_rx) = mpsc::channel(interest::SETTLED_QUEUE);
         Ok(Self {
             engine,
             registry: Registry::new(records),
@@ -76,6 +86,11 @@ impl<E: Engine> Control<E> {
             last: HashMap::new(),
             appends: Arc::new(tokio::sync::Semaphore::new(shared.config.engine_queue)),
             reads: Arc::new(tokio::sync::Semaphore::new(READS)),
+            maintaining: Default::default(),
+            subscribing: HashMap::new(),
+            generation: 0,
+            settled_tx,
+            settled_rx: Some(settled_rx),
             shared,
             webhooks,
         })
@@ -90,16 +105,18 @@ impl<E: Engine> Control<E> {
     /// publishes are local tasks).
     pub async fn run(mut self, mut rx: mpsc::Receiver<ControlMsg>) {
         let mut events = self.engine.take_events();
+        let mut settled = self.settled_rx.take().expect("run is called once");
         let period = self.engine.maintenance_period();
         let mut housekeeping = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = housekeeping.tick(), if period.is_some() => self.engine.maintain().await,
+                _ = housekeeping.tick(), if period.is_some() => self.maintain(),
                 m = rx.recv() => match m {
                     Some(m) => self.handle(m).await,
                     None => break,
                 },
+                Some(st) = settled.recv() => interest::settled(&mut self, st).await,
                 Some(ev) = next_event(&mut events) => {
                     if let Some(rx) = &events {
                         self.shared.metrics.control.backplane_events_pending.set(rx.len() as u64);
@@ -109,6 +126,21 @@ impl<E: Engine> Control<E> {
             }
         }
         tracing::debug!("control thread: all cores gone");
+    }
+
+    /// Starts a housekeeping pass as a task of its own, unless the last one still runs.
+    fn maintain(&mut self) {
+        if self.maintaining.get() {
+            return;
+        }
+        if let Some(pass) = self.engine.maintain() {
+            let running = self.maintaining.clone();
+            running.set(true);
+            tokio::task::spawn_local(async move {
+                pass.await;
+                running.set(false);
+            });
+        }
     }
 
     async fn on_event(&mut self, ev: EngineEvent) {
@@ -135,20 +167,28 @@ impl<E: Engine> Control<E> {
                     tracing::warn!(%channel, "message without offset from the engine; dropped");
                     return;
                 };
-                match self.last.get(&channel).copied() {
-                    Some(last) if offset <= last => return, // already delivered
-                    Some(last) if offset > last + 1 => {
-                        self.fill_gap(&channel, last, Some(offset - 1)).await;
-                    }
-                    _ => {}
+                if !interest::hold(self, &channel, offset, &frame_json) {
+                    self.accept(channel, offset, frame_json).await;
                 }
-                if let Some(ts) = frame_timestamp(&frame_json) {
-                    let lag = (Timestamp::now().millis() - ts.millis()).max(0) as u64;
-                    self.shared.metrics.control.backplane_lag_ms.set(lag);
-                }
-                self.deliver_remote(channel, offset, &frame_json).await;
             }
         }
+    }
+
+    /// Delivers a message that came from the engine, in order: one at or below the channel's
+    /// last delivered offset is a duplicate, one past the next reveals a gap (filled first).
+    async fn accept(&mut self, channel: ChannelName, offset: u64, frame_json: Bytes) {
+        match self.last.get(&channel).copied() {
+            Some(last) if offset <= last => return, // already delivered
+            Some(last) if offset > last + 1 => {
+                self.fill_gap(&channel, last, Some(offset - 1)).await;
+            }
+            _ => {}
+        }
+        if let Some(ts) = frame_timestamp(&frame_json) {
+            let lag = (Timestamp::now().millis() - ts.millis()).max(0) as u64;
+            self.shared.metrics.control.backplane_lag_ms.set(lag);
+        }
+        self.deliver_remote(channel, offset, &frame_json).await;
     }
 
     /// After pub/sub messages were missed: a registry change announced meanwhile was missed
@@ -191,9 +231,8 @@ impl<E: Engine> Control<E> {
         let Some(&bits) = self.interest.get(&channel) else {
             return;
         };
-        if let Some(l) = self.last.get_mut(&channel) {
-            *l = offset;
-        }
+        // Inserted if missing: a channel whose head could not be read is tracked from here.
+        self.last.insert(channel.clone(), offset);
         let d = Arc::new(Delivery::encoded(channel, offset, frame_json));
         self.fan_out(bits, d).await;
     }
@@ -210,39 +249,7 @@ impl<E: Engine> Control<E> {
         match m {
             ControlMsg::Publish(p) => self.publish(*p).await,
             ControlMsg::Stored(s) => self.store(*s).await,
-            ControlMsg::Interest(msg::Interest {
-                core,
-                channel,
-                on,
-                done,
-            }) => {
-                let bits = self.interest.entry(channel.clone()).or_insert(0);
-                let before = *bits;
-                if on {
-                    *bits |= 1 << core;
-                } else {
-                    *bits &= !(1 << core);
-                }
-                let after = *bits;
-                if after == 0 {
-                    self.interest.remove(&channel);
-                }
-                if (before == 0) != (after == 0) {
-                    if let Err(e) = self.engine.node_interest(&channel, after != 0).await {
-                        tracing::warn!(%channel, error = %e, "engine refused a channel interest change");
-                    }
-                    if after == 0 {
-                        self.last.remove(&channel);
-                    } else if let Ok(Some(head)) = self.engine.head_offset(&channel).await {
-                        // Subscribed in the engine first, then read the head: every message
-                        // after `head` will arrive live, or be found as a gap.
-                        self.last.entry(channel.clone()).or_insert(head);
-                    }
-                }
-                if let Some(d) = done {
-                    let _ = d.send(());
-                }
-            }
+            ControlMsg::Interest(i) => interest::change(self, i),
             ControlMsg::Audience(updates) => self.engine.add_audience(&updates).await,
             ControlMsg::Rest { req, reply } => match req {
                 RestReq::Messages(_) | RestReq::Stats(_) => registry::spawn_read(self, req, reply),

@@ -15,7 +15,7 @@ use std::{
 use uuid::Uuid;
 
 use super::{
-    Appended, Engine, EngineError, HistoryQuery, MessageRecord, NewMessage, ReadFuture, Stats,
+    Appended, Engine, EngineError, HistoryQuery, LocalFuture, MessageRecord, NewMessage, Stats,
     StatsBuilder,
 };
 use crate::{
@@ -100,7 +100,7 @@ impl Engine for MemoryEngine {
         "memory"
     }
 
-    fn reachable(&mut self) -> ReadFuture<bool> {
+    fn reachable(&mut self) -> LocalFuture<bool> {
         Box::pin(std::future::ready(true))
     }
 
@@ -186,16 +186,19 @@ impl Engine for MemoryEngine {
         }
     }
 
-    fn history(&mut self, q: &HistoryQuery) -> ReadFuture<Result<Vec<MessageRecord>, EngineError>> {
+    fn history(
+        &mut self,
+        q: &HistoryQuery,
+    ) -> LocalFuture<Result<Vec<MessageRecord>, EngineError>> {
         Box::pin(std::future::ready(Ok(self.read_history(q))))
     }
 
-    fn stats(&mut self, since: Option<Timestamp>) -> ReadFuture<Result<Stats, EngineError>> {
+    fn stats(&mut self, since: Option<Timestamp>) -> LocalFuture<Result<Stats, EngineError>> {
         Box::pin(std::future::ready(Ok(self.read_stats(since))))
     }
 
-    async fn node_interest(&mut self, _: &ChannelName, _: bool) -> Result<(), EngineError> {
-        Ok(())
+    fn node_interest(&mut self, _: &ChannelName, _: bool) -> LocalFuture<Result<(), EngineError>> {
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn retained(&self) -> u64 {

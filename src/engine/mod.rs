@@ -65,9 +65,10 @@ pub enum Sequencing {
     Engine,
 }
 
-/// A read that owns what it needs, so it runs beside the control loop instead of holding it
-/// up (history, stats and `/health`: a Redis scan takes many round trips).
-pub type ReadFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+/// Engine work that owns what it needs, so the control thread runs it as a task of its own
+/// instead of waiting for it (history, stats, `/health`, retention passes: with Redis, many
+/// round trips each, and remote deliveries must not wait behind them).
+pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
 /// An append that runs concurrently with others (see `Engine::append`).
 pub type AppendFuture = Pin<Box<dyn Future<Output = Result<Appended, EngineError>>>>;
@@ -192,7 +193,7 @@ pub trait Engine {
     /// Short name for logs and `/health`.
     fn name(&self) -> &'static str;
     /// Whether the backing store answers (`/health`).
-    fn reachable(&mut self) -> ReadFuture<bool>;
+    fn reachable(&mut self) -> LocalFuture<bool>;
 
     async fn load_channels(&mut self) -> Result<Vec<ChannelRecord>, EngineError>;
     /// Stores a new channel; `Conflict` if its pattern is taken (possibly by another node).
@@ -236,8 +237,9 @@ pub trait Engine {
     /// One more webhook URL answered 2xx for the message at `offset` (`whDeliveredCount`).
     async fn add_webhook_delivered(&mut self, _channel: &ChannelName, _offset: u64) {}
 
-    fn history(&mut self, q: &HistoryQuery) -> ReadFuture<Result<Vec<MessageRecord>, EngineError>>;
-    fn stats(&mut self, since: Option<Timestamp>) -> ReadFuture<Result<Stats, EngineError>>;
+    fn history(&mut self, q: &HistoryQuery)
+    -> LocalFuture<Result<Vec<MessageRecord>, EngineError>>;
+    fn stats(&mut self, since: Option<Timestamp>) -> LocalFuture<Result<Stats, EngineError>>;
 
     /// Messages this engine keeps in process memory (`ringcast_history_retained`); 0 for an
     /// engine that stores history elsewhere.
@@ -246,11 +248,20 @@ pub trait Engine {
     }
 
     /// This node gained its first / lost its last subscriber of `channel` (fan-out hook).
-    async fn node_interest(&mut self, channel: &ChannelName, on: bool) -> Result<(), EngineError>;
+    /// Changes of one channel must take effect in call order.
+    fn node_interest(
+        &mut self,
+        channel: &ChannelName,
+        on: bool,
+    ) -> LocalFuture<Result<(), EngineError>>;
 
-    /// The highest offset `channel` has now (multi-node engines; `None`: unknown/not tracked).
-    async fn head_offset(&mut self, _channel: &ChannelName) -> Result<Option<u64>, EngineError> {
-        Ok(None)
+    /// The highest offset `channel` has when the returned future runs (multi-node engines;
+    /// `None`: unknown/not tracked).
+    fn head_offset(
+        &mut self,
+        _channel: &ChannelName,
+    ) -> LocalFuture<Result<Option<u64>, EngineError>> {
+        Box::pin(std::future::ready(Ok(None)))
     }
 
     /// The channel's messages with offsets in `(after, upto]` (`upto` `None`: to the end), in
@@ -269,8 +280,11 @@ pub trait Engine {
         None
     }
 
-    /// Periodic housekeeping (retention by age), called by the control thread.
-    async fn maintain(&mut self) {}
+    /// Periodic housekeeping (retention by age): the control thread runs it as a task of its
+    /// own, one pass at a time.
+    fn maintain(&mut self) -> Option<LocalFuture<()>> {
+        None
+    }
 
     /// The engine's event stream, taken once by the control thread.
     fn take_events(&mut self) -> Option<tokio::sync::mpsc::Receiver<EngineEvent>> {

@@ -22,6 +22,7 @@ mod batch;
 pub(crate) mod keys;
 mod live;
 mod reads;
+mod retention;
 mod scripts;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -36,8 +37,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{
-    AppendFuture, Engine, EngineError, EngineEvent, HistoryQuery, MessageRecord, NewMessage,
-    ReadFuture, Stats,
+    AppendFuture, Engine, EngineError, EngineEvent, HistoryQuery, LocalFuture, MessageRecord,
+    NewMessage, Stats,
 };
 use crate::{
     channel::{ChannelName, ChannelRecord},
@@ -375,7 +376,7 @@ impl Engine for RedisEngine {
         "redis"
     }
 
-    fn reachable(&mut self) -> ReadFuture<bool> {
+    fn reachable(&mut self) -> LocalFuture<bool> {
         let client = self.client.clone();
         Box::pin(async move {
             matches!(
@@ -436,37 +437,46 @@ impl Engine for RedisEngine {
         self.audience.add(updates);
     }
 
-    fn history(&mut self, q: &HistoryQuery) -> ReadFuture<Result<Vec<MessageRecord>, EngineError>> {
+    fn history(
+        &mut self,
+        q: &HistoryQuery,
+    ) -> LocalFuture<Result<Vec<MessageRecord>, EngineError>> {
         let (reads, q) = (self.reads.clone(), q.clone());
         Box::pin(async move { reads.history(&q).await })
     }
 
-    fn stats(&mut self, since: Option<Timestamp>) -> ReadFuture<Result<Stats, EngineError>> {
+    fn stats(&mut self, since: Option<Timestamp>) -> LocalFuture<Result<Stats, EngineError>> {
         let reads = self.reads.clone();
         Box::pin(async move { reads.stats(since).await })
     }
 
-    async fn node_interest(&mut self, channel: &ChannelName, on: bool) -> Result<(), EngineError> {
-        let live = keys::live(channel.as_str());
+    fn node_interest(
+        &mut self,
+        channel: &ChannelName,
+        on: bool,
+    ) -> LocalFuture<Result<(), EngineError>> {
+        let (subscriber, live) = (self.subscriber.clone(), keys::live(channel.as_str()));
         // Sharded pub/sub, one channel per call (a multi-channel SSUBSCRIBE across slots fails
-        // with CROSSSLOT on a cluster).
-        if on {
-            self.subscriber.ssubscribe(live).await.map_err(unavailable)
-        } else {
-            self.subscriber
-                .sunsubscribe(live)
-                .await
-                .map_err(unavailable)
-        }
+        // with CROSSSLOT on a cluster). The command is sent when the future is first polled:
+        // futures polled in call order send in call order, on the one subscriber connection.
+        Box::pin(async move {
+            if on {
+                subscriber.ssubscribe(live).await.map_err(unavailable)
+            } else {
+                subscriber.sunsubscribe(live).await.map_err(unavailable)
+            }
+        })
     }
 
-    async fn head_offset(&mut self, channel: &ChannelName) -> Result<Option<u64>, EngineError> {
-        let v: Option<u64> = self
-            .client
-            .get(keys::seq(channel.as_str()))
-            .await
-            .map_err(unavailable)?;
-        Ok(Some(v.unwrap_or(0)))
+    fn head_offset(
+        &mut self,
+        channel: &ChannelName,
+    ) -> LocalFuture<Result<Option<u64>, EngineError>> {
+        let (client, seq) = (self.client.clone(), keys::seq(channel.as_str()));
+        Box::pin(async move {
+            let v: Option<u64> = client.get(seq).await.map_err(unavailable)?;
+            Ok(Some(v.unwrap_or(0)))
+        })
     }
 
     async fn read_range(
@@ -484,8 +494,15 @@ impl Engine for RedisEngine {
             .map(|a| (a / 4).clamp(Duration::from_millis(100), Duration::from_secs(10)))
     }
 
-    async fn maintain(&mut self) {
-        self.trim_by_age().await;
+    fn maintain(&mut self) -> Option<LocalFuture<()>> {
+        let (Some(max_age), Some(period)) = (self.retention.max_age, self.maintenance_period())
+        else {
+            return None;
+        };
+        let client = self.client.clone();
+        Some(Box::pin(async move {
+            retention::trim_by_age(&client, max_age, period).await
+        }))
     }
 
     fn take_events(&mut self) -> Option<mpsc::Receiver<EngineEvent>> {
@@ -494,28 +511,6 @@ impl Engine for RedisEngine {
 }
 
 impl RedisEngine {
-    /// One page of a channel's stream after `after`.
-    async fn read_page(
-        &self,
-        channel: &ChannelName,
-        after: u64,
-    ) -> Result<Vec<MessageRecord>, EngineError> {
-        let page: Vec<(String, HashMap<String, String>)> = self
-            .client
-            .xrange_values(
-                keys::log(channel.as_str()),
-                format!("{}-1", after + 1),
-                "+",
-                Some(SCAN_PAGE),
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(page
-            .iter()
-            .filter_map(|(id, f)| entry_record(id, f))
-            .collect())
-    }
-
     async fn read_until(
         &self,
         channel: &ChannelName,
@@ -541,97 +536,6 @@ impl RedisEngine {
             }
             if (n as u64) < SCAN_PAGE {
                 return Ok(out);
-            }
-        }
-    }
-
-    /// Deletes the `aud` and `whd` fields of offsets `from..to` (messages trimmed by age).
-    async fn forget_counts(&self, name: &str, from: u64, to: u64) {
-        let pipe = self.client.pipeline();
-        let mut o = from;
-        while o < to {
-            let end = (o + 1000).min(to);
-            let fields: Vec<String> = (o..end).map(|x| x.to_string()).collect();
-            for hash in [keys::audience(name), keys::wh_delivered(name)] {
-                let _: Result<(), _> = pipe.hdel(hash, fields.clone()).await;
-            }
-            o = end;
-        }
-        if let Err(e) = pipe.all::<Value>().await {
-            tracing::debug!(channel = %name, error = %e, "dropping trimmed messages' counts failed");
-        }
-    }
-
-    /// Retention by age. One node per period does it (a short lease); the all-channels
-    /// index is trimmed by time id, each channel's stream up to its first young message.
-    async fn trim_by_age(&mut self) {
-        let (Some(age), Some(period)) = (self.retention.max_age, self.maintenance_period()) else {
-            return;
-        };
-        let lease: Result<Option<String>, _> = self
-            .client
-            .set(
-                keys::MAINTENANCE_LEASE,
-                "1",
-                Some(Expiration::PX((period.as_millis() as i64 * 9 / 10).max(50))),
-                Some(SetOptions::NX),
-                false,
-            )
-            .await;
-        if !matches!(lease, Ok(Some(_))) {
-            return;
-        }
-        let cutoff = Timestamp(Timestamp::now().millis() - age.as_millis() as i64);
-        let _: Result<Value, _> = self
-            .client
-            .xtrim(keys::MESSAGES, ("MINID", "=", cutoff.millis().to_string()))
-            .await;
-        let names: Vec<String> = self.client.smembers(keys::NAMES).await.unwrap_or_default();
-        for name in names {
-            let Ok(ch) = ChannelName::parse(&name) else {
-                continue;
-            };
-            // First message young enough to keep; everything before it goes.
-            let mut after = 0;
-            let mut oldest = None;
-            let keep = loop {
-                let page = match self.read_page(&ch, after).await {
-                    Ok(p) if !p.is_empty() => p,
-                    Ok(_) => break Ok(None),
-                    Err(e) => break Err(e),
-                };
-                oldest = oldest.or(page.first().map(|m| m.offset));
-                if let Some(m) = page.iter().find(|m| m.created_at >= cutoff) {
-                    break Ok(Some(m.offset));
-                }
-                after = page.last().map_or(after, |m| m.offset);
-            };
-            // A failed read must not look like "nothing young": that would trim everything.
-            let keep = match keep {
-                Ok(k) => k,
-                Err(e) => {
-                    tracing::debug!(channel = %name, error = %e, "age trim skipped: read failed");
-                    continue;
-                }
-            };
-            let key = keys::log(&name);
-            let r: Result<Value, _> = match keep {
-                Some(off) => {
-                    self.client
-                        .xtrim(key, ("MINID", "=", format!("{off}-1")))
-                        .await
-                }
-                None => self.client.xtrim(key, ("MAXLEN", "=", 0)).await,
-            };
-            if let Err(e) = r {
-                tracing::debug!(channel = %name, error = %e, "age trim failed");
-                continue;
-            }
-            // The trimmed messages' counts go too (a count written meanwhile was refused:
-            // `scripts::COUNT` skips offsets before the stream's head).
-            if let Some(from) = oldest {
-                self.forget_counts(&name, from, keep.unwrap_or(after + 1))
-                    .await;
             }
         }
     }

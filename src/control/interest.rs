@@ -1,0 +1,167 @@
+//! Which cores have subscribers of which channel, and the engine subscriptions that follow
+//! (redis engine: `SSUBSCRIBE` when the node's first core gains a channel, `SUNSUBSCRIBE` when
+//! its last one loses it).
+//!
+//! The engine work runs as a task of its own: the control loop never waits for Redis here (it
+//! used to, two round trips per newly subscribed channel, with every delivery of the node
+//! behind them). While a channel's subscription is being set up, the messages that already
+//! arrive for it are held (at most `HELD` per channel; past that they are dropped, and the
+//! next one reveals the gap, filled from the stream) and the cores' `done`s wait. Once it is
+//! set up, the node's position in the channel is its head at that moment: the `done`s are
+//! answered (the core then answers `subscribed`), and the held messages past the head are
+//! delivered. A client that got `subscribed` receives everything published afterwards.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Control, msg::Interest};
+use crate::{channel::ChannelName, engine::Engine};
+
+/// Most messages held per channel while its subscription is set up.
+const HELD: usize = 4096;
+/// Bound of the queue from the set-up tasks back to the control loop (each task waits for a
+/// slot; there is at most one task per channel change).
+pub(super) const SETTLED_QUEUE: usize = 1024;
+
+/// A channel whose engine subscription is being set up.
+pub(super) struct Subscribing {
+    /// Which set-up this is (a channel dropped and taken again starts another one).
+    generation: u64,
+    waiters: Vec<oneshot::Sender<()>>,
+    held: Vec<(u64, Bytes)>,
+}
+
+/// A set-up task finished: the channel's head offset when its subscription was in place.
+pub(super) struct Settled {
+    channel: ChannelName,
+    generation: u64,
+    head: Option<u64>,
+}
+
+pub(super) type SettledTx = mpsc::Sender<Settled>;
+
+/// A core gained (`on`) or lost its subscribers of a channel. Never waits.
+pub(super) fn change<E: Engine>(c: &mut Control<E>, i: Interest) {
+    let Interest {
+        core,
+        channel,
+        on,
+        done,
+    } = i;
+    let bits = c.interest.entry(channel.clone()).or_insert(0);
+    let before = *bits;
+    if on {
+        *bits |= 1 << core;
+    } else {
+        *bits &= !(1 << core);
+    }
+    let after = *bits;
+    if after == 0 {
+        c.interest.remove(&channel);
+    }
+    if before == 0 && after != 0 {
+        c.generation += 1;
+        let generation = c.generation;
+        // Both futures are made now, in call order; each sends its command when first
+        // polled, and the task polls the subscription first: the head is read after it.
+        let subscribe = c.engine.node_interest(&channel, true);
+        let head = c.engine.head_offset(&channel);
+        c.subscribing.insert(
+            channel.clone(),
+            Subscribing {
+                generation,
+                waiters: done.into_iter().collect(),
+                held: Vec::new(),
+            },
+        );
+        let tx = c.settled_tx.clone();
+        tokio::task::spawn_local(async move {
+            if let Err(e) = subscribe.await {
+                tracing::warn!(%channel, error = %e, "engine refused a channel subscription");
+            }
+            let head = match head.await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(%channel, error = %e, "reading a channel's head failed; gaps are tracked from its next message");
+                    None
+                }
+            };
+            let _ = tx
+                .send(Settled {
+                    channel,
+                    generation,
+                    head,
+                })
+                .await;
+        });
+        return;
+    }
+    if before != 0 && after == 0 {
+        c.last.remove(&channel);
+        if let Some(s) = c.subscribing.remove(&channel) {
+            answer(s.waiters);
+        }
+        let unsubscribe = c.engine.node_interest(&channel, false);
+        let name = channel.clone();
+        tokio::task::spawn_local(async move {
+            if let Err(e) = unsubscribe.await {
+                tracing::warn!(channel = %name, error = %e, "engine refused a channel unsubscription");
+            }
+        });
+    }
+    match (done, c.subscribing.get_mut(&channel)) {
+        (Some(d), Some(s)) => s.waiters.push(d),
+        (Some(d), None) => {
+            let _ = d.send(());
+        }
+        (None, _) => {}
+    }
+}
+
+/// Holds a message of a channel whose subscription is being set up; `false` if the channel
+/// is not being set up (deliver the message as usual).
+pub(super) fn hold<E: Engine>(
+    c: &mut Control<E>,
+    channel: &ChannelName,
+    offset: u64,
+    frame: &Bytes,
+) -> bool {
+    let Some(s) = c.subscribing.get_mut(channel) else {
+        return false;
+    };
+    if s.held.len() < HELD {
+        s.held.push((offset, frame.clone()));
+    }
+    true
+}
+
+/// A set-up finished: answer the waiting cores, then deliver what was held past the head.
+pub(super) async fn settled<E: Engine>(c: &mut Control<E>, s: Settled) {
+    if c.subscribing
+        .get(&s.channel)
+        .is_none_or(|x| x.generation != s.generation)
+    {
+        return; // the channel was dropped (and maybe taken again) meanwhile
+    }
+    let Some(sub) = c.subscribing.remove(&s.channel) else {
+        return;
+    };
+    if let Some(head) = s.head {
+        c.last.insert(s.channel.clone(), head);
+    }
+    answer(sub.waiters);
+    for (offset, frame) in sub.held {
+        c.accept(s.channel.clone(), offset, frame).await;
+    }
+}
+
+fn answer(waiters: Vec<oneshot::Sender<()>>) {
+    for w in waiters {
+        let _ = w.send(());
+    }
+}
+
+/// Channels being set up, for `Control`.
+pub(super) type SubscribingMap = HashMap<ChannelName, Subscribing>;
