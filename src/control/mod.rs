@@ -158,15 +158,12 @@ impl<E: Engine> Control<E> {
             }
             EngineEvent::Message {
                 channel,
+                offset,
                 frame_json,
             } => {
                 if !self.interest.contains_key(&channel) {
                     return;
                 }
-                let Some(offset) = trailing_offset(&frame_json) else {
-                    tracing::warn!(%channel, "message without offset from the engine; dropped");
-                    return;
-                };
                 if !interest::hold(self, &channel, offset, &frame_json) {
                     self.accept(channel, offset, frame_json).await;
                 }
@@ -402,25 +399,12 @@ fn frame_timestamp(frame: &[u8]) -> Option<Timestamp> {
     Timestamp::parse(std::str::from_utf8(&frame[i..i + len]).ok()?)
 }
 
-/// The offset at the end of an encoded `message` frame (`..."offset":N}`).
-fn trailing_offset(frame: &[u8]) -> Option<u64> {
-    let body = frame.strip_suffix(b"}")?;
-    let start = body.iter().rposition(|b| !b.is_ascii_digit())? + 1;
-    if !body[..start].ends_with(b"\"offset\":") {
-        return None;
-    }
-    std::str::from_utf8(&body[start..]).ok()?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn reads_offsets_and_timestamps() {
-        let f = br#"{"type":"message","event":"INSERT","payload":{"schema":"public","x":1},"offset":42}"#;
-        assert_eq!(trailing_offset(f), Some(42));
-        assert_eq!(trailing_offset(b"{\"a\":1}"), None);
+    fn reads_timestamps() {
         let t = br#"{"type":"message","timestamp":"2026-01-01T00:00:00.123Z","offset":1}"#;
         assert_eq!(
             frame_timestamp(t).map(|t| t.to_rfc3339()).as_deref(),

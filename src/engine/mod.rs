@@ -41,9 +41,11 @@ pub enum EngineError {
 #[derive(Debug)]
 pub enum EngineEvent {
     /// A message published on some node (this one included), in its channel's order:
-    /// `frame_json` is the complete `message` frame body, encoded once by the publisher.
+    /// `frame_json` is the complete `message` frame body, encoded once by the publisher,
+    /// carrying `offset`.
     Message {
         channel: ChannelName,
+        offset: u64,
         frame_json: Bytes,
     },
     /// The channel registry changed (on this node or another).

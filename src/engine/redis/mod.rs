@@ -267,8 +267,9 @@ fn events_of(m: Message) -> Vec<EngineEvent> {
     match decoded {
         Ok(frames) => frames
             .into_iter()
-            .map(|(_, frame_json)| EngineEvent::Message {
+            .map(|(offset, frame_json)| EngineEvent::Message {
                 channel: name.clone(),
+                offset,
                 frame_json,
             })
             .collect(),
