@@ -5,8 +5,8 @@
 //! The engine work runs as a task of its own: the control loop never waits for Redis here (it
 //! used to, two round trips per newly subscribed channel, with every delivery of the node
 //! behind them). While a channel's subscription is being set up, the messages that already
-//! arrive for it are held (at most `HELD` per channel; past that they are dropped, and the
-//! next one reveals the gap, filled from the stream) and the cores' `done`s wait. Once it is
+//! arrive for it are held (at most `HELD` per channel; past that the rest are read back from
+//! the channel's stream once it is set up) and the cores' `done`s wait. Once it is
 //! set up, the node's position in the channel is its head at that moment: the `done`s are
 //! answered (the core then answers `subscribed`), and the held messages past the head are
 //! delivered. A client that got `subscribed` receives everything published afterwards.
@@ -31,6 +31,8 @@ pub(super) struct Subscribing {
     generation: u64,
     waiters: Vec<oneshot::Sender<()>>,
     held: Vec<(u64, Bytes)>,
+    /// More than `HELD` arrived: the rest are read from the stream.
+    overflowed: bool,
 }
 
 /// A set-up task finished: the channel's head offset when its subscription was in place.
@@ -74,6 +76,7 @@ pub(super) fn change<E: Engine>(c: &mut Control<E>, i: Interest) {
                 generation,
                 waiters: done.into_iter().collect(),
                 held: Vec::new(),
+                overflowed: false,
             },
         );
         let tx = c.settled_tx.clone();
@@ -133,6 +136,8 @@ pub(super) fn hold<E: Engine>(
     };
     if s.held.len() < HELD {
         s.held.push((offset, frame.clone()));
+    } else {
+        s.overflowed = true;
     }
     true
 }
@@ -154,6 +159,11 @@ pub(super) async fn settled<E: Engine>(c: &mut Control<E>, s: Settled) {
     answer(sub.waiters);
     for (offset, frame) in sub.held {
         c.accept(s.channel.clone(), offset, frame).await;
+    }
+    if sub.overflowed {
+        if let Some(last) = c.last.get(&s.channel).copied() {
+            c.fill_gap(&s.channel, last, None).await;
+        }
     }
 }
 
