@@ -226,8 +226,7 @@ fn redis_going_away_gives_errors_then_recovers() {
 
     redis.restart();
     // Publishing works again, and the node re-subscribes its live subscriber in Redis, so new
-    // messages reach it. (Messages published before the re-subscription completes are not yet
-    // replayed from the stream: that gap fill is still to be built.)
+    // messages reach it (the gap fill after a reconnection has tests of its own).
     sub.set_timeout(Duration::from_millis(300));
     eventually(
         "publish and delivery work after Redis returns",
@@ -994,4 +993,30 @@ fn subscribing_and_leaving_while_messages_flow_skips_and_repeats_nothing() {
     assert!(published > 0);
     a.shutdown();
     b.shutdown();
+}
+
+#[test]
+fn a_subscription_redis_cannot_take_gets_an_error_then_works_after() {
+    // A node's first subscriber of a channel makes it subscribe in Redis. If Redis is away, the
+    // client gets an error frame, not a `subscribed` that would never receive anything.
+    let mut redis = RedisServer::start_persistent();
+    let a = TestServer::builder("io_uring").redis(&redis.url()).start();
+    a.channel("late:*");
+    let mut s = a.client("s");
+    redis.stop();
+    s.set_timeout(Duration::from_secs(15));
+    s.send(json!({"type": "subscribe", "channel": "late:1"}));
+    let e = s.expect("error");
+    assert_eq!(e["code"], "INTERNAL", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("retry"), "{e}");
+    redis.restart();
+    let mut p = a.client("p");
+    eventually("subscribe works again", Duration::from_secs(20), || {
+        s.send(json!({"type": "subscribe", "channel": "late:1"}));
+        s.recv()["type"] == "subscribed"
+    });
+    p.set_timeout(Duration::from_secs(10));
+    p.publish("late:1", "after", json!({}));
+    assert_eq!(s.expect("message")["event"], "after");
+    a.shutdown();
 }

@@ -5,11 +5,13 @@
 //! The engine work runs as a task of its own: the control loop never waits for Redis here (it
 //! used to, two round trips per newly subscribed channel, with every delivery of the node
 //! behind them). While a channel's subscription is being set up, the messages that already
-//! arrive for it are held (at most `HELD` per channel; past that the rest are read back from
-//! the channel's stream once it is set up) and the cores' `done`s wait. Once it is
-//! set up, the node's position in the channel is its head at that moment: the `done`s are
-//! answered (the core then answers `subscribed`), and the held messages past the head are
-//! delivered. A client that got `subscribed` receives everything published afterwards.
+//! arrive for it are held (at most `HELD` per channel; past that, or when the node resyncs
+//! meanwhile, the channel is read back from its stream once it is set up) and the cores'
+//! `done`s wait. Once it is set up, the node's position in the channel is its head at that
+//! moment: the `done`s are answered (the core then answers `subscribed`), and the held
+//! messages past the head are delivered. A client that got `subscribed` receives everything
+//! published afterwards. If Redis refuses the subscription, the `done`s are dropped: the
+//! clients get an error instead of a subscription that would never receive anything.
 
 use std::collections::HashMap;
 
@@ -31,14 +33,17 @@ pub(super) struct Subscribing {
     generation: u64,
     waiters: Vec<oneshot::Sender<()>>,
     held: Vec<(u64, Bytes)>,
-    /// More than `HELD` arrived: the rest are read from the stream.
-    overflowed: bool,
+    /// Messages may have been missed meanwhile (more than `HELD` arrived, or the node
+    /// resynced): read the channel back from the stream once set up.
+    pub(super) read_back: bool,
 }
 
-/// A set-up task finished: the channel's head offset when its subscription was in place.
+/// A set-up task finished: whether the engine subscribed, and the channel's head offset once
+/// it had.
 pub(super) struct Settled {
     channel: ChannelName,
     generation: u64,
+    subscribed: bool,
     head: Option<u64>,
 }
 
@@ -76,25 +81,34 @@ pub(super) fn change<E: Engine>(c: &mut Control<E>, i: Interest) {
                 generation,
                 waiters: done.into_iter().collect(),
                 held: Vec::new(),
-                overflowed: false,
+                read_back: false,
             },
         );
         let tx = c.settled_tx.clone();
         tokio::task::spawn_local(async move {
-            if let Err(e) = subscribe.await {
-                tracing::warn!(%channel, error = %e, "engine refused a channel subscription");
-            }
-            let head = match head.await {
-                Ok(h) => h,
+            let subscribed = match subscribe.await {
+                Ok(()) => true,
                 Err(e) => {
-                    tracing::warn!(%channel, error = %e, "reading a channel's head failed; gaps are tracked from its next message");
-                    None
+                    tracing::warn!(%channel, error = %e, "engine refused a channel subscription; its subscribers get an error");
+                    false
                 }
+            };
+            let head = if subscribed {
+                match head.await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        tracing::warn!(%channel, error = %e, "reading a channel's head failed; gaps are tracked from its next message");
+                        None
+                    }
+                }
+            } else {
+                None
             };
             let _ = tx
                 .send(Settled {
                     channel,
                     generation,
+                    subscribed,
                     head,
                 })
                 .await;
@@ -137,7 +151,7 @@ pub(super) fn hold<E: Engine>(
     if s.held.len() < HELD {
         s.held.push((offset, frame.clone()));
     } else {
-        s.overflowed = true;
+        s.read_back = true;
     }
     true
 }
@@ -153,6 +167,18 @@ pub(super) async fn settled<E: Engine>(c: &mut Control<E>, s: Settled) {
     let Some(sub) = c.subscribing.remove(&s.channel) else {
         return;
     };
+    if !s.subscribed {
+        // No core has confirmed this channel yet (they all wait in `waiters`): forget it, and
+        // drop the waiters, so each core answers its clients with an error. In case Redis did
+        // subscribe after all (a timed-out answer), undo that.
+        c.interest.remove(&s.channel);
+        drop(sub.waiters);
+        let undo = c.engine.node_interest(&s.channel, false);
+        tokio::task::spawn_local(async move {
+            let _ = undo.await;
+        });
+        return;
+    }
     if let Some(head) = s.head {
         c.last.insert(s.channel.clone(), head);
     }
@@ -160,7 +186,7 @@ pub(super) async fn settled<E: Engine>(c: &mut Control<E>, s: Settled) {
     for (offset, frame) in sub.held {
         c.accept(s.channel.clone(), offset, frame).await;
     }
-    if sub.overflowed {
+    if sub.read_back {
         if let Some(last) = c.last.get(&s.channel).copied() {
             c.fill_gap(&s.channel, last, None).await;
         }

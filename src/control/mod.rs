@@ -134,11 +134,18 @@ impl<E: Engine> Control<E> {
             return;
         }
         if let Some(pass) = self.engine.maintain() {
-            let running = self.maintaining.clone();
-            running.set(true);
+            /// Clears the flag however the pass ends (a panicking task is dropped).
+            struct Running(std::rc::Rc<std::cell::Cell<bool>>);
+            impl Drop for Running {
+                fn drop(&mut self) {
+                    self.0.set(false);
+                }
+            }
+            self.maintaining.set(true);
+            let running = Running(self.maintaining.clone());
             tokio::task::spawn_local(async move {
+                let _running = running;
                 pass.await;
-                running.set(false);
             });
         }
     }
@@ -191,6 +198,10 @@ impl<E: Engine> Control<E> {
     /// After pub/sub messages were missed: a registry change announced meanwhile was missed
     /// too, so reload it, then read every served channel's stream past what was delivered.
     async fn resync(&mut self) {
+        // Channels still being set up have no position yet: they read back once set up.
+        for s in self.subscribing.values_mut() {
+            s.read_back = true;
+        }
         registry::reload(self).await;
         let channels: Vec<(ChannelName, u64)> =
             self.last.iter().map(|(c, o)| (c.clone(), *o)).collect();

@@ -219,7 +219,7 @@ impl Session {
                     ),
                     Err(SubscribeError::Unavailable) => err(
                         ErrorCode::Internal,
-                        "subscription could not be registered (server shutting down?)",
+                        "subscription could not be registered (the engine did not take it, or the server is shutting down); retry",
                         Some(channel.as_str()),
                     ),
                 }

@@ -13,7 +13,7 @@
 
 use std::{cell::RefCell, collections::HashMap, mem, rc::Rc, sync::Arc};
 
-use fred::prelude::*;
+use fred::{prelude::*, types::scripts::Script};
 use tokio::sync::Notify;
 
 use super::{keys, scripts};
@@ -31,6 +31,9 @@ struct Pending {
 }
 
 pub struct AudienceWriter {
+    /// `scripts::COUNT` by its SHA (these calls share the connection with publishes; the text
+    /// is sent only if Redis lost it).
+    script: Script,
     pending: RefCell<Pending>,
     wake: Notify,
     metrics: Arc<EngineMetrics>,
@@ -40,6 +43,7 @@ impl AudienceWriter {
     /// Starts the writing task. Must be called inside a `LocalSet`.
     pub fn start(client: Client, metrics: Arc<EngineMetrics>) -> Rc<Self> {
         let w = Rc::new(Self {
+            script: Script::from_lua(scripts::COUNT),
             pending: RefCell::new(Pending::default()),
             wake: Notify::new(),
             metrics,
@@ -102,10 +106,10 @@ impl AudienceWriter {
                     args.push(Value::from(*off as i64));
                     args.push(Value::from(i64::from(*n)));
                 }
-                let (client, keys, n) =
-                    (client.clone(), vec![hash.clone(), log.clone()], chunk.len());
+                let (client, script) = (client.clone(), self.script.clone());
+                let (keys, n) = (vec![hash.clone(), log.clone()], chunk.len());
                 calls.spawn_local(async move {
-                    let r: Result<Value, _> = client.eval(scripts::COUNT, keys, args).await;
+                    let r: Result<Value, _> = script.evalsha_with_reload(&client, keys, args).await;
                     r.err().map(|e| (n as u64, e))
                 });
             }

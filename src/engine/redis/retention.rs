@@ -81,7 +81,12 @@ pub async fn trim_by_age(client: &Client, age: Duration, period: Duration) {
         let key = keys::log(&name);
         let r: Result<Value, _> = match keep {
             Some(off) => client.xtrim(key, ("MINID", "=", format!("{off}-1"))).await,
-            None => client.xtrim(key, ("MAXLEN", "=", 0)).await,
+            // Nothing young was seen: trim what was read, not what arrived since.
+            None => {
+                client
+                    .xtrim(key, ("MINID", "=", format!("{}-1", after + 1)))
+                    .await
+            }
         };
         if let Err(e) = r {
             tracing::debug!(channel = %name, error = %e, "age trim failed");
