@@ -14,6 +14,13 @@ use signal_hook::{
     iterator::Signals,
 };
 
+/// jemalloc, not glibc's malloc: the publish path allocates and frees small objects across
+/// threads at a high rate, where glibc spent ~30 % of a core thread (its per-thread cache is
+/// 7 chunks per size; past that, locked arenas and `malloc_consolidate`). Same idle memory per
+/// connection, ~1.9x the acknowledged publishes/s (BENCHMARKS.md, "Seventh session").
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
