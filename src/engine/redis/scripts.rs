@@ -53,11 +53,13 @@ return written
 "#;
 
 /// Append records to the all-channels index. KEYS: index. ARGV: approximate MAXLEN, records.
-/// (Specialized: a generic field list costs Lua ~1 µs more per entry.)
+/// (Specialized: a generic field list costs Lua ~1 µs more per entry. One trim per call, not
+/// per entry: ~7 % less Redis time for this script, BENCHMARKS "Seventh session".)
 pub const XADD_INDEX: &str = r#"
 for i = 2, #ARGV do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'r', ARGV[i])
+  redis.call('XADD', KEYS[1], '*', 'r', ARGV[i])
 end
+redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[1])
 return #ARGV - 1
 "#;
 
