@@ -3,6 +3,9 @@
 
 use serde::Serialize;
 use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::timestamp::Timestamp;
 
 /// Replies to one connection (`ref` echoed when the client sent one).
 #[derive(Debug, Serialize)]
@@ -40,7 +43,7 @@ pub enum ServerMsg<'a> {
     },
     Published {
         #[serde(rename = "messageId")]
-        message_id: &'a str,
+        message_id: Uuid,
         channel: &'a str,
         event: &'a str,
         offset: u64,
@@ -55,12 +58,13 @@ pub enum ServerMsg<'a> {
 pub struct MessageFrame<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub message_id: &'a str,
+    pub message_id: Uuid,
     pub channel: &'a str,
     pub event: &'a str,
     pub payload: &'a RawValue,
     pub sender_id: Option<&'a str>,
     pub sender_type: &'a str,
-    pub timestamp: &'a str,
+    /// Typed (serialized from stack buffers, like `message_id`: nothing allocated per frame).
+    pub timestamp: Timestamp,
     pub offset: u64,
 }
