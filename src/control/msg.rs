@@ -94,8 +94,9 @@ impl PublishReq {
 
     /// The `published` ack for this request.
     pub fn ack(&self, a: &Appended) -> Bytes {
+        let mut id = uuid::Uuid::encode_buffer();
         frame::encode_json(&ServerMsg::Published {
-            message_id: a.id,
+            message_id: a.id.hyphenated().encode_lower(&mut id),
             channel: self.channel.as_str(),
             event: &self.event,
             offset: a.offset,
@@ -184,15 +185,17 @@ pub struct Delivery {
 impl Delivery {
     /// Encodes a sequenced message once, for every subscriber on every core.
     pub fn new(m: &NewMessage, a: &Appended) -> Self {
+        let mut id = uuid::Uuid::encode_buffer();
+        let ts = a.created_at.rfc3339();
         let frame = frame::encode_json(&MessageFrame {
             kind: "message",
-            message_id: a.id,
+            message_id: a.id.hyphenated().encode_lower(&mut id),
             channel: m.channel_name.as_str(),
             event: &m.event,
             payload: &m.payload,
             sender_id: m.sender_id.as_deref(),
             sender_type: m.sender_type,
-            timestamp: a.created_at,
+            timestamp: ts.as_str(),
             offset: a.offset,
         });
         let schema = if m.channel_name.is_db() {
@@ -229,15 +232,17 @@ impl Delivery {
 
 /// The `message` frame body of a stored record (as its publisher encoded it).
 pub fn frame_json_of(r: &MessageRecord) -> Vec<u8> {
+    let mut id = uuid::Uuid::encode_buffer();
+    let ts = r.created_at.rfc3339();
     serde_json::to_vec(&MessageFrame {
         kind: "message",
-        message_id: r.id,
+        message_id: r.id.hyphenated().encode_lower(&mut id),
         channel: r.channel_name.as_str(),
         event: &r.event_name,
         payload: &r.payload,
         sender_id: r.sender_id.as_deref(),
         sender_type: r.sender_type,
-        timestamp: r.created_at,
+        timestamp: ts.as_str(),
         offset: r.offset,
     })
     .expect("serializing to a Vec cannot fail")

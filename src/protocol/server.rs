@@ -3,9 +3,6 @@
 
 use serde::Serialize;
 use serde_json::value::RawValue;
-use uuid::Uuid;
-
-use crate::timestamp::Timestamp;
 
 /// Replies to one connection (`ref` echoed when the client sent one).
 #[derive(Debug, Serialize)]
@@ -43,7 +40,7 @@ pub enum ServerMsg<'a> {
     },
     Published {
         #[serde(rename = "messageId")]
-        message_id: Uuid,
+        message_id: &'a str,
         channel: &'a str,
         event: &'a str,
         offset: u64,
@@ -58,13 +55,12 @@ pub enum ServerMsg<'a> {
 pub struct MessageFrame<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub message_id: Uuid,
+    pub message_id: &'a str,
     pub channel: &'a str,
     pub event: &'a str,
     pub payload: &'a RawValue,
     pub sender_id: Option<&'a str>,
     pub sender_type: &'a str,
-    /// Typed (serialized from stack buffers, like `message_id`: nothing allocated per frame).
-    pub timestamp: Timestamp,
+    pub timestamp: &'a str,
     pub offset: u64,
 }

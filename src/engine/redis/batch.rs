@@ -196,15 +196,17 @@ impl Batcher {
                 created_at: p.created_at,
                 offset: 0,
             };
+            let mut ids = Uuid::encode_buffer();
+            let ts = p.created_at.rfc3339();
             let frame = MessageFrame {
                 kind: "message",
-                message_id: p.id,
+                message_id: p.id.hyphenated().encode_lower(&mut ids),
                 channel: ch,
                 event: &m.event,
                 payload: &m.payload,
                 sender_id: m.sender_id.as_deref(),
                 sender_type: m.sender_type,
-                timestamp: p.created_at,
+                timestamp: ts.as_str(),
                 offset: 0,
             };
             let mut rec = Vec::with_capacity(m.payload.get().len() + 384);
