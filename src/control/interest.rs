@@ -13,7 +13,7 @@
 //! published afterwards. If Redis refuses the subscription, the `done`s are dropped: the
 //! clients get an error instead of a subscription that would never receive anything.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, hash_map::Entry};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -158,14 +158,9 @@ pub(super) fn hold<E: Engine>(
 
 /// A set-up finished: answer the waiting cores, then deliver what was held past the head.
 pub(super) async fn settled<E: Engine>(c: &mut Control<E>, s: Settled) {
-    if c.subscribing
-        .get(&s.channel)
-        .is_none_or(|x| x.generation != s.generation)
-    {
-        return; // the channel was dropped (and maybe taken again) meanwhile
-    }
-    let Some(sub) = c.subscribing.remove(&s.channel) else {
-        return;
+    let sub = match c.subscribing.entry(s.channel.clone()) {
+        Entry::Occupied(e) if e.get().generation == s.generation => e.remove(),
+        _ => return, // the channel was dropped (and maybe taken again) meanwhile
     };
     if !s.subscribed {
         // No core has confirmed this channel yet (they all wait in `waiters`): forget it, and
