@@ -30,6 +30,18 @@ fn hash_fields(redis: &RedisServer, key: &str) -> Vec<u64> {
     f
 }
 
+/// The number in an integer (or bulk string) reply.
+fn int_reply(reply: &str) -> i64 {
+    reply
+        .split("\r\n")
+        .find_map(|l| {
+            l.strip_prefix(':')
+                .or_else(|| (!l.starts_with(['$', '*'])).then_some(l))
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a number: {reply:?}"))
+}
+
 fn two_nodes(driver: &str, redis: &RedisServer) -> (TestServer, TestServer) {
     let a = TestServer::builder(driver).redis(&redis.url()).start();
     let b = TestServer::builder(driver).redis(&redis.url()).start();
@@ -657,6 +669,9 @@ fn a_burst_of_publishes_is_batched_and_keeps_its_order() {
     let after = redis.command(&["INFO", "commandstats"]);
     let used = calls(&after) - calls(&before);
     assert!(used < 400, "{used} script calls for 300 publishes");
+    // A batch is one stream entry: fewer entries than the 250 messages kept.
+    let entries = int_reply(&redis.command(&["XLEN", "rc:{burst:1}:log"]));
+    assert!(entries < 200, "{entries} stream entries for 250 messages");
     node.shutdown();
 }
 
@@ -1019,4 +1034,107 @@ fn a_subscription_redis_cannot_take_gets_an_error_then_works_after() {
     p.publish("late:1", "after", json!({}));
     assert_eq!(s.expect("message")["event"], "after");
     a.shutdown();
+}
+
+#[test]
+fn the_all_channels_index_is_capped_by_messages_not_entries() {
+    // `history.max_total_messages` bounds the all-channels index in messages, though each
+    // index entry holds a whole publish batch (1 to 256 messages).
+    let redis = RedisServer::start();
+    let node = TestServer::builder("io_uring")
+        .redis(&redis.url())
+        .with(|f| {
+            f.history.max_total_messages = 100;
+            f.websocket.publish_rate = 10_000;
+            f.websocket.publish_burst = 10_000;
+        })
+        .start();
+    node.channel("cap:*");
+    let mut p = node.client("p");
+    for round in 0..3 {
+        for i in 0..150 {
+            let ch = if i % 2 == 0 { "cap:a" } else { "cap:b" };
+            p.send(json!({"type": "publish", "channel": ch, "event": "e",
+                "payload": {"round": round, "i": i}}));
+        }
+        for _ in 0..150 {
+            p.expect("published");
+        }
+    }
+    let (_, all) = node.http("GET", "/api/realtime/messages?limit=1000", None);
+    let all = all.as_array().unwrap();
+    // Whole entries go: between 100 - 75 (the most one entry of this run can hold) and 100.
+    assert!(
+        (25..=100).contains(&all.len()),
+        "{} messages in the index",
+        all.len()
+    );
+    // (Batches of different channels reach the index in either order.)
+    assert_eq!(all[0]["payload"]["round"], 2, "the newest stay: {}", all[0]);
+    let (_, st) = node.http("GET", "/api/realtime/messages/stats", None);
+    assert_eq!(st["totalMessages"], all.len());
+    // The bookkeeping matches the stream.
+    assert_eq!(
+        int_reply(&redis.command(&["GET", "{rc:messages}:total"])),
+        all.len() as i64
+    );
+    assert_eq!(
+        int_reply(&redis.command(&["XLEN", "rc:messages"])),
+        int_reply(&redis.command(&["LLEN", "{rc:messages}:sizes"]))
+    );
+    // Each channel keeps its own history (10,000 by default): none of it went.
+    let (_, a) = node.http(
+        "GET",
+        "/api/realtime/messages?channelName=cap:a&limit=1000",
+        None,
+    );
+    assert_eq!(a.as_array().unwrap().len(), 225);
+    node.shutdown();
+}
+
+#[test]
+fn history_written_before_batching_is_read_and_continued() {
+    // Before publish batches were stored as one entry, a channel stream held one record per
+    // entry (id `{offset}-1`). Such data stays readable, and publishing continues after it.
+    let redis = RedisServer::start();
+    let node = TestServer::builder("io_uring")
+        .redis(&redis.url())
+        .with(|f| f.history.max_messages_per_channel = 4)
+        .start();
+    let id = node.channel("old:*")["id"].as_str().unwrap().to_string();
+    for off in 1..=3 {
+        let rec = format!(
+            r#"{{"id":"0190a000-0000-7000-8000-00000000000{off}","eventName":"old","channelId":"{id}","channelName":"old:1","payload":{{"n":{off}}},"senderType":"user","senderId":null,"wsAudienceCount":0,"whAudienceCount":0,"whDeliveredCount":0,"createdAt":"2026-01-01T00:00:0{off}.000Z","offset":0}}"#
+        );
+        let r = redis.command(&["XADD", "rc:{old:1}:log", &format!("{off}-1"), "r", &rec]);
+        assert!(r.contains(&format!("{off}-1")), "{r}");
+        redis.command(&["HSET", "rc:{old:1}:aud", &off.to_string(), "1"]);
+    }
+    redis.command(&["SET", "rc:{old:1}:seq", "3"]);
+    let mut p = node.client("p");
+    for n in 4..=6 {
+        let ack = p.publish("old:1", "new", json!({"n": n}));
+        assert_eq!(ack["offset"], n);
+    }
+    let (_, h) = node.http("GET", "/api/realtime/messages?channelName=old:1", None);
+    let got: Vec<(u64, u64)> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["offset"].as_u64().unwrap(),
+                m["payload"]["n"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [(6, 6), (5, 5), (4, 4), (3, 3)],
+        "the newest 4, old and new"
+    );
+    assert_eq!(h[3]["eventName"], "old");
+    // The counts of the trimmed old messages went with them.
+    assert_eq!(hash_fields(&redis, "rc:{old:1}:aud"), [3]);
+    node.shutdown();
 }

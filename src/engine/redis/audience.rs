@@ -99,7 +99,7 @@ impl AudienceWriter {
     async fn write(&self, client: &Client, batch: HashMap<ChannelName, Vec<(u64, u32)>>) {
         let mut calls = tokio::task::JoinSet::new();
         for (ch, counts) in &batch {
-            let (hash, log) = (keys::audience(ch.as_str()), keys::log(ch.as_str()));
+            let (hash, head) = (keys::audience(ch.as_str()), keys::head(ch.as_str()));
             for chunk in counts.chunks(PER_CALL) {
                 let mut args: Vec<Value> = Vec::with_capacity(2 * chunk.len());
                 for (off, n) in chunk {
@@ -107,7 +107,7 @@ impl AudienceWriter {
                     args.push(Value::from(i64::from(*n)));
                 }
                 let (client, script) = (client.clone(), self.script.clone());
-                let (keys, n) = (vec![hash.clone(), log.clone()], chunk.len());
+                let (keys, n) = (vec![hash.clone(), head.clone()], chunk.len());
                 calls.spawn_local(async move {
                     let r: Result<Value, _> = script.evalsha_with_reload(&client, keys, args).await;
                     r.err().map(|e| (n as u64, e))

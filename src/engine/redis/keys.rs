@@ -10,6 +10,11 @@ pub fn log(name: &str) -> String {
     format!("rc:{{{name}}}:log")
 }
 
+/// The channel's first retained offset (history before it is trimmed; `scripts::PUBLISH`).
+pub fn head(name: &str) -> String {
+    format!("rc:{{{name}}}:head")
+}
+
 /// Hash: offset -> subscribers the message reached (`wsAudienceCount`), summed over nodes.
 pub fn audience(name: &str) -> String {
     format!("rc:{{{name}}}:aud")
@@ -35,8 +40,14 @@ pub const PATTERNS: &str = "rc:{reg}:patterns";
 pub const VERSION: &str = "rc:{reg}:version";
 /// Registry changes are announced here (the message is the new version).
 pub const REGISTRY_EVENTS: &str = "rc:{reg}:events";
-/// Every message of every channel, newest last: the index of `GET /messages` and stats.
+/// Every message of every channel, newest last: the index of `GET /messages` and stats
+/// (one entry per publish batch: `entry`).
 pub const MESSAGES: &str = "rc:messages";
+/// The message count of each `MESSAGES` entry, oldest first, and their total: the index is
+/// trimmed by messages, not entries (`scripts::INDEX`). The hash tag is `MESSAGES`'s name,
+/// so all three share a cluster slot.
+pub const INDEX_SIZES: &str = "{rc:messages}:sizes";
+pub const INDEX_TOTAL: &str = "{rc:messages}:total";
 /// Names of every channel that has history (for age retention).
 pub const NAMES: &str = "rc:names";
 /// Short lease: the node holding it runs the periodic retention pass.
@@ -49,5 +60,13 @@ mod tests {
         assert_eq!(super::live("order:1"), "rc:{order:1}:live");
         assert_eq!(super::name_of_live("rc:{order:1}:live"), Some("order:1"));
         assert_eq!(super::name_of_live("rc:{reg}:events"), None);
+    }
+
+    #[test]
+    fn the_index_keys_share_a_slot() {
+        // A key without braces hashes whole; `{rc:messages}:x` hashes "rc:messages".
+        for k in [super::INDEX_SIZES, super::INDEX_TOTAL] {
+            assert!(k.starts_with(&format!("{{{}}}", super::MESSAGES)), "{k}");
+        }
     }
 }

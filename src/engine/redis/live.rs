@@ -35,7 +35,21 @@ pub fn decode(payload: &[u8]) -> Result<Vec<(u64, Bytes)>, LiveError> {
         .position(|&b| b == b' ')
         .ok_or(LiveError::NoFirstOffset)?;
     let first = parse_u64(&payload[..sp]).ok_or(LiveError::NoFirstOffset)?;
-    let mut rest = &payload[sp + 1..];
+    let parts = split(&payload[sp + 1..])?;
+    let mut out = Vec::with_capacity(parts.len());
+    for (i, part) in parts.into_iter().enumerate() {
+        let offset = first + i as u64;
+        let mut frame = Vec::with_capacity(part.len() + 21);
+        frame.extend_from_slice(part);
+        let _ = write!(DigitsInto(&mut frame), "{offset}}}");
+        out.push((offset, Bytes::from(frame)));
+    }
+    Ok(out)
+}
+
+/// The byte strings of `<len>:<bytes><len>:<bytes>...` (as `push_frame` writes them), in
+/// order. Also the body of a stream entry (`entry`).
+pub fn split(mut rest: &[u8]) -> Result<Vec<&[u8]>, LiveError> {
     let mut out = Vec::new();
     while !rest.is_empty() {
         let i = out.len();
@@ -49,11 +63,7 @@ pub fn decode(payload: &[u8]) -> Result<Vec<(u64, Bytes)>, LiveError> {
         if body.len() < len {
             return Err(LiveError::Truncated(i));
         }
-        let offset = first + i as u64;
-        let mut frame = Vec::with_capacity(len + 21);
-        frame.extend_from_slice(&body[..len]);
-        let _ = write!(DigitsInto(&mut frame), "{offset}}}");
-        out.push((offset, Bytes::from(frame)));
+        out.push(&body[..len]);
         rest = &body[len..];
     }
     Ok(out)

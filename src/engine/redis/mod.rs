@@ -2,13 +2,15 @@
 //!
 //! Runs on the backplane thread (`ringcast-backplane`, a current-thread tokio runtime) with
 //! fred; cores never see it. Layout in Redis (see `keys`):
-//! - per channel `{name}`: `seq` (offset counter), `log` (stream, entry id = `offset-1`,
-//!   trimmed to an exact count), `aud` (hash offset -> subscribers it reached, summed over
-//!   nodes; written by `audience`), `whd` (hash offset -> webhook URLs that answered 2xx)
-//!   and the sharded pub/sub channel `live` (SPUBLISH/SSUBSCRIBE; Redis >= 7). A message's
-//!   `aud` and `whd` fields are deleted when it is trimmed from `log`;
+//! - per channel `{name}`: `seq` (offset counter), `log` (stream, one entry per publish
+//!   batch: `entry`), `head` (first retained offset: retention by count is exact), `aud`
+//!   (hash offset -> subscribers it reached, summed over nodes; written by `audience`),
+//!   `whd` (hash offset -> webhook URLs that answered 2xx) and the sharded pub/sub channel
+//!   `live` (SPUBLISH/SSUBSCRIBE; Redis >= 7). A message's `aud` and `whd` fields are
+//!   deleted when the head passes it;
 //! - `rc:{wh}:pending`: webhook deliveries not yet finished (see `webhook::store`);
-//! - `rc:messages`: every message, in arrival order (the history listing and stats);
+//! - `rc:messages`: every message, in arrival order, one entry per batch, trimmed to
+//!   `history.max_total_messages` (the history listing and stats);
 //! - the registry under `{reg}`: records by id, ids by pattern (uniqueness across nodes), a
 //!   version bumped and announced on `rc:{reg}:events` at every change.
 //!
@@ -19,6 +21,7 @@
 
 mod audience;
 mod batch;
+mod entry;
 pub(crate) mod keys;
 mod live;
 mod reads;
@@ -31,10 +34,7 @@ use fred::{
     prelude::*,
     types::{Message, scripts::Script},
 };
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio::sync::mpsc;
-use uuid::Uuid;
 
 use super::{
     AppendFuture, Engine, EngineError, EngineEvent, HistoryQuery, LocalFuture, MessageRecord,
@@ -55,7 +55,7 @@ const EVENT_QUEUE: usize = 65_536;
 const RESYNC_EVERY: Duration = Duration::from_millis(200);
 /// Longest wait for one Redis command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
-/// Page size when scanning `rc:messages`.
+/// Messages per page when reading a stream (`reads::walk`).
 const SCAN_PAGE: u64 = 512;
 
 #[derive(Debug, Clone, Copy)]
@@ -166,7 +166,7 @@ pub(crate) async fn count_webhook_delivered(
     client
         .eval(
             scripts::COUNT,
-            vec![keys::wh_delivered(channel), keys::log(channel)],
+            vec![keys::wh_delivered(channel), keys::head(channel)],
             vec![offset as i64, 1],
         )
         .await
@@ -278,56 +278,6 @@ fn events_of(m: Message) -> Vec<EngineEvent> {
             Vec::new()
         }
     }
-}
-
-/// A record as stored in Redis (the JSON of `MessageRecord`).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RecordIn {
-    id: Uuid,
-    event_name: String,
-    channel_id: Uuid,
-    channel_name: String,
-    payload: Box<RawValue>,
-    sender_type: String,
-    sender_id: Option<String>,
-    wh_audience_count: u32,
-    wh_delivered_count: u32,
-    created_at: String,
-    offset: u64,
-}
-
-/// The record of a stream entry. A channel stream stores records with `"offset":0` (the
-/// offset is the entry id `{offset}-1`, so the publish script need not splice it in); the
-/// all-channels index stores them complete.
-fn entry_record(id: &str, fields: &HashMap<String, String>) -> Option<MessageRecord> {
-    let mut rec = parse_record(fields.get("r")?)?;
-    if rec.offset == 0 {
-        rec.offset = id.split('-').next()?.parse().ok()?;
-    }
-    Some(rec)
-}
-
-fn parse_record(s: &str) -> Option<MessageRecord> {
-    let r: RecordIn = serde_json::from_str(s).ok()?;
-    Some(MessageRecord {
-        id: r.id,
-        event_name: Arc::from(r.event_name),
-        channel_id: r.channel_id,
-        channel_name: ChannelName::parse(&r.channel_name).ok()?,
-        payload: Arc::from(r.payload),
-        sender_type: if r.sender_type == "system" {
-            "system"
-        } else {
-            "user"
-        },
-        sender_id: r.sender_id.map(Arc::from),
-        ws_audience_count: 0,
-        wh_audience_count: r.wh_audience_count,
-        wh_delivered_count: r.wh_delivered_count,
-        created_at: Timestamp::parse(&r.created_at)?,
-        offset: r.offset,
-    })
 }
 
 /// Appends the JSON of `v` to `out`.
@@ -518,26 +468,26 @@ impl RedisEngine {
         after: u64,
         upto: Option<u64>,
     ) -> Result<Vec<MessageRecord>, EngineError> {
-        let key = keys::log(channel.as_str());
         let mut out = Vec::new();
-        let mut start = format!("{}-1", after + 1);
-        let end = upto.map_or_else(|| "+".to_string(), |u| format!("{u}-1"));
-        loop {
-            let page: Vec<(String, HashMap<String, String>)> = self
-                .client
-                .xrange_values(key.as_str(), start.as_str(), end.as_str(), Some(SCAN_PAGE))
-                .await
-                .map_err(unavailable)?;
-            let n = page.len();
-            for (id, fields) in &page {
-                if let Some(rec) = entry_record(id, fields) {
-                    out.push(rec);
+        // The entry holding offset `after + 1` is the first whose id (its last offset) is
+        // at least that (`entry`).
+        reads::walk(
+            &self.client,
+            &keys::log(channel.as_str()),
+            reads::Order::OldestFirst,
+            format!("{}-0", after + 1),
+            "+".into(),
+            |m| {
+                if upto.is_some_and(|u| m.offset > u) {
+                    return false;
                 }
-                start = format!("({id}");
-            }
-            if (n as u64) < SCAN_PAGE {
-                return Ok(out);
-            }
-        }
+                if m.offset > after {
+                    out.push(m);
+                }
+                true
+            },
+        )
+        .await?;
+        Ok(out)
     }
 }

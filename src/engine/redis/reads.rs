@@ -1,12 +1,14 @@
 //! History and stats reads of the redis engine. `Reads` owns a client handle, so each read
 //! runs as a task of its own beside the control loop: a stats scan over a large index takes
-//! many round trips, and remote deliveries must not wait behind it.
+//! many round trips, and remote deliveries must not wait behind it. `walk` reads a stream
+//! entry by entry (each a publish batch, `entry`) for these reads, the gap fill and retention.
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use fred::prelude::*;
 
-use super::{SCAN_PAGE, entry_record, keys, unavailable};
+use super::{SCAN_PAGE, entry, keys, unavailable};
 use crate::{
     channel::ChannelName,
     engine::{EngineError, HistoryQuery, MessageRecord, Stats, StatsBuilder},
@@ -107,8 +109,8 @@ impl Reads {
     }
 
     /// Calls `f` on records newest first until it returns false. With `channel`, reads that
-    /// channel's own stream (exact offset order); otherwise the all-channels index, whose ids
-    /// are arrival times, bounded by `since`/`until`.
+    /// channel's own stream (exact offset order, from its head on); otherwise the
+    /// all-channels index, whose ids are arrival times, bounded by `since`/`until`.
     async fn scan<F>(
         &self,
         channel: Option<&str>,
@@ -119,35 +121,100 @@ impl Reads {
     where
         F: FnMut(MessageRecord) -> bool,
     {
-        let (key, start, mut end) = match channel {
-            Some(name) => (keys::log(name), "-".to_string(), "+".to_string()),
-            None => (
-                keys::MESSAGES.to_string(),
-                since.map_or_else(|| "-".to_string(), |t| t.millis().max(0).to_string()),
-                until.map_or_else(
+        match channel {
+            Some(name) => {
+                // An entry straddling the head keeps messages the count trimmed: skip them.
+                let head: Option<u64> = self
+                    .client
+                    .get(keys::head(name))
+                    .await
+                    .map_err(unavailable)?;
+                let head = head.unwrap_or(0);
+                walk(
+                    &self.client,
+                    &keys::log(name),
+                    Order::NewestFirst,
+                    "-".into(),
+                    "+".into(),
+                    |m| m.offset < head || f(m),
+                )
+                .await
+            }
+            None => {
+                let lo = since.map_or_else(|| "-".to_string(), |t| t.millis().max(0).to_string());
+                let hi = until.map_or_else(
                     || "+".to_string(),
                     |t| format!("{}-18446744073709551615", t.millis().max(0)),
-                ),
-            ),
-        };
-        loop {
-            let page: Vec<(String, HashMap<String, String>)> = self
-                .client
-                .xrevrange_values(key.as_str(), end.as_str(), start.as_str(), Some(SCAN_PAGE))
-                .await
-                .map_err(unavailable)?;
-            let n = page.len();
-            for (id, fields) in &page {
-                if let Some(rec) = entry_record(id, fields) {
-                    if !f(rec) {
-                        return Ok(());
-                    }
-                }
-                end = format!("({id}");
-            }
-            if (n as u64) < SCAN_PAGE {
-                return Ok(());
+                );
+                walk(&self.client, keys::MESSAGES, Order::NewestFirst, lo, hi, f).await
             }
         }
+    }
+}
+
+/// Which way `walk` reads a stream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    OldestFirst,
+    NewestFirst,
+}
+
+/// Entries asked for in a walk's first page. Later pages are sized to about `SCAN_PAGE`
+/// messages from what the pages so far held (an entry is a whole publish batch: 1 to 256).
+const FIRST_PAGE: u64 = 16;
+
+/// Calls `f` on the records of the entries of stream `key` with ids from `lo` to `hi`
+/// (Redis id bounds: `-`, `+`, `(id` allowed), in `order`, until it returns false.
+pub async fn walk<F>(
+    client: &Client,
+    key: &str,
+    order: Order,
+    mut lo: String,
+    mut hi: String,
+    mut f: F,
+) -> Result<(), EngineError>
+where
+    F: FnMut(MessageRecord) -> bool,
+{
+    let mut count = FIRST_PAGE;
+    loop {
+        let page: Vec<(String, HashMap<String, Bytes>)> = match order {
+            Order::OldestFirst => {
+                client
+                    .xrange_values(key, lo.as_str(), hi.as_str(), Some(count))
+                    .await
+            }
+            Order::NewestFirst => {
+                client
+                    .xrevrange_values(key, hi.as_str(), lo.as_str(), Some(count))
+                    .await
+            }
+        }
+        .map_err(unavailable)?;
+        let mut messages = 0;
+        for (id, fields) in &page {
+            let mut recs = entry::records(id, fields);
+            messages += recs.len() as u64;
+            if order == Order::NewestFirst {
+                recs.reverse();
+            }
+            for m in recs {
+                if !f(m) {
+                    return Ok(());
+                }
+            }
+        }
+        let Some((last, _)) = page.last() else {
+            return Ok(());
+        };
+        if (page.len() as u64) < count {
+            return Ok(());
+        }
+        let next = format!("({last}");
+        match order {
+            Order::OldestFirst => lo = next,
+            Order::NewestFirst => hi = next,
+        }
+        count = (SCAN_PAGE * page.len() as u64 / messages.max(1)).clamp(1, SCAN_PAGE);
     }
 }

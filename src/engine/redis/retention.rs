@@ -1,38 +1,22 @@
 //! Retention by age (`history.max_age`) in Redis: a periodic pass, run by one node at a time
-//! as a task of its own (the control thread does not wait for it). Each channel's stream is
-//! trimmed up to its first young message, with the trimmed messages' counts, and the
-//! all-channels index by time id.
+//! as a task of its own (the control thread does not wait for it). Each channel's head moves
+//! up to its first young message (`scripts::TRIM_CHANNEL`: entries and counts before it go),
+//! and the all-channels index is trimmed by time id (`scripts::TRIM_INDEX`).
+//! A stream entry is a publish batch: its messages were created within milliseconds of each
+//! other, and an entry goes when its last message is old.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
-use fred::prelude::*;
+use fred::{prelude::*, types::scripts::Script};
 
-use super::{SCAN_PAGE, entry_record, keys, unavailable};
-use crate::{
-    channel::ChannelName,
-    engine::{EngineError, MessageRecord},
-    timestamp::Timestamp,
+use super::{
+    keys,
+    reads::{Order, walk},
+    scripts,
 };
+use crate::{channel::ChannelName, timestamp::Timestamp};
 
-/// Deletes the `aud` and `whd` fields of offsets `from..to` (messages trimmed by age).
-async fn forget_counts(client: &Client, name: &str, from: u64, to: u64) {
-    let pipe = client.pipeline();
-    let mut o = from;
-    while o < to {
-        let end = (o + 1000).min(to);
-        let fields: Vec<String> = (o..end).map(|x| x.to_string()).collect();
-        for hash in [keys::audience(name), keys::wh_delivered(name)] {
-            let _: Result<(), _> = pipe.hdel(hash, fields.clone()).await;
-        }
-        o = end;
-    }
-    if let Err(e) = pipe.all::<Value>().await {
-        tracing::debug!(channel = %name, error = %e, "dropping trimmed messages' counts failed");
-    }
-}
-
-/// Retention by age. One node per period does it (a short lease); the all-channels
-/// index is trimmed by time id, each channel's stream up to its first young message.
+/// Retention by age. One node per period does it (a short lease).
 pub async fn trim_by_age(client: &Client, age: Duration, period: Duration) {
     let lease: Result<Option<String>, _> = client
         .set(
@@ -47,76 +31,63 @@ pub async fn trim_by_age(client: &Client, age: Duration, period: Duration) {
         return;
     }
     let cutoff = Timestamp(Timestamp::now().millis() - age.as_millis() as i64);
-    let _: Result<Value, _> = client
-        .xtrim(keys::MESSAGES, ("MINID", "=", cutoff.millis().to_string()))
+    let r: Result<Value, _> = Script::from_lua(scripts::TRIM_INDEX)
+        .evalsha_with_reload(
+            client,
+            vec![keys::MESSAGES, keys::INDEX_SIZES, keys::INDEX_TOTAL],
+            vec![cutoff.millis().max(0).to_string()],
+        )
         .await;
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "age trim of the index failed");
+    }
     let names: Vec<String> = client.smembers(keys::NAMES).await.unwrap_or_default();
+    let trim = Script::from_lua(scripts::TRIM_CHANNEL);
     for name in names {
-        let Ok(ch) = ChannelName::parse(&name) else {
+        if ChannelName::parse(&name).is_err() {
             continue;
-        };
-        // First message young enough to keep; everything before it goes.
-        let mut after = 0;
-        let mut oldest = None;
-        let keep = loop {
-            let page = match read_page(client, &ch, after).await {
-                Ok(p) if !p.is_empty() => p,
-                Ok(_) => break Ok(None),
-                Err(e) => break Err(e),
-            };
-            oldest = oldest.or(page.first().map(|m| m.offset));
-            if let Some(m) = page.iter().find(|m| m.created_at >= cutoff) {
-                break Ok(Some(m.offset));
-            }
-            after = page.last().map_or(after, |m| m.offset);
-        };
+        }
+        // The first message young enough to keep; everything before it goes.
+        let (mut oldest, mut after, mut keep) = (None, 0, None);
+        let read = walk(
+            client,
+            &keys::log(&name),
+            Order::OldestFirst,
+            "-".into(),
+            "+".into(),
+            |m| {
+                oldest.get_or_insert(m.offset);
+                if m.created_at >= cutoff {
+                    keep = Some(m.offset);
+                    return false;
+                }
+                after = m.offset;
+                true
+            },
+        )
+        .await;
         // A failed read must not look like "nothing young": that would trim everything.
-        let keep = match keep {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::debug!(channel = %name, error = %e, "age trim skipped: read failed");
-                continue;
-            }
-        };
-        let key = keys::log(&name);
-        let r: Result<Value, _> = match keep {
-            Some(off) => client.xtrim(key, ("MINID", "=", format!("{off}-1"))).await,
-            // Nothing young was seen: trim what was read, not what arrived since.
-            None => {
-                client
-                    .xtrim(key, ("MINID", "=", format!("{}-1", after + 1)))
-                    .await
-            }
-        };
+        if let Err(e) = read {
+            tracing::debug!(channel = %name, error = %e, "age trim skipped: read failed");
+            continue;
+        }
+        let Some(oldest) = oldest else { continue };
+        // Nothing young was seen: trim what was read, not what arrived since.
+        let head = keep.unwrap_or(after + 1);
+        let r: Result<Value, _> = trim
+            .evalsha_with_reload(
+                client,
+                vec![
+                    keys::log(&name),
+                    keys::head(&name),
+                    keys::audience(&name),
+                    keys::wh_delivered(&name),
+                ],
+                vec![head, oldest],
+            )
+            .await;
         if let Err(e) = r {
             tracing::debug!(channel = %name, error = %e, "age trim failed");
-            continue;
-        }
-        // The trimmed messages' counts go too (a count written meanwhile was refused:
-        // `scripts::COUNT` skips offsets before the stream's head).
-        if let Some(from) = oldest {
-            forget_counts(client, &name, from, keep.unwrap_or(after + 1)).await;
         }
     }
-}
-
-/// One page of a channel's stream after `after`.
-async fn read_page(
-    client: &Client,
-    channel: &ChannelName,
-    after: u64,
-) -> Result<Vec<MessageRecord>, EngineError> {
-    let page: Vec<(String, HashMap<String, String>)> = client
-        .xrange_values(
-            keys::log(channel.as_str()),
-            format!("{}-1", after + 1),
-            "+",
-            Some(SCAN_PAGE),
-        )
-        .await
-        .map_err(unavailable)?;
-    Ok(page
-        .iter()
-        .filter_map(|(id, f)| entry_record(id, f))
-        .collect())
 }

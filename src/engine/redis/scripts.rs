@@ -1,27 +1,23 @@
 //! Server-side scripts. Each runs atomically on one shard (its keys share a hash tag).
 
-/// Publish a batch of messages of one channel: assign the next offsets, append each to the
-/// channel's stream, trim the stream to an exact length and fan the whole batch out in one
-/// SPUBLISH (sharded pub/sub: the channel hashes to the same slot as the keys), all at once,
-/// so history order is delivery order on every node.
-/// The counts of the messages the trim removed (audience, webhook deliveries) go with them:
-/// a stream holds consecutive offsets, so those are the `removed` offsets before the new head.
-/// KEYS: seq, log, aud, whd. ARGV: maxlen, live channel, n, n records, the batch's frames
-/// (`live`). Records are stored as given (with `"offset":0`: the entry id `{offset}-1`
-/// carries it). The pub/sub payload is the first offset, a space and the frames (see `live`).
-/// Returns the first offset of the batch.
-pub const PUBLISH: &str = r#"
-local n = tonumber(ARGV[3])
-local first = redis.call('INCRBY', KEYS[1], n) - n + 1
-for i = 1, n do
-  redis.call('XADD', KEYS[2], (first + i - 1) .. '-1', 'r', ARGV[3 + i])
-end
-local removed = redis.call('XTRIM', KEYS[2], 'MAXLEN', ARGV[1])
-if removed > 0 then
-  local head = first + n - tonumber(ARGV[1])
-  for _, hash in ipairs({KEYS[3], KEYS[4]}) do
+/// Lua shared by the scripts that trim a channel: `forget(log, head key, aud, whd, head,
+/// old)` makes `head` the channel's first retained offset (never lower than the stored one;
+/// `old` stands in when none is stored: written before head keys existed). It drops the
+/// stream entries whose messages are all before `head` and the counts (audience, webhook
+/// deliveries) of offsets `old head..head`. An entry that straddles `head` stays whole until
+/// its last message is trimmed too; readers skip its messages before `head`.
+macro_rules! forget_lua {
+    () => {
+        r#"
+local function forget(log, headkey, aud, whd, head, fallback)
+  local old = tonumber(redis.call('GET', headkey) or fallback)
+  if old < 1 then old = 1 end
+  if head <= old then return end
+  redis.call('SET', headkey, head)
+  redis.call('XTRIM', log, 'MINID', head .. '-0')
+  for _, hash in ipairs({aud, whd}) do
     if redis.call('EXISTS', hash) == 1 then
-      local from = head - removed
+      local from = old
       while from < head do
         local fields = {}
         for o = from, math.min(from + 999, head - 1) do fields[#fields + 1] = o end
@@ -31,20 +27,52 @@ if removed > 0 then
     end
   end
 end
-redis.call('SPUBLISH', ARGV[2], first .. ' ' .. ARGV[4 + n])
-return first
-"#;
+"#
+    };
+}
 
-/// Adds to per-message counts (`aud`, `whd`), skipping messages no longer in the stream (a
-/// count that arrives after its message was trimmed would otherwise stay forever).
-/// KEYS: counts hash, log. ARGV: offset, n, offset, n, ... Returns the counts written.
+/// Publish a batch of messages of one channel: assign the next offsets, append the batch to
+/// the channel's stream as one entry (`entry`), trim to an exact count (`forget`) and fan the
+/// whole batch out in one SPUBLISH (sharded pub/sub: the channel hashes to the same slot as
+/// the keys), all at once, so history order is delivery order on every node.
+/// KEYS: seq, log, aud, whd, head. ARGV: maxlen, live channel, n, the entry body (n records),
+/// the batch's frames (`live`). The pub/sub payload is the first offset, a space and the
+/// frames. Returns the first offset of the batch.
+pub const PUBLISH: &str = concat!(
+    forget_lua!(),
+    r#"
+local n = tonumber(ARGV[3])
+local last = redis.call('INCRBY', KEYS[1], n)
+local first = last - n + 1
+redis.call('XADD', KEYS[2], last .. '-' .. n, 'r', ARGV[4])
+local maxlen = tonumber(ARGV[1])
+if last > maxlen then
+  forget(KEYS[2], KEYS[5], KEYS[3], KEYS[4], last - maxlen + 1, first - maxlen)
+end
+redis.call('SPUBLISH', ARGV[2], first .. ' ' .. ARGV[5])
+return first
+"#
+);
+
+/// Retention by age of one channel. KEYS: log, head, aud, whd. ARGV: the first offset to
+/// keep, the oldest offset the stream held (stands in for a missing head key).
+pub const TRIM_CHANNEL: &str = concat!(
+    forget_lua!(),
+    r#"
+forget(KEYS[1], KEYS[2], KEYS[3], KEYS[4], tonumber(ARGV[1]), tonumber(ARGV[2]))
+return 1
+"#
+);
+
+/// Adds to per-message counts (`aud`, `whd`), skipping messages already trimmed (before the
+/// channel's head: a count that arrives after its message was trimmed would otherwise stay
+/// forever). KEYS: counts hash, head. ARGV: offset, n, offset, n, ...
+/// Returns the counts written.
 pub const COUNT: &str = r#"
-local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
-if not head then return 0 end
-local first = tonumber(string.match(head[1], '^%d+'))
+local head = tonumber(redis.call('GET', KEYS[2]) or '1')
 local written = 0
 for i = 1, #ARGV, 2 do
-  if tonumber(ARGV[i]) >= first then
+  if tonumber(ARGV[i]) >= head then
     redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
     written = written + 1
   end
@@ -52,15 +80,44 @@ end
 return written
 "#;
 
-/// Append records to the all-channels index. KEYS: index. ARGV: approximate MAXLEN, records.
-/// (Specialized: a generic field list costs Lua ~1 µs more per entry. One trim per call, not
-/// per entry: ~7 % less Redis time for this script, BENCHMARKS "Seventh session".)
-pub const XADD_INDEX: &str = r#"
-for i = 2, #ARGV do
-  redis.call('XADD', KEYS[1], '*', 'r', ARGV[i])
+/// Append one batch to the all-channels index and keep the index to `max` messages: the
+/// entry sizes are listed beside it (oldest first) with their total, and the oldest entries
+/// go while the total is over. KEYS: index, sizes, total. ARGV: max, n, entry body.
+/// Returns the messages the index holds.
+pub const INDEX: &str = r#"
+local n = tonumber(ARGV[2])
+redis.call('XADD', KEYS[1], '*', 'r', ARGV[3])
+redis.call('RPUSH', KEYS[2], n)
+local total = redis.call('INCRBY', KEYS[3], n)
+local max = tonumber(ARGV[1])
+if total > max then
+  while total > max do
+    local k = redis.call('LPOP', KEYS[2])
+    if not k then
+      redis.call('SET', KEYS[3], 0)
+      total = 0
+      break
+    end
+    total = redis.call('DECRBY', KEYS[3], k)
+  end
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', redis.call('LLEN', KEYS[2]))
 end
-redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[1])
-return #ARGV - 1
+return total
+"#;
+
+/// Retention by age of the all-channels index (ids are arrival times). KEYS: index, sizes,
+/// total. ARGV: the oldest time id to keep. Returns the entries dropped.
+pub const TRIM_INDEX: &str = r#"
+local removed = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
+if removed > 0 then
+  local sizes = redis.call('LPOP', KEYS[2], removed)
+  local gone = 0
+  if sizes then
+    for _, k in ipairs(sizes) do gone = gone + tonumber(k) end
+  end
+  if redis.call('DECRBY', KEYS[3], gone) < 0 then redis.call('SET', KEYS[3], 0) end
+end
+return removed
 "#;
 
 /// Append many entries to one stream in one call (webhook deliveries). KEYS: stream.
