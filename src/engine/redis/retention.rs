@@ -2,8 +2,8 @@
 //! as a task of its own (the control thread does not wait for it). Each channel's head moves
 //! up to its first young message (`scripts::TRIM_CHANNEL`: entries and counts before it go),
 //! and the all-channels index is trimmed by time id (`scripts::TRIM_INDEX`).
-//! A stream entry is a publish batch: its messages were created within milliseconds of each
-//! other, and an entry goes when its last message is old.
+//! A stream entry is a publish batch: it goes when its last message is old; until then reads
+//! skip its messages before the head.
 
 use std::time::Duration;
 
