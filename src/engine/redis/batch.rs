@@ -14,7 +14,6 @@
 use std::{
     cell::RefCell,
     collections::HashMap,
-    io::Write as _,
     rc::Rc,
     sync::Arc,
     time::{Duration, Instant},
@@ -178,10 +177,9 @@ impl Batcher {
         let name = &name;
         let ch = name.as_str();
         // Each record is serialized once, complete (`"offset":0`: the entry id carries the
-        // offsets), into the one entry body (`entry`) and kept for the index write below;
+        // offsets), into the one entry body (`entry`), which the index write below reuses;
         // each frame goes straight into the one pub/sub payload (`live`). No per-message
         // `format!` or regrowth.
-        let mut records: Vec<std::ops::Range<usize>> = Vec::with_capacity(batch.len());
         let mut body = Vec::with_capacity(batch.len() * 512);
         let mut frames = Vec::with_capacity(batch.len() * 512);
         let mut scratch = Vec::with_capacity(512);
@@ -217,7 +215,6 @@ impl Batcher {
             scratch.clear();
             write_json(&mut scratch, &record);
             entry::push_record(&mut body, &scratch);
-            records.push(body.len() - scratch.len()..body.len());
             scratch.clear();
             write_json(&mut scratch, &frame);
             live::push_frame(&mut frames, offset_prefix(&scratch));
@@ -266,14 +263,6 @@ impl Batcher {
         // The listing index, the names set and the webhook deliveries: not part of the atomic
         // publish (the channel's own stream is), issued together (one round trip), and all
         // written before any publisher of the batch is acknowledged.
-        // The index keeps complete records: splice the offsets in.
-        let mut index = Vec::with_capacity(body.len() + 24 * n);
-        for (i, range) in records.iter().enumerate() {
-            scratch.clear();
-            scratch.extend_from_slice(offset_prefix(&body[range.clone()]));
-            let _ = write!(scratch, "{}}}", first + i as u64);
-            entry::push_record(&mut index, &scratch);
-        }
         let mut jobs = Vec::new();
         for (i, p) in batch.iter().enumerate() {
             let off = first + i as u64;
@@ -296,7 +285,8 @@ impl Batcher {
             vec![
                 Value::from(self.max_total as i64),
                 Value::from(n as i64),
-                Value::Bytes(Bytes::from(index)),
+                Value::from(first as i64),
+                Value::Bytes(body),
             ],
         );
         let name_write = async {

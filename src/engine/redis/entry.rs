@@ -8,8 +8,8 @@
 //!   (record `i` of `n` has offset `last - n + 1 + i`). Keyed by the *last* offset, so the
 //!   entry holding offset `o` is the first with id `>= {o}-0`, and `XTRIM MINID {o}-0` drops
 //!   exactly the entries whose messages are all before `o`.
-//! - The all-channels index (`keys::MESSAGES`): time ids (`*`), field `r` as above but with
-//!   the offsets filled in.
+//! - The all-channels index (`keys::MESSAGES`): time ids (`*`), field `r` the same bytes as
+//!   the channel's entry, field `o` the batch's first offset.
 //! - Entries written before batching (a single record, `{`...): still read, as one message.
 
 use std::{collections::HashMap, sync::Arc};
@@ -38,7 +38,8 @@ pub fn records(id: &str, fields: &HashMap<String, Bytes>) -> Vec<MessageRecord> 
         .and_then(|ms| ms.parse().ok())
         .unwrap_or(0);
     if body.first() == Some(&b'{') {
-        // Written before batching: one record, entry id `{offset}-1`.
+        // Written before batching: one record, entry id `{offset}-1` (an index entry's
+        // record carries its offset).
         return parse_record(body, last).into_iter().collect();
     }
     let parts = match live::split(body) {
@@ -48,7 +49,13 @@ pub fn records(id: &str, fields: &HashMap<String, Bytes>) -> Vec<MessageRecord> 
             return Vec::new();
         }
     };
-    let first = (last + 1).saturating_sub(parts.len() as u64);
+    let first = match fields.get("o") {
+        Some(o) => std::str::from_utf8(o)
+            .ok()
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(0),
+        None => (last + 1).saturating_sub(parts.len() as u64),
+    };
     parts
         .into_iter()
         .enumerate()
@@ -130,12 +137,17 @@ mod tests {
     }
 
     #[test]
-    fn index_entries_keep_their_own_offsets() {
+    fn index_entries_are_numbered_from_their_first_offset() {
         let mut body = Vec::new();
-        push_record(&mut body, record(7, "a").as_bytes());
-        push_record(&mut body, record(3, "b").as_bytes());
-        let got = records("1700000000000-0", &entry(body));
-        assert_eq!(got.iter().map(|m| m.offset).collect::<Vec<_>>(), [7, 3]);
+        push_record(&mut body, record(0, "a").as_bytes());
+        push_record(&mut body, record(0, "b").as_bytes());
+        let mut fields = entry(body);
+        fields.insert("o".into(), Bytes::from_static(b"41"));
+        let got = records("1700000000000-0", &fields);
+        assert_eq!(got.iter().map(|m| m.offset).collect::<Vec<_>>(), [41, 42]);
+        // Index entries from before batching: one record with its offset.
+        let got = records("1700000000000-3", &entry(record(7, "old").into_bytes()));
+        assert_eq!(got.iter().map(|m| m.offset).collect::<Vec<_>>(), [7]);
     }
 
     #[test]

@@ -123,7 +123,8 @@ impl Reads {
     {
         match channel {
             Some(name) => {
-                // An entry straddling the head keeps messages the count trimmed: skip them.
+                // An entry straddling the head keeps messages the count trimmed: they are
+                // the oldest, so the walk (newest first) ends there.
                 let head: Option<u64> = self
                     .client
                     .get(keys::head(name))
@@ -136,7 +137,7 @@ impl Reads {
                     Order::NewestFirst,
                     "-".into(),
                     "+".into(),
-                    |m| m.offset < head || f(m),
+                    |m| m.offset >= head && f(m),
                 )
                 .await
             }

@@ -82,11 +82,11 @@ return written
 
 /// Append one batch to the all-channels index and keep the index to `max` messages: the
 /// entry sizes are listed beside it (oldest first) with their total, and the oldest entries
-/// go while the total is over. KEYS: index, sizes, total. ARGV: max, n, entry body.
-/// Returns the messages the index holds.
+/// go while the total is over. KEYS: index, sizes, total. ARGV: max, n, first offset, the
+/// channel's entry body (`entry`). Returns the messages the index holds.
 pub const INDEX: &str = r#"
 local n = tonumber(ARGV[2])
-redis.call('XADD', KEYS[1], '*', 'r', ARGV[3])
+redis.call('XADD', KEYS[1], '*', 'o', ARGV[3], 'r', ARGV[4])
 redis.call('RPUSH', KEYS[2], n)
 local total = redis.call('INCRBY', KEYS[3], n)
 local max = tonumber(ARGV[1])
