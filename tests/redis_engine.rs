@@ -1138,3 +1138,78 @@ fn history_written_before_batching_is_read_and_continued() {
     assert_eq!(hash_fields(&redis, "rc:{old:1}:aud"), [3]);
     node.shutdown();
 }
+
+#[test]
+fn a_batch_larger_than_the_index_cap_keeps_the_newest_batch() {
+    // `history.max_total_messages` below a batch's size: the index keeps its newest entry
+    // rather than trimming itself empty.
+    let redis = RedisServer::start();
+    let node = TestServer::builder("io_uring")
+        .redis(&redis.url())
+        .with(|f| {
+            f.history.max_total_messages = 3;
+            f.websocket.publish_rate = 10_000;
+            f.websocket.publish_burst = 10_000;
+        })
+        .start();
+    node.channel("tiny:*");
+    let mut p = node.client("p");
+    for i in 0..100 {
+        p.send(json!({"type": "publish", "channel": "tiny:1", "event": "e", "payload": {"i": i}}));
+    }
+    for _ in 0..100 {
+        p.expect("published");
+    }
+    let (_, all) = node.http("GET", "/api/realtime/messages?limit=1000", None);
+    let all = all.as_array().unwrap();
+    assert!(!all.is_empty(), "the index trimmed itself empty");
+    assert_eq!(
+        all[0]["offset"], 100,
+        "the newest message stays: {}",
+        all[0]
+    );
+    assert_eq!(
+        int_reply(&redis.command(&["GET", "{rc:messages}:total"])),
+        all.len() as i64
+    );
+    node.shutdown();
+}
+
+#[test]
+fn lowering_the_per_channel_limit_drops_the_counts_of_everything_trimmed() {
+    // A channel that never reached its limit has no head yet; when a lower limit trims it for
+    // the first time, the counts of every trimmed message go, not just the last batch's.
+    let redis = RedisServer::start();
+    let node = TestServer::builder("io_uring").redis(&redis.url()).start();
+    node.channel("low:*");
+    let mut s = node.client("s");
+    s.subscribe("low:1");
+    let mut p = node.client("p");
+    for i in 0..50 {
+        p.publish("low:1", "e", json!({"i": i}));
+        s.expect("message");
+    }
+    eventually(
+        "every message has its audience count",
+        Duration::from_secs(5),
+        || hash_fields(&redis, "rc:{low:1}:aud").len() == 50,
+    );
+    node.shutdown();
+    let node = TestServer::builder("io_uring")
+        .redis(&redis.url())
+        .with(|f| f.history.max_messages_per_channel = 10)
+        .start();
+    let mut p = node.client("p");
+    let ack = p.publish("low:1", "e", json!({"i": 50}));
+    assert_eq!(ack["offset"], 51);
+    let (_, h) = node.http("GET", "/api/realtime/messages?channelName=low:1", None);
+    let h = h.as_array().unwrap();
+    assert_eq!(h.len(), 10);
+    assert_eq!(h[9]["offset"], 42);
+    assert_eq!(
+        hash_fields(&redis, "rc:{low:1}:aud"),
+        (42..=50).collect::<Vec<u64>>(),
+        "counts of trimmed messages left behind"
+    );
+    node.shutdown();
+}

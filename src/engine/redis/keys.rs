@@ -10,7 +10,8 @@ pub fn log(name: &str) -> String {
     format!("rc:{{{name}}}:log")
 }
 
-/// The channel's first retained offset (history before it is trimmed; `scripts::PUBLISH`).
+/// The channel's first retained offset (history before it is trimmed): moved by the publish
+/// script (count) and the age pass (`scripts::forget_lua`).
 pub fn head(name: &str) -> String {
     format!("rc:{{{name}}}:head")
 }

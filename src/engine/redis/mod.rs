@@ -10,7 +10,8 @@
 //!   deleted when the head passes it;
 //! - `rc:{wh}:pending`: webhook deliveries not yet finished (see `webhook::store`);
 //! - `rc:messages`: every message, in arrival order, one entry per batch, trimmed to
-//!   `history.max_total_messages` (the history listing and stats);
+//!   `history.max_total_messages` with the entry sizes (`{rc:messages}:sizes`) and their
+//!   total (`{rc:messages}:total`) beside it (the history listing and stats);
 //! - the registry under `{reg}`: records by id, ids by pattern (uniqueness across nodes), a
 //!   version bumped and announced on `rc:{reg}:events` at every change.
 //!

@@ -160,9 +160,11 @@ pub enum Order {
     NewestFirst,
 }
 
-/// Entries asked for in a walk's first page. Later pages are sized to about `SCAN_PAGE`
-/// messages from what the pages so far held (an entry is a whole publish batch: 1 to 256).
-const FIRST_PAGE: u64 = 16;
+/// Entries asked for in a walk's first page. Later pages ask for `SCAN_PAGE` messages'
+/// worth of entries at the largest entry size seen so far (an entry is a whole publish batch,
+/// 1 to 256 messages), so a page holds about `SCAN_PAGE` messages unless larger batches
+/// follow smaller ones.
+const FIRST_PAGE: u64 = 2;
 
 /// Calls `f` on the records of the entries of stream `key` with ids from `lo` to `hi`
 /// (Redis id bounds: `-`, `+`, `(id` allowed), in `order`, until it returns false.
@@ -177,7 +179,7 @@ pub async fn walk<F>(
 where
     F: FnMut(MessageRecord) -> bool,
 {
-    let mut count = FIRST_PAGE;
+    let (mut count, mut largest) = (FIRST_PAGE, 1);
     loop {
         let page: Vec<(String, HashMap<String, Bytes>)> = match order {
             Order::OldestFirst => {
@@ -192,10 +194,9 @@ where
             }
         }
         .map_err(unavailable)?;
-        let mut messages = 0;
         for (id, fields) in &page {
             let mut recs = entry::records(id, fields);
-            messages += recs.len() as u64;
+            largest = largest.max(recs.len() as u64);
             if order == Order::NewestFirst {
                 recs.reverse();
             }
@@ -216,6 +217,6 @@ where
             Order::OldestFirst => lo = next,
             Order::NewestFirst => hi = next,
         }
-        count = (SCAN_PAGE * page.len() as u64 / messages.max(1)).clamp(1, SCAN_PAGE);
+        count = (SCAN_PAGE / largest).max(1);
     }
 }

@@ -48,7 +48,7 @@ pub async fn trim_by_age(client: &Client, age: Duration, period: Duration) {
             continue;
         }
         // The first message young enough to keep; everything before it goes.
-        let (mut oldest, mut after, mut keep) = (None, 0, None);
+        let (mut seen, mut after, mut keep) = (false, 0, None);
         let read = walk(
             client,
             &keys::log(&name),
@@ -56,7 +56,7 @@ pub async fn trim_by_age(client: &Client, age: Duration, period: Duration) {
             "-".into(),
             "+".into(),
             |m| {
-                oldest.get_or_insert(m.offset);
+                seen = true;
                 if m.created_at >= cutoff {
                     keep = Some(m.offset);
                     return false;
@@ -71,7 +71,9 @@ pub async fn trim_by_age(client: &Client, age: Duration, period: Duration) {
             tracing::debug!(channel = %name, error = %e, "age trim skipped: read failed");
             continue;
         }
-        let Some(oldest) = oldest else { continue };
+        if !seen {
+            continue;
+        }
         // Nothing young was seen: trim what was read, not what arrived since.
         let head = keep.unwrap_or(after + 1);
         let r: Result<Value, _> = trim
@@ -83,7 +85,7 @@ pub async fn trim_by_age(client: &Client, age: Duration, period: Duration) {
                     keys::audience(&name),
                     keys::wh_delivered(&name),
                 ],
-                vec![head, oldest],
+                vec![head],
             )
             .await;
         if let Err(e) = r {

@@ -1,16 +1,27 @@
-//! Server-side scripts. Each runs atomically on one shard (its keys share a hash tag).
+//! Server-side scripts. Each runs atomically on one shard (its keys share a cluster slot:
+//! a hash tag, `keys`).
 
-/// Lua shared by the scripts that trim a channel: `forget(log, head key, aud, whd, head,
-/// old)` makes `head` the channel's first retained offset (never lower than the stored one;
-/// `old` stands in when none is stored: written before head keys existed). It drops the
-/// stream entries whose messages are all before `head` and the counts (audience, webhook
-/// deliveries) of offsets `old head..head`. An entry that straddles `head` stays whole until
-/// its last message is trimmed too; readers skip its messages before `head`.
+/// Lua shared by the scripts that trim a channel: `forget(log, head key, aud, whd, head)`
+/// makes `head` the channel's first retained offset (never lower than the stored one). It
+/// drops the stream entries whose messages are all before `head` and the counts (audience,
+/// webhook deliveries) of offsets `old head..head`. With no head stored yet (a channel never
+/// trimmed, or history from before head keys), the old head is the stream's first message:
+/// entry `{last}-{n}` starts at `last - n + 1`, and an entry from before batching, `{o}-1`,
+/// at `o`. An entry that straddles `head` stays whole until its last message is trimmed too;
+/// history reads skip its messages before `head`.
 macro_rules! forget_lua {
     () => {
         r#"
-local function forget(log, headkey, aud, whd, head, fallback)
-  local old = tonumber(redis.call('GET', headkey) or fallback)
+local function forget(log, headkey, aud, whd, head)
+  local old = tonumber(redis.call('GET', headkey))
+  if not old then
+    local e = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1]
+    old = head
+    if e then
+      local last, n = string.match(e[1], '^(%d+)-(%d+)$')
+      if last then old = tonumber(last) - tonumber(n) + 1 end
+    end
+  end
   if old < 1 then old = 1 end
   if head <= old then return end
   redis.call('SET', headkey, head)
@@ -47,7 +58,7 @@ local first = last - n + 1
 redis.call('XADD', KEYS[2], last .. '-' .. n, 'r', ARGV[4])
 local maxlen = tonumber(ARGV[1])
 if last > maxlen then
-  forget(KEYS[2], KEYS[5], KEYS[3], KEYS[4], last - maxlen + 1, first - maxlen)
+  forget(KEYS[2], KEYS[5], KEYS[3], KEYS[4], last - maxlen + 1)
 end
 redis.call('SPUBLISH', ARGV[2], first .. ' ' .. ARGV[5])
 return first
@@ -55,18 +66,19 @@ return first
 );
 
 /// Retention by age of one channel. KEYS: log, head, aud, whd. ARGV: the first offset to
-/// keep, the oldest offset the stream held (stands in for a missing head key).
+/// keep.
 pub const TRIM_CHANNEL: &str = concat!(
     forget_lua!(),
     r#"
-forget(KEYS[1], KEYS[2], KEYS[3], KEYS[4], tonumber(ARGV[1]), tonumber(ARGV[2]))
+forget(KEYS[1], KEYS[2], KEYS[3], KEYS[4], tonumber(ARGV[1]))
 return 1
 "#
 );
 
 /// Adds to per-message counts (`aud`, `whd`), skipping messages already trimmed (before the
 /// channel's head: a count that arrives after its message was trimmed would otherwise stay
-/// forever). KEYS: counts hash, head. ARGV: offset, n, offset, n, ...
+/// forever; with no head stored, nothing was trimmed yet). KEYS: counts hash, head.
+/// ARGV: offset, n, offset, n, ...
 /// Returns the counts written.
 pub const COUNT: &str = r#"
 local head = tonumber(redis.call('GET', KEYS[2]) or '1')
@@ -82,25 +94,24 @@ return written
 
 /// Append one batch to the all-channels index and keep the index to `max` messages: the
 /// entry sizes are listed beside it (oldest first) with their total, and the oldest entries
-/// go while the total is over. KEYS: index, sizes, total. ARGV: max, n, first offset, the
+/// go while the total is over (the list, not the total, says how many entries stay: a total
+/// that drifted, e.g. a key evicted, is mended here). KEYS: index, sizes, total. ARGV: max, n, first offset, the
 /// channel's entry body (`entry`). Returns the messages the index holds.
 pub const INDEX: &str = r#"
 local n = tonumber(ARGV[2])
 redis.call('XADD', KEYS[1], '*', 'o', ARGV[3], 'r', ARGV[4])
-redis.call('RPUSH', KEYS[2], n)
+local kept = redis.call('RPUSH', KEYS[2], n)
 local total = redis.call('INCRBY', KEYS[3], n)
 local max = tonumber(ARGV[1])
 if total > max then
-  while total > max do
-    local k = redis.call('LPOP', KEYS[2])
-    if not k then
-      redis.call('SET', KEYS[3], 0)
-      total = 0
-      break
-    end
-    total = redis.call('DECRBY', KEYS[3], k)
+  -- The newest entry always stays (a batch may hold more than `max`).
+  while total > max and kept > 1 do
+    total = total - tonumber(redis.call('LPOP', KEYS[2]))
+    kept = kept - 1
   end
-  redis.call('XTRIM', KEYS[1], 'MAXLEN', redis.call('LLEN', KEYS[2]))
+  if kept == 1 then total = n end
+  redis.call('SET', KEYS[3], total)
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', kept)
 end
 return total
 "#;
