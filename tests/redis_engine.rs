@@ -899,8 +899,12 @@ fn history_and_stats_reads_at_once_are_bounded() {
     // rather than queued without bound.
     let redis = RedisServer::start();
     let node = TestServer::builder("io_uring").redis(&redis.url()).start();
-    fill_index(&redis, 20_000);
+    fill_index(&redis, 2_000);
     let addr = node.addr;
+    // Redis holds every command for 2 s: the reads that got a slot wait in Redis (not on the
+    // node's CPU, which a busy test machine may not give), so all 100 are in progress at once.
+    let r = redis.command(&["CLIENT", "PAUSE", "2000", "ALL"]);
+    assert!(r.starts_with("+OK"), "{r}");
     let readers: Vec<_> = (0..100)
         .map(|_| {
             std::thread::spawn(move || {
@@ -919,7 +923,11 @@ fn history_and_stats_reads_at_once_are_bounded() {
     let ok = answers.iter().filter(|(s, _)| *s == 200).count();
     let busy: Vec<_> = answers.iter().filter(|(s, _)| *s == 503).collect();
     assert_eq!(ok + busy.len(), 100, "{answers:?}");
-    assert!((1..=64).contains(&ok), "{ok} answered");
+    assert!(
+        (1..=64).contains(&ok),
+        "{ok} answered: {:?}",
+        answers.first()
+    );
     assert!(!busy.is_empty(), "100 reads at once, none refused");
     assert!(
         busy[0]
@@ -930,11 +938,11 @@ fn history_and_stats_reads_at_once_are_bounded() {
         busy[0]
     );
     for (_, v) in answers.iter().filter(|(s, _)| *s == 200) {
-        assert_eq!(v["totalMessages"], 20_000);
+        assert_eq!(v["totalMessages"], 2_000);
     }
     // Slots come back: a read afterwards is answered.
     let (s, v) = node.http("GET", "/api/realtime/messages/stats", None);
-    assert_eq!((s, &v["totalMessages"]), (200, &json!(20_000)));
+    assert_eq!((s, &v["totalMessages"]), (200, &json!(2_000)));
     node.shutdown();
 }
 
