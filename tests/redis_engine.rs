@@ -42,6 +42,12 @@ fn int_reply(reply: &str) -> i64 {
         .unwrap_or_else(|| panic!("not a number: {reply:?}"))
 }
 
+/// Raises the per-connection publish limit so a test can send hundreds of publishes at once.
+fn allow_bursts(f: &mut ringcast::config::FileConfig) {
+    f.websocket.publish_rate = 10_000;
+    f.websocket.publish_burst = 10_000;
+}
+
 fn two_nodes(driver: &str, redis: &RedisServer) -> (TestServer, TestServer) {
     let a = TestServer::builder(driver).redis(&redis.url()).start();
     let b = TestServer::builder(driver).redis(&redis.url()).start();
@@ -527,8 +533,7 @@ fn counts_of_messages_trimmed_by_count_go_with_them() {
         .redis(&redis.url())
         .with(|f| {
             f.history.max_messages_per_channel = 5;
-            f.websocket.publish_rate = 10_000;
-            f.websocket.publish_burst = 10_000;
+            allow_bursts(f);
         })
         .start();
     let (st, v) = node.http(
@@ -614,8 +619,7 @@ fn a_burst_of_publishes_is_batched_and_keeps_its_order() {
     let node = TestServer::builder("io_uring")
         .redis(&redis.url())
         .with(|f| {
-            f.websocket.publish_rate = 10_000;
-            f.websocket.publish_burst = 10_000;
+            allow_bursts(f);
             f.history.max_messages_per_channel = 250;
         })
         .start();
@@ -818,10 +822,7 @@ fn a_burst_with_many_webhook_deliveries_is_acked_in_order() {
     let sink = common::receiver::Receiver::start(vec![], common::receiver::Reply::Status(200));
     let node = TestServer::builder("io_uring")
         .redis(&redis.url())
-        .with(|f| {
-            f.websocket.publish_rate = 10_000;
-            f.websocket.publish_burst = 10_000;
-        })
+        .with(allow_bursts)
         .start();
     let urls: Vec<String> = (0..8).map(|i| sink.url(&format!("/h{i}"))).collect();
     let (st, v) = node.http(
@@ -959,10 +960,7 @@ fn subscribing_and_leaving_while_messages_flow_skips_and_repeats_nothing() {
         .start();
     let b = TestServer::builder("io_uring")
         .redis(&redis.url())
-        .with(|f| {
-            f.websocket.publish_rate = 10_000;
-            f.websocket.publish_burst = 10_000;
-        })
+        .with(allow_bursts)
         .start();
     a.channel("churn:*");
     wait_channel(&b, "churn:*");
@@ -1053,8 +1051,7 @@ fn the_all_channels_index_is_capped_by_messages_not_entries() {
         .redis(&redis.url())
         .with(|f| {
             f.history.max_total_messages = 100;
-            f.websocket.publish_rate = 10_000;
-            f.websocket.publish_burst = 10_000;
+            allow_bursts(f);
         })
         .start();
     node.channel("cap:*");
@@ -1156,8 +1153,7 @@ fn a_batch_larger_than_the_index_cap_keeps_the_newest_batch() {
         .redis(&redis.url())
         .with(|f| {
             f.history.max_total_messages = 3;
-            f.websocket.publish_rate = 10_000;
-            f.websocket.publish_burst = 10_000;
+            allow_bursts(f);
         })
         .start();
     node.channel("tiny:*");

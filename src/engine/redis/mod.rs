@@ -437,38 +437,6 @@ impl Engine for RedisEngine {
         after: u64,
         upto: Option<u64>,
     ) -> Result<Vec<MessageRecord>, EngineError> {
-        self.read_until(channel, after, upto).await
-    }
-
-    fn maintenance_period(&self) -> Option<Duration> {
-        self.retention
-            .max_age
-            .map(|a| (a / 4).clamp(Duration::from_millis(100), Duration::from_secs(10)))
-    }
-
-    fn maintain(&mut self) -> Option<LocalFuture<()>> {
-        let (Some(max_age), Some(period)) = (self.retention.max_age, self.maintenance_period())
-        else {
-            return None;
-        };
-        let client = self.client.clone();
-        Some(Box::pin(async move {
-            retention::trim_by_age(&client, max_age, period).await
-        }))
-    }
-
-    fn take_events(&mut self) -> Option<mpsc::Receiver<EngineEvent>> {
-        self.events.take()
-    }
-}
-
-impl RedisEngine {
-    async fn read_until(
-        &self,
-        channel: &ChannelName,
-        after: u64,
-        upto: Option<u64>,
-    ) -> Result<Vec<MessageRecord>, EngineError> {
         let mut out = Vec::new();
         // The entry holding offset `after + 1` is the first whose id (its last offset) is
         // at least that (`entry`).
@@ -490,5 +458,26 @@ impl RedisEngine {
         )
         .await?;
         Ok(out)
+    }
+
+    fn maintenance_period(&self) -> Option<Duration> {
+        self.retention
+            .max_age
+            .map(|a| (a / 4).clamp(Duration::from_millis(100), Duration::from_secs(10)))
+    }
+
+    fn maintain(&mut self) -> Option<LocalFuture<()>> {
+        let (Some(max_age), Some(period)) = (self.retention.max_age, self.maintenance_period())
+        else {
+            return None;
+        };
+        let client = self.client.clone();
+        Some(Box::pin(async move {
+            retention::trim_by_age(&client, max_age, period).await
+        }))
+    }
+
+    fn take_events(&mut self) -> Option<mpsc::Receiver<EngineEvent>> {
+        self.events.take()
     }
 }

@@ -53,18 +53,7 @@ impl Reads {
         if rows.is_empty() {
             return Ok(rows);
         }
-        let pipe = self.client.pipeline();
-        for m in &rows {
-            let (name, off) = (m.channel_name.as_str(), m.offset.to_string());
-            let _: Result<(), _> = pipe.hget(keys::audience(name), off.as_str()).await;
-            let _: Result<(), _> = pipe.hget(keys::wh_delivered(name), off).await;
-        }
-        let counts: Vec<FredResult<Option<u64>>> = pipe.try_all().await;
-        for (m, c) in rows.iter_mut().zip(counts.chunks(2)) {
-            let get = |i: usize| c.get(i).and_then(|r| r.as_ref().ok().copied().flatten());
-            m.ws_audience_count = get(0).unwrap_or(0);
-            m.wh_delivered_count = get(1).unwrap_or(0) as u32;
-        }
+        self.fill_counts(&mut rows, true).await;
         Ok(rows)
     }
 
@@ -82,28 +71,33 @@ impl Reads {
             true
         })
         .await?;
-        self.fill_wh_delivered(&mut with_webhooks).await;
+        self.fill_counts(&mut with_webhooks, false).await;
         for m in &with_webhooks {
             b.add(m);
         }
         Ok(b.finish())
     }
 
-    /// Fills `wh_delivered_count` of records (from each channel's `whd` hash).
-    async fn fill_wh_delivered(&self, recs: &mut [MessageRecord]) {
+    /// Fills `wh_delivered_count` of records from each channel's `whd` hash, and with
+    /// `audience` also `ws_audience_count` from its `aud` hash (one pipeline per page).
+    async fn fill_counts(&self, recs: &mut [MessageRecord], audience: bool) {
         for chunk in recs.chunks_mut(SCAN_PAGE as usize) {
             let pipe = self.client.pipeline();
             for m in chunk.iter() {
-                let _: Result<(), _> = pipe
-                    .hget(
-                        keys::wh_delivered(m.channel_name.as_str()),
-                        m.offset.to_string(),
-                    )
-                    .await;
+                let (name, off) = (m.channel_name.as_str(), m.offset.to_string());
+                if audience {
+                    let _: Result<(), _> = pipe.hget(keys::audience(name), off.as_str()).await;
+                }
+                let _: Result<(), _> = pipe.hget(keys::wh_delivered(name), off).await;
             }
-            let counts: Vec<FredResult<Option<u32>>> = pipe.try_all().await;
-            for (m, c) in chunk.iter_mut().zip(counts) {
-                m.wh_delivered_count = c.ok().flatten().unwrap_or(0);
+            let counts: Vec<FredResult<Option<u64>>> = pipe.try_all().await;
+            let per = if audience { 2 } else { 1 };
+            for (m, c) in chunk.iter_mut().zip(counts.chunks(per)) {
+                let get = |i: usize| c.get(i).and_then(|r| r.as_ref().ok().copied().flatten());
+                if audience {
+                    m.ws_audience_count = get(0).unwrap_or(0);
+                }
+                m.wh_delivered_count = get(per - 1).unwrap_or(0) as u32;
             }
         }
     }
