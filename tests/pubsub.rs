@@ -347,3 +347,40 @@ both_drivers!(
         s.shutdown();
     }
 );
+
+both_drivers!(
+    subscribers_behind_by_the_same_frames_get_them_whole_and_in_order,
+    |driver| {
+        // A burst of large messages while nobody reads: each subscriber's frames pile up, so its
+        // writer sends several at once, in blocks the core joins once and shares between the
+        // subscribers (core::gather), and the kernel takes each block in parts. Every subscriber
+        // must still get every message once, whole, in offset order.
+        let s = TestServer::start(driver);
+        s.channel("burst:*");
+        let mut subs: Vec<Ws> = (0..16).map(|i| s.client(&format!("s{i}"))).collect();
+        for w in &mut subs {
+            w.subscribe("burst:1");
+        }
+        let mut p = s.client("p");
+        let n = 400u64;
+        for k in 0..n {
+            let pad = format!("{k:0>2000}");
+            p.send(
+                json!({"type":"publish","channel":"burst:1","event":"e","ref":k,
+                      "payload":{"k":k,"pad":pad}}),
+            );
+        }
+        for _ in 0..n {
+            p.expect("published");
+        }
+        for w in &mut subs {
+            for k in 0..n {
+                let m = w.expect("message");
+                assert_eq!(m["offset"], k + 1);
+                assert_eq!(m["payload"]["k"], k);
+                assert_eq!(m["payload"]["pad"], format!("{k:0>2000}"));
+            }
+        }
+        s.shutdown();
+    }
+);

@@ -8,10 +8,12 @@
 //! - `inbox` applies what the control thread and the other cores send (deliveries, replies,
 //!   forwarded publishes, interest, new tables);
 //! - `out_frame` is a frame as queued to this core's connections (`Rc`-shared);
+//! - `gather` joins the frames of a multi-frame write once for all the core's writers;
 //! - `send_gate` bounds the socket writes in flight, so a large fan-out goes out in slices;
 //! - the sweeper (in `inbox`) enforces auth, idle and HTTP timeouts and sends pings.
 
 pub mod conn;
+pub mod gather;
 pub mod inbox;
 pub mod index;
 pub mod out_frame;
@@ -73,6 +75,8 @@ pub struct Core {
     sequencer: Sequencer,
     /// Bounds the socket writes in flight on this core (`server.send_slice`).
     pub send_gate: SendGate,
+    /// The blocks of multi-frame writes, built once and shared by the writers that need them.
+    pub gather: gather::Gather,
     pub verifier: Verifier,
     pub authorizer: Authorizer,
     next_conn: Cell<u64>,
@@ -115,6 +119,7 @@ impl Core {
             peers,
             sequencer: Sequencer::default(),
             send_gate,
+            gather: gather::Gather::default(),
             next_conn: Cell::new(1),
             next_sub: Cell::new(1),
             shutting_down: Cell::new(false),

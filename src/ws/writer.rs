@@ -1,8 +1,9 @@
 //! The writer task of one WebSocket: waits on the connection's outbox and writes everything
-//! queued in as few syscalls as possible (one frame: written as is, zero-copy; several:
-//! gathered into one buffer of at most `MAX_BATCH` bytes). A write starts only with a permit
-//! of the core's send gate (`core::send_gate`), and the frames are taken after it; how many
-//! there were tells the gate whether the core is behind. Ends when the outbox is finished and
+//! queued in as few syscalls as possible (one frame: written as is, zero-copy; several: one
+//! block of at most `MAX_BATCH` bytes, joined once per core for every writer that needs the
+//! same frames, see `core::gather`). A write starts only with a permit of the core's send
+//! gate (`core::send_gate`), and the frames are taken after it; how many there were tells the
+//! gate whether the core is behind. Ends when the outbox is finished and
 //! empty, when a write fails, or at once when the connection is killed (`Conn::abort`).
 
 use std::{future::poll_fn, rc::Rc};
@@ -12,12 +13,9 @@ use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 use crate::core::{Core, conn::Conn, out_frame::OutFrame, serve::Writer};
 
 const MAX_BATCH: usize = 256 << 10;
-/// A gather buffer larger than this is released after use rather than kept per connection.
-const KEEP_BATCH: usize = 16 << 10;
 
 pub async fn run(core: Rc<Core>, conn: Rc<Conn>, mut wr: Writer) {
     let mut frames: Vec<OutFrame> = Vec::new();
-    let mut batch: Vec<u8> = Vec::new();
     loop {
         poll_fn(|cx| conn.outbox.poll_ready(cx)).await;
         // Take the frames only once the gate lets this write start: frames queued while we
@@ -38,18 +36,12 @@ pub async fn run(core: Rc<Core>, conn: Rc<Conn>, mut wr: Writer) {
                     _ = poll_fn(|cx| conn.poll_killed(cx)) => break,
                 }
             } else {
-                let mut buf = std::mem::take(&mut batch);
-                buf.clear();
-                for f in frames.drain(..) {
-                    buf.extend_from_slice(&f);
-                }
+                // Joined once per core: the writers of the other subscribers that are behind
+                // by the same frames write the same block (`core::gather`).
+                let block = core.gather.block(&frames);
+                frames.clear();
                 monoio::select! {
-                    (r, b) = wr.write_all(buf) => {
-                        if b.capacity() <= KEEP_BATCH {
-                            batch = b;
-                        }
-                        r
-                    }
+                    (r, _) = wr.write_all(block) => r,
                     _ = poll_fn(|cx| conn.poll_killed(cx)) => break,
                 }
             };
