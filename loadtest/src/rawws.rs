@@ -32,6 +32,10 @@ pub struct RawWs {
     start: usize,
     end: usize,
     mask: u32,
+    /// Wall clock (unix nanos) when the last read returned: every frame decoded from that read
+    /// arrived then, so one clock read serves them all (at saturation a read holds ~10 frames,
+    /// and a clock read per frame was 7 % of the harness's time).
+    read_ns: u64,
 }
 
 impl RawWs {
@@ -49,6 +53,7 @@ impl RawWs {
             start: 0,
             end: 0,
             mask: (crate::payload::now_nanos() as u32) | 1,
+            read_ns: 0,
         };
         let head_end = loop {
             if let Some(i) = memchr::memmem::find(&ws.buf[..ws.end], b"\r\n\r\n") {
@@ -62,6 +67,7 @@ impl RawWs {
                 bail!("connection closed during the upgrade");
             }
             ws.end += n;
+            ws.read_ns = crate::payload::now_nanos();
         };
         let head = std::str::from_utf8(&ws.buf[..head_end]).context("upgrade response")?;
         if !head.starts_with("HTTP/1.1 101") {
@@ -134,7 +140,13 @@ impl RawWs {
                 return Ok(None);
             }
             self.end += n;
+            self.read_ns = crate::payload::now_nanos();
         }
+    }
+
+    /// When the bytes of the frame [`next`](Self::next) returned last were read (unix nanos).
+    pub fn read_at(&self) -> u64 {
+        self.read_ns
     }
 
     /// Compacts the buffer, and grows it when one frame needs more than it holds.
@@ -219,6 +231,7 @@ mod tests {
             start: 0,
             end: bytes.len(),
             mask: 1,
+            read_ns: 0,
         }
     }
 

@@ -8,7 +8,6 @@ use tokio::sync::Semaphore;
 
 use crate::{
     conn::Net,
-    payload::now_nanos,
     rawws::Frame,
     scan::{self, Kind, TsFinder},
     shared::{DoneGuard, Phase, Shared},
@@ -48,9 +47,10 @@ pub async fn run(
                     biased;
                     f = ws.next() => match f {
                         Ok(Some(Frame::Text(r))) => {
+                            let at = ws.read_at();
                             let b = ws.bytes(r);
                             match scan::kind(b) {
-                                Kind::Message => on_message(b, &mut tr, &mut ts, shared, &stats),
+                                Kind::Message => on_message(b, at, &mut tr, &mut ts, shared, &stats),
                                 Kind::Error => {
                                     Shared::inc(&shared.server_errors);
                                     let e = String::from_utf8_lossy(b);
@@ -102,14 +102,15 @@ fn ended(shared: &Shared, why: String) {
     shared.error(why);
 }
 
+/// `now`: when the frame's bytes were read (unix nanos).
 fn on_message(
     b: &[u8],
+    now: u64,
     tr: &mut Tracker,
     ts: &mut TsFinder,
     shared: &Shared,
     stats: &RefCell<ThreadStats>,
 ) {
-    let now = now_nanos();
     Shared::inc(&shared.delivered);
     let mut st = stats.borrow_mut();
     match ts.find(b) {
