@@ -149,6 +149,28 @@ impl RawWs {
         self.read_ns
     }
 
+    /// The next frame if it is a whole text frame already in the buffer (no read, no await):
+    /// the subscriber drains a read's frames with this before it waits again. Anything else
+    /// (a control or masked frame, a partial one, an empty buffer) is left for
+    /// [`next`](Self::next).
+    pub fn buffered_text(&mut self) -> Option<Range<usize>> {
+        let b = &self.buf[self.start..self.end];
+        if b.len() < 2 || b[0] != 0x81 {
+            return None;
+        }
+        let (len, hdr) = match b[1] {
+            n @ 0..=125 => (usize::from(n), 2),
+            126 if b.len() >= 4 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
+            _ => return None,
+        };
+        if b.len() < hdr + len {
+            return None;
+        }
+        let body = self.start + hdr..self.start + hdr + len;
+        self.start += hdr + len;
+        Some(body)
+    }
+
     /// Compacts the buffer, and grows it when one frame needs more than it holds.
     fn make_room(&mut self) {
         if self.start == self.end {
@@ -233,6 +255,32 @@ mod tests {
             mask: 1,
             read_ns: 0,
         }
+    }
+
+    #[tokio::test]
+    async fn buffered_text_takes_whole_text_frames_only() {
+        let mut bytes = vec![0x81, 2, b'h', b'i', 0x89, 1, b'p', 0x81, 3, b'a'];
+        let mut ws = reader(&bytes, 64).await;
+        let r = ws.buffered_text().expect("a whole text frame");
+        assert_eq!(ws.bytes(r), b"hi");
+        assert_eq!(ws.buffered_text(), None, "a ping is left for next()");
+        assert_eq!(
+            ws.next().await.expect("ping"),
+            Some(Frame::Ping(b"p".to_vec()))
+        );
+        assert_eq!(ws.buffered_text(), None, "a partial frame is left alone");
+        bytes.clear();
+        let mut long = vec![0x81, 126, 0, 200];
+        long.extend(std::iter::repeat_n(b'x', 200));
+        let mut ws = reader(&long, 512).await;
+        assert_eq!(ws.buffered_text().map(|r| r.len()), Some(200));
+        let mut ws = reader(&[0x81, 0x82, 1, 2, 3, 4, 5, 6], 64).await;
+        assert_eq!(
+            ws.buffered_text(),
+            None,
+            "a masked frame is left for next() to refuse"
+        );
+        assert!(ws.next().await.is_err());
     }
 
     #[tokio::test]

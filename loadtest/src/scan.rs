@@ -152,33 +152,45 @@ pub fn error_code(frame: &[u8]) -> Option<&str> {
     std::str::from_utf8(&rest[..end]).ok()
 }
 
-/// The decimal number at the start of `s` (after spaces); `None` if there is none or it does
-/// not fit a u64. Eight digits at a time: the send timestamp has 19 digits on every delivered
-/// frame, and a digit-by-digit loop with overflow checks was two thirds of `TsFinder::find`.
+/// The decimal number at the start of `s` (after spaces); `None` if there is none, it has more
+/// than 20 digits, or it does not fit a u64. Eight digits at a time where it can: the send
+/// timestamp has 19 digits on every delivered frame, and a digit-by-digit loop with overflow
+/// checks was two thirds of `TsFinder::find`.
 fn number(s: &[u8]) -> Option<u64> {
     let s = match s.iter().position(|&b| b != b' ') {
         Some(i) => &s[i..],
         None => return None,
     };
-    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || digits > 20 {
-        return None;
-    }
     let (mut v, mut at) = (0u64, 0);
-    // Up to 19 digits cannot overflow a u64 (10^19 - 1 < 2^64); a 20th is checked below.
-    let safe = digits.min(19);
-    while safe - at >= 8 {
-        let chunk = u64::from_le_bytes(s[at..at + 8].try_into().ok()?);
+    // Two chunks at most: 16 digits cannot overflow, whatever follows is checked.
+    while at < 16 {
+        let Some(chunk) = s.get(at..at + 8) else {
+            break;
+        };
+        let chunk = u64::from_le_bytes(chunk.try_into().ok()?);
+        if !eight_are_digits(chunk) {
+            break;
+        }
         v = v * 100_000_000 + eight_digits(chunk);
         at += 8;
     }
-    for &b in &s[at..safe] {
-        v = v * 10 + u64::from(b - b'0');
+    while let Some(&b) = s.get(at).filter(|b| b.is_ascii_digit()) {
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        at += 1;
+        if at > 20 {
+            return None;
+        }
     }
-    if digits == 20 {
-        v = v.checked_mul(10)?.checked_add(u64::from(s[19] - b'0'))?;
-    }
-    Some(v)
+    (at > 0).then_some(v)
+}
+
+/// Whether all eight bytes are ASCII digits: each has the high nibble 3 and stays below 0x3A
+/// (adding 6 keeps the high nibble 3). A byte with the high nibble F may carry into the next
+/// one when 6 is added, but it has already failed the first test.
+fn eight_are_digits(chunk: u64) -> bool {
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    (chunk & HIGH) | (((chunk.wrapping_add(0x0606_0606_0606_0606)) & HIGH) >> 4)
+        == 0x3333_3333_3333_3333
 }
 
 /// The value of eight ASCII digits read as a little-endian u64 (first digit in the low byte):
@@ -228,6 +240,14 @@ mod tests {
                 want,
                 "{c} after spaces"
             );
+        }
+        for junk in [b'/', b':', b'\xff', b'\x00', b' ', b'}'] {
+            for at in usize::from(junk == b' ')..10 {
+                let mut b = b"12345678901234567890".to_vec();
+                b[at] = junk;
+                let want = std::str::from_utf8(&b[..at]).unwrap().parse::<u64>().ok();
+                assert_eq!(number(&b), want, "junk {junk} at {at}");
+            }
         }
         assert_eq!(number(b"x1"), None);
         assert_eq!(number(b""), None);

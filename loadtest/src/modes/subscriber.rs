@@ -47,16 +47,16 @@ pub async fn run(
                     biased;
                     f = ws.next() => match f {
                         Ok(Some(Frame::Text(r))) => {
+                            // This frame, then every whole text frame the same read brought,
+                            // without a trip through select! per frame.
                             let at = ws.read_at();
-                            let b = ws.bytes(r);
-                            match scan::kind(b) {
-                                Kind::Message => on_message(b, at, &mut tr, &mut ts, shared, &stats),
-                                Kind::Error => {
-                                    Shared::inc(&shared.server_errors);
-                                    let e = String::from_utf8_lossy(b);
-                                    shared.error(format!("subscriber {idx}: {e}"));
+                            let mut r = Some(r);
+                            while let Some(range) = r {
+                                on_text(ws.bytes(range), at, idx, &mut tr, &mut ts, shared, &stats);
+                                if target.is_some_and(|t| tr.complete(t)) {
+                                    break;
                                 }
-                                _ => {}
+                                r = ws.buffered_text();
                             }
                         }
                         Ok(Some(Frame::Ping(p))) => {
@@ -102,7 +102,27 @@ fn ended(shared: &Shared, why: String) {
     shared.error(why);
 }
 
-/// `now`: when the frame's bytes were read (unix nanos).
+/// One text frame from the broker (`now`: when its bytes were read, unix nanos).
+fn on_text(
+    b: &[u8],
+    now: u64,
+    idx: usize,
+    tr: &mut Tracker,
+    ts: &mut TsFinder,
+    shared: &Shared,
+    stats: &RefCell<ThreadStats>,
+) {
+    match scan::kind(b) {
+        Kind::Message => on_message(b, now, tr, ts, shared, stats),
+        Kind::Error => {
+            Shared::inc(&shared.server_errors);
+            let e = String::from_utf8_lossy(b);
+            shared.error(format!("subscriber {idx}: {e}"));
+        }
+        _ => {}
+    }
+}
+
 fn on_message(
     b: &[u8],
     now: u64,
