@@ -259,7 +259,7 @@ mod tests {
 
     #[tokio::test]
     async fn buffered_text_takes_whole_text_frames_only() {
-        let mut bytes = vec![0x81, 2, b'h', b'i', 0x89, 1, b'p', 0x81, 3, b'a'];
+        let bytes = [0x81, 2, b'h', b'i', 0x89, 1, b'p', 0x81, 3, b'a'];
         let mut ws = reader(&bytes, 64).await;
         let r = ws.buffered_text().expect("a whole text frame");
         assert_eq!(ws.bytes(r), b"hi");
@@ -269,7 +269,6 @@ mod tests {
             Some(Frame::Ping(b"p".to_vec()))
         );
         assert_eq!(ws.buffered_text(), None, "a partial frame is left alone");
-        bytes.clear();
         let mut long = vec![0x81, 126, 0, 200];
         long.extend(std::iter::repeat_n(b'x', 200));
         let mut ws = reader(&long, 512).await;
