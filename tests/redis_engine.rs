@@ -48,6 +48,17 @@ fn allow_bursts(f: &mut ringcast::config::FileConfig) {
     f.websocket.publish_burst = 10_000;
 }
 
+/// One redis-engine node whose all-channels index holds at most `max_total` messages.
+fn index_capped_node(redis: &RedisServer, max_total: usize) -> TestServer {
+    TestServer::builder("io_uring")
+        .redis(&redis.url())
+        .with(|f| {
+            f.history.max_total_messages = max_total;
+            allow_bursts(f);
+        })
+        .start()
+}
+
 fn two_nodes(driver: &str, redis: &RedisServer) -> (TestServer, TestServer) {
     let a = TestServer::builder(driver).redis(&redis.url()).start();
     let b = TestServer::builder(driver).redis(&redis.url()).start();
@@ -1047,13 +1058,7 @@ fn the_all_channels_index_is_capped_by_messages_not_entries() {
     // `history.max_total_messages` bounds the all-channels index in messages, though each
     // index entry holds a whole publish batch (1 to 256 messages).
     let redis = RedisServer::start();
-    let node = TestServer::builder("io_uring")
-        .redis(&redis.url())
-        .with(|f| {
-            f.history.max_total_messages = 100;
-            allow_bursts(f);
-        })
-        .start();
+    let node = index_capped_node(&redis, 100);
     node.channel("cap:*");
     let mut p = node.client("p");
     for round in 0..3 {
@@ -1149,13 +1154,7 @@ fn a_batch_larger_than_the_index_cap_keeps_the_newest_batch() {
     // `history.max_total_messages` below a batch's size: the index keeps its newest entry
     // rather than trimming itself empty.
     let redis = RedisServer::start();
-    let node = TestServer::builder("io_uring")
-        .redis(&redis.url())
-        .with(|f| {
-            f.history.max_total_messages = 3;
-            allow_bursts(f);
-        })
-        .start();
+    let node = index_capped_node(&redis, 3);
     node.channel("tiny:*");
     let mut p = node.client("p");
     for i in 0..100 {

@@ -20,51 +20,40 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use clap::{Parser, ValueEnum};
 use tokio::io::AsyncReadExt;
 
+/// The loopback floor: a bare sender and its receiver (see the module header).
+#[derive(Parser)]
 struct Args {
-    role: String,
+    /// `send` (accept, then write) or `recv` (connect, then read).
+    #[arg(value_enum)]
+    role: Role,
+    #[arg(long, default_value_t = 7300)]
     port: u16,
-    conns: usize,
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    conns: u64,
+    /// Rounds of sends per second.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     rate: u64,
-    size: usize,
+    /// Bytes per frame (the first 8 carry the send time).
+    #[arg(long, default_value_t = 260, value_parser = clap::value_parser!(u64).range(8..))]
+    size: u64,
+    #[arg(long, default_value_t = 10)]
     secs: u64,
 }
 
-fn args() -> Args {
-    let mut a = Args {
-        role: String::new(),
-        port: 7300,
-        conns: 1000,
-        rate: 100,
-        size: 130,
-        secs: 10,
-    };
-    let mut it = std::env::args().skip(1);
-    a.role = it.next().unwrap_or_default();
-    while let Some(k) = it.next() {
-        let v = it.next().unwrap_or_default();
-        match k.as_str() {
-            "--port" => a.port = v.parse().expect("--port"),
-            "--conns" => a.conns = v.parse().expect("--conns"),
-            "--rate" => a.rate = v.parse().expect("--rate"),
-            "--size" => a.size = v.parse().expect("--size"),
-            "--secs" => a.secs = v.parse().expect("--secs"),
-            _ => panic!("unknown option {k}"),
-        }
-    }
-    assert!(a.size >= 8 && a.rate > 0 && a.conns > 0, "bad arguments");
-    a
+#[derive(Clone, Copy, ValueEnum)]
+enum Role {
+    Send,
+    Recv,
 }
 
 fn main() {
-    let a = args();
-    match a.role.as_str() {
-        "send" => send(&a),
-        "recv" => recv(&a),
-        _ => eprintln!(
-            "usage: loopback_floor send|recv [--port P --conns N --rate R --size B --secs S]"
-        ),
+    let a = Args::parse();
+    match a.role {
+        Role::Send => send(&a),
+        Role::Recv => recv(&a),
     }
 }
 
@@ -96,7 +85,7 @@ fn send(a: &Args) {
             s
         })
         .collect();
-    let mut frame = vec![b'x'; a.size];
+    let mut frame = vec![b'x'; a.size as usize];
     let period = Duration::from_nanos(1_000_000_000 / a.rate);
     let rounds = a.rate * a.secs;
     let (cpu0, t0) = (cpu_time(), Instant::now());
@@ -118,10 +107,10 @@ fn send(a: &Args) {
     }
     let (cpu, wall) = (cpu_time() - cpu0, t0.elapsed());
     println!(
-        "sender: {} segments/s, cpu {:.1} % of a core, {:.2} us per segment, round of {} sends: mean {:.2} ms, max {:.2} ms",
-        (rounds as usize * a.conns) as f64 / wall.as_secs_f64(),
+        "sender: {:.0} segments/s, cpu {:.1} % of a core, {:.2} us per segment, round of {} sends: mean {:.2} ms, max {:.2} ms",
+        (rounds * a.conns) as f64 / wall.as_secs_f64(),
         100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
-        1e6 * cpu.as_secs_f64() / (rounds as usize * a.conns) as f64,
+        1e6 * cpu.as_secs_f64() / (rounds * a.conns) as f64,
         a.conns,
         busy.as_secs_f64() * 1e3 / rounds as f64,
         worst.as_secs_f64() * 1e3,
@@ -148,7 +137,7 @@ fn recv(a: &Args) {
                 .await
                 .expect("connect");
             s.set_nodelay(true).expect("nodelay");
-            let size = a.size;
+            let size = a.size as usize;
             tasks.push(tokio::task::spawn_local(async move {
                 let mut s = s;
                 let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
