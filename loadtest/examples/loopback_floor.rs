@@ -10,8 +10,8 @@
 //! ```sh
 //! cargo build --release -p ringcast-loadtest --example loopback_floor
 //! F=target/release/examples/loopback_floor
-//! taskset -c 0 $F send --port 7300 --conns 1000 --rate 100 --size 130 --secs 10 &
-//! taskset -c 1 $F recv --port 7300 --conns 1000 --size 130 --secs 10
+//! taskset -c 0 $F send --port 7300 --conns 1000 --rate 100 --size 260 --secs 10 &
+//! taskset -c 1 $F recv --port 7300 --conns 1000 --size 260 --secs 10
 //! ```
 
 use std::{
