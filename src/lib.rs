@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cdc;
 pub mod channel;
 pub mod config;
 pub mod control;

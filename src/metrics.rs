@@ -93,6 +93,55 @@ metric_block!(EngineMetrics {
     audience_writes_dropped_total: "counter", "Audience counts (wsAudienceCount) not written to Redis: too many waiting, or Redis refused the write (redis engine).";
 });
 
+metric_block!(CdcMetrics {
+    cdc_changes_total: "counter", "Row changes read from the PostgreSQL change stream.";
+    cdc_transactions_total: "counter", "Transactions read from the PostgreSQL change stream.";
+    cdc_changes_skipped_total: "counter", "Row changes not published: no enabled db: channel matches their table, or the table name is not a valid channel name.";
+    cdc_duplicates_skipped_total: "counter", "Row changes read again (after a restart or a takeover) and skipped because they were already stored.";
+    cdc_gaps_total: "counter", "Times the change stream restarted with a hole (slot invalidated or lost); each sends a GAP message.";
+    cdc_reconnects_total: "counter", "Replication sessions started again after an error or a lost connection.";
+    cdc_slot_owner: "gauge", "1 while this node reads the replication slot (one node of a cluster does).";
+    cdc_lag_bytes: "gauge", "WAL the server has that is not yet stored and acknowledged (bytes).";
+    cdc_lag_ms: "gauge", "Commit-to-hand-off age of the latest change handed to the publish path (ms); 0 when caught up.";
+    cdc_checkpoint_lsn: "gauge", "The stored change-stream checkpoint (a commit end LSN, as a number).";
+});
+
+/// Row changes read per table (`ringcast_cdc_table_changes_total{table}`), written by the
+/// change-stream thread once per hand-off, read on scrape; not on any core's path.
+#[derive(Debug, Default)]
+pub struct TableCounts(std::sync::Mutex<std::collections::BTreeMap<String, u64>>);
+
+impl TableCounts {
+    pub fn add(&self, counts: &std::collections::HashMap<String, u64>) {
+        if counts.is_empty() {
+            return;
+        }
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for (t, n) in counts {
+            *m.entry(t.clone()).or_default() += n;
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if m.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ringcast_cdc_table_changes_total Row changes read from the change stream, per table."
+        );
+        let _ = writeln!(out, "# TYPE ringcast_cdc_table_changes_total counter");
+        for (t, n) in m.iter() {
+            let _ = writeln!(
+                out,
+                "ringcast_cdc_table_changes_total{{table=\"{}\"}} {n}",
+                t.replace('\\', "\\\\").replace('"', "\\\"")
+            );
+        }
+    }
+}
+
 /// Upper bounds (seconds) of the webhook request-duration histogram buckets.
 pub const WEBHOOK_LATENCY_BUCKETS: [f64; 10] =
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
@@ -233,6 +282,9 @@ pub struct Metrics {
     pub control: ControlMetrics,
     pub engine: std::sync::Arc<EngineMetrics>,
     pub webhook: std::sync::Arc<WebhookMetrics>,
+    /// Written by the change-stream thread (`cdc`).
+    pub cdc: std::sync::Arc<CdcMetrics>,
+    pub cdc_tables: std::sync::Arc<TableCounts>,
 }
 
 impl Metrics {
@@ -242,6 +294,8 @@ impl Metrics {
             control: ControlMetrics::default(),
             engine: Default::default(),
             webhook: Default::default(),
+            cdc: Default::default(),
+            cdc_tables: Default::default(),
         }
     }
 
@@ -258,6 +312,7 @@ impl Metrics {
             (CoreMetrics::describe(), sums),
             (ControlMetrics::describe(), self.control.values()),
             (EngineMetrics::describe(), self.engine.values()),
+            (CdcMetrics::describe(), self.cdc.values()),
         ];
         for (desc, vals) in blocks {
             for ((name, kind, help), v) in desc.iter().zip(vals) {
@@ -267,6 +322,7 @@ impl Metrics {
             }
         }
         self.webhook.render(&mut out);
+        self.cdc_tables.render(&mut out);
         let _ = writeln!(out, "# HELP ringcast_workers Core threads.");
         let _ = writeln!(out, "# TYPE ringcast_workers gauge");
         let _ = writeln!(out, "ringcast_workers {}", self.cores.len());

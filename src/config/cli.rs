@@ -51,6 +51,10 @@ pub struct ServeArgs {
     pub node_id: Option<String>,
     #[arg(long, env = "RINGCAST_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// PostgreSQL to read database changes from (`[postgres] url`), e.g.
+    /// postgres://ringcast:secret@127.0.0.1:5432/app.
+    #[arg(long, env = "RINGCAST_POSTGRES_URL", hide_env_values = true)]
+    pub postgres_url: Option<String>,
     /// monoio driver: auto (io_uring, falling back to legacy), io_uring, legacy.
     #[arg(long, env = "RINGCAST_DRIVER")]
     pub driver: Option<String>,
@@ -92,6 +96,7 @@ impl ServeArgs {
         set(&mut f.auth.admin_key, &self.admin_key);
         set(&mut f.server.node_id, &self.node_id);
         set(&mut f.webhooks.secret, &self.webhook_secret);
+        set(&mut f.postgres.url, &self.postgres_url);
         set(&mut f.server.driver, &self.driver);
         set(&mut f.log.level, &self.log_level);
         set(&mut f.log.format, &self.log_format);

@@ -18,6 +18,7 @@ pub struct FileConfig {
     pub history: HistorySection,
     pub redis: RedisSection,
     pub webhooks: WebhookSection,
+    pub postgres: PostgresSection,
     pub log: LogSection,
 }
 
@@ -200,6 +201,39 @@ impl Default for WebhookSection {
             retry_max: "60s".into(),
             claim_after: "30s".into(),
             ca_file: String::new(),
+        }
+    }
+}
+
+/// The database change stream (`cdc`); off while `url` is empty.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresSection {
+    pub url: String,
+    pub publication: String,
+    pub slot: String,
+    pub tables: Vec<String>,
+}
+
+impl std::fmt::Debug for PostgresSection {
+    // The URL holds the password: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSection")
+            .field("url", &if self.url.is_empty() { "" } else { "<set>" })
+            .field("publication", &self.publication)
+            .field("slot", &self.slot)
+            .field("tables", &self.tables)
+            .finish()
+    }
+}
+
+impl Default for PostgresSection {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            publication: "ringcast".into(),
+            slot: "ringcast".into(),
+            tables: Vec::new(),
         }
     }
 }

@@ -6,10 +6,12 @@
 
 pub mod cli;
 pub mod file;
+pub mod postgres;
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 pub use file::{DEV_JWT_SECRET, FileConfig};
+pub use postgres::{PostgresConfig, Tables};
 
 /// Which storage and fan-out engine a node runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +95,9 @@ pub struct Config {
     pub redis_pubsub_buffer: usize,
 
     pub webhooks: WebhookConfig,
+
+    /// The database change stream (`[postgres]`); `None`: off.
+    pub postgres: Option<PostgresConfig>,
 
     pub log_level: String,
     pub log_format: LogFormat,
@@ -188,6 +193,7 @@ pub fn parse_toml(text: &str) -> (FileConfig, Vec<String>) {
             "history" => section(&key, value, &mut out.history, &mut errors),
             "redis" => section(&key, value, &mut out.redis, &mut errors),
             "webhooks" => section(&key, value, &mut out.webhooks, &mut errors),
+            "postgres" => section(&key, value, &mut out.postgres, &mut errors),
             "log" => section(&key, value, &mut out.log, &mut errors),
             other => errors.push(format!("unknown section [{other}]")),
         }
@@ -399,6 +405,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             p.display()
         ));
     }
+    let pg = postgres_section(&f.postgres, &mut errs);
     if !errs.is_empty() {
         return Err(ConfigErrors(errs));
     }
@@ -460,8 +467,39 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             claim_after,
             ca_file,
         },
+        postgres: pg,
         log_level: f.log.level.clone(),
         log_format,
+    })
+}
+
+/// Validates `[postgres]`; `None` when `url` is empty (the change stream is off).
+fn postgres_section(p: &file::PostgresSection, errs: &mut Vec<String>) -> Option<PostgresConfig> {
+    let url = non_empty(&p.url)?;
+    let parsed = postgres::parse_url(&url)
+        .map_err(|e| errs.push(format!("postgres.url: {e}")))
+        .ok();
+    for (key, v) in [("publication", &p.publication), ("slot", &p.slot)] {
+        if !postgres::valid_identifier(v) {
+            errs.push(format!(
+                "postgres.{key}: `{v}` must be 1-63 lowercase letters, digits or `_`, not \
+                 starting with a digit"
+            ));
+        }
+    }
+    let tables = postgres::parse_tables(&p.tables)
+        .map_err(|e| errs.push(format!("postgres.tables: {e}")))
+        .ok();
+    let (u, tables) = (parsed?, tables?);
+    Some(PostgresConfig {
+        host: u.host,
+        port: u.port,
+        user: u.user,
+        password: u.password,
+        dbname: u.dbname,
+        publication: p.publication.clone(),
+        slot: p.slot.clone(),
+        tables,
     })
 }
 

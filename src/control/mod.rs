@@ -21,7 +21,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-pub use msg::{ConnId, ControlMsg, CoreId, CoreMsg, Delivery, PublishReq, RestOk, RestReq, Stored};
+pub use msg::{
+    ConnId, ControlMsg, CoreId, CoreMsg, Delivery, PublishReq, RestOk, RestReq, SourceBatch,
+    SourceMsg, SourceResult, Stored,
+};
 use registry::Registry;
 
 use crate::{
@@ -277,7 +280,54 @@ impl<E: Engine> Control<E> {
             ControlMsg::WebhookDelivered(channel, key) => {
                 self.engine.add_webhook_delivered(&channel, key).await;
             }
+            ControlMsg::Source(b) => self.publish_source(b),
         }
+    }
+
+    /// Redis engine: appends changes from the database change stream (many in flight, in
+    /// order per channel) and answers with one result per change once all are settled. A
+    /// batch that does not fit the appends in flight is refused whole (`Busy`): the source
+    /// waits and hands it again, so nothing is reordered.
+    fn publish_source(&mut self, b: SourceBatch) {
+        let SourceBatch { msgs, reply } = b;
+        let Ok(slots) = self
+            .appends
+            .clone()
+            .try_acquire_many_owned(msgs.len().clamp(1, self.shared.config.engine_queue) as u32)
+        else {
+            let _ = reply.send(vec![SourceResult::Busy; msgs.len()]);
+            return;
+        };
+        let appends: Vec<_> = msgs
+            .iter()
+            .map(|m| {
+                self.registry
+                    .resolve(&m.channel)
+                    .map(|rec| self.engine.append(m.message(&rec)))
+            })
+            .collect();
+        let shared = self.shared.clone();
+        tokio::task::spawn_local(async move {
+            let _slots = slots;
+            let m = &shared.metrics.control;
+            let mut results = Vec::with_capacity(appends.len());
+            for a in appends {
+                results.push(match a {
+                    None => SourceResult::NoChannel,
+                    Some(f) => match f.await {
+                        Ok(_) => {
+                            m.published_total.inc();
+                            SourceResult::Published
+                        }
+                        Err(e) => {
+                            m.publish_failures_total.inc();
+                            SourceResult::Failed(e.to_string())
+                        }
+                    },
+                });
+            }
+            let _ = reply.send(results);
+        });
     }
 
     /// Redis engine: appends a publish (many in flight); the message comes back through the

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::{
     channel::{ChannelName, ChannelRecord, ChannelTable, CreateChannel, UpdateChannel},
-    engine::{Appended, HistoryQuery, MessageRecord, NewMessage},
+    engine::{Appended, HistoryQuery, MessageRecord, NewMessage, SourcePos},
     http::ApiError,
     protocol::{MessageFrame, ServerMsg},
     timestamp::Timestamp,
@@ -60,6 +60,8 @@ pub enum ControlMsg {
     Health(oneshot::Sender<bool>),
     /// From the webhook pool (memory engine): one URL of the message at this offset answered 2xx.
     WebhookDelivered(ChannelName, u64),
+    /// Redis engine: changes from the database change stream to append, in order.
+    Source(SourceBatch),
 }
 
 pub struct PublishReq {
@@ -72,6 +74,8 @@ pub struct PublishReq {
     pub payload: Arc<RawValue>,
     pub sender_id: Option<Arc<str>>,
     pub sender_type: &'static str,
+    /// Set for a change from the database change stream (`cdc`): its message id derives from it.
+    pub source: Option<SourcePos>,
 }
 
 impl PublishReq {
@@ -84,11 +88,23 @@ impl PublishReq {
             payload: self.payload.clone(),
             sender_id: self.sender_id.clone(),
             sender_type: self.sender_type,
-            webhook_urls: rec
-                .webhook_urls
-                .as_ref()
-                .filter(|u| !u.is_empty())
-                .map(|u| u.iter().map(|s| Arc::from(s.as_str())).collect()),
+            webhook_urls: webhook_urls(rec),
+            source: self.source,
+        }
+    }
+
+    /// A change from the database change stream, as a publish with no connection to answer.
+    pub fn from_source(core: CoreId, m: SourceMsg) -> Self {
+        Self {
+            core,
+            conn: ConnId(0),
+            r#ref: None,
+            channel: m.channel,
+            event: m.event,
+            payload: m.payload,
+            sender_id: None,
+            sender_type: "system",
+            source: Some(m.pos),
         }
     }
 
@@ -113,6 +129,61 @@ impl PublishReq {
             r#ref: self.r#ref.as_deref(),
         })
     }
+}
+
+/// The channel's webhook URLs, if it has any.
+fn webhook_urls(rec: &ChannelRecord) -> Option<Arc<[Arc<str>]>> {
+    rec.webhook_urls
+        .as_ref()
+        .filter(|u| !u.is_empty())
+        .map(|u| u.iter().map(|s| Arc::from(s.as_str())).collect())
+}
+
+/// One change from the database change stream (`cdc`), published as `senderType: "system"`.
+#[derive(Debug, Clone)]
+pub struct SourceMsg {
+    pub channel: ChannelName,
+    pub event: Arc<str>,
+    pub payload: Arc<RawValue>,
+    pub pos: SourcePos,
+}
+
+impl SourceMsg {
+    /// The message to append, published on `rec`'s channel.
+    pub fn message(&self, rec: &ChannelRecord) -> NewMessage {
+        NewMessage {
+            channel_id: rec.id,
+            channel_name: self.channel.clone(),
+            event: self.event.clone(),
+            payload: self.payload.clone(),
+            sender_id: None,
+            sender_type: "system",
+            webhook_urls: webhook_urls(rec),
+            source: Some(self.pos),
+        }
+    }
+}
+
+/// Changes handed to the publish path in stream order: to the owner core of their channels
+/// (memory engine, `CoreMsg::Source`) or to the control thread (redis, `ControlMsg::Source`).
+/// `reply` gets one result per change, in order.
+pub struct SourceBatch {
+    pub msgs: Vec<SourceMsg>,
+    pub reply: oneshot::Sender<Vec<SourceResult>>,
+}
+
+/// What became of one change handed to the publish path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceResult {
+    /// Stored in history (with its position, redis engine) and delivered.
+    Published,
+    /// No enabled channel matches its `db:` name: skipped (nothing stored).
+    NoChannel,
+    /// A queue on the way was full: not accepted, nothing stored; hand it again.
+    Busy,
+    /// The store failed or its fate is unknown: hand it again (its id and position make a
+    /// second hand-off of a stored change a no-op).
+    Failed(String),
 }
 
 /// `core` gained (`on`) or lost its subscribers of `channel`. `done` is answered once whoever
@@ -160,6 +231,8 @@ pub enum CoreMsg {
     },
     /// Memory engine: a core gained or lost its subscribers of a channel this core owns.
     Interest(Interest),
+    /// Memory engine: changes from the database change stream, all of channels this core owns.
+    Source(SourceBatch),
     /// A frame for one connection (a `published` ack or an error).
     Reply {
         conn: ConnId,

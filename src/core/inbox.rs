@@ -12,7 +12,7 @@ use super::{Core, conn::Phase, out_frame::OutFrame};
 use crate::{
     channel::ChannelName,
     control::{ControlMsg, CoreMsg, Delivery, msg::Interest},
-    protocol::ServerMsg,
+    protocol::{ServerMsg, row_filter::ChangeRow},
     ws::frame,
 };
 
@@ -50,6 +50,7 @@ impl Core {
                 }
             }
             CoreMsg::Publish { req, reply } => self.sequence_forwarded(*req, reply),
+            CoreMsg::Source(b) => self.sequence_source(b),
             CoreMsg::Interest(Interest {
                 core,
                 channel,
@@ -105,13 +106,23 @@ impl Core {
         let db = d.channel.is_db();
         // One atomic clone per core; each subscriber's is a plain `Rc` increment.
         let frame = OutFrame::new(d.frame.clone());
+        // The change's row, parsed once, only if some subscriber has a row filter.
+        let mut row: Option<ChangeRow> = None;
         let mut n = 0u32;
         for m in e.members.values() {
-            if db
-                && let Some(f) = &m.filter
-                && !f.accepts(&d.event, d.schema.as_deref())
-            {
-                continue;
+            if db && let Some(f) = &m.filter {
+                if !f.accepts(&d.event, d.schema.as_deref()) {
+                    continue;
+                }
+                if let Some(w) = &f.row
+                    && &*d.event != "GAP"
+                    && !w.matches(
+                        row.get_or_insert_with(|| ChangeRow::parse(frame::payload_of(&d.frame)))
+                            .get(),
+                    )
+                {
+                    continue;
+                }
             }
             if self.push(&m.conn, frame.clone()) {
                 n += 1;

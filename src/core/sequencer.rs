@@ -29,7 +29,10 @@ use uuid::Uuid;
 use super::Core;
 use crate::{
     channel::ChannelName,
-    control::{ConnId, ControlMsg, CoreId, CoreMsg, Delivery, PublishReq, Stored},
+    control::{
+        ConnId, ControlMsg, CoreId, CoreMsg, Delivery, PublishReq, SourceBatch, SourceResult,
+        Stored,
+    },
     engine::{Appended, Sequencing},
     protocol::ErrorCode,
     timestamp::Timestamp,
@@ -56,6 +59,13 @@ pub enum Refused {
     Busy,
     /// The node is shutting down.
     Closing,
+}
+
+/// What `sequence` did with a publish (its publisher is answered either way).
+enum Sequenced {
+    Published,
+    NoChannel,
+    Refused,
 }
 
 /// Per channel this core owns: the last offset it assigned, and which other cores have
@@ -104,6 +114,8 @@ enum ReplyTo {
     Local(ConnId),
     /// A connection on another core, through the slot reserved in that core's inbox.
     Remote(ConnId, OwnedPermit<CoreMsg>),
+    /// The database change stream, which collects `sequence`'s result instead.
+    Source,
 }
 
 impl Core {
@@ -125,7 +137,7 @@ impl Core {
         let owner = owner_of(&req.channel, self.peers.len());
         if owner == self.id {
             let conn = req.conn;
-            self.sequence(req, ReplyTo::Local(conn));
+            let _ = self.sequence(req, ReplyTo::Local(conn));
             return Ok(());
         }
         let reply = self.peers[self.id]
@@ -149,7 +161,27 @@ impl Core {
     /// A publish another core forwarded to this one, the channel's owner.
     pub(super) fn sequence_forwarded(&self, req: PublishReq, reply: OwnedPermit<CoreMsg>) {
         let conn = req.conn;
-        self.sequence(req, ReplyTo::Remote(conn, reply));
+        let _ = self.sequence(req, ReplyTo::Remote(conn, reply));
+    }
+
+    /// Changes from the database change stream for channels this core owns, in stream order:
+    /// each is sequenced like a client publish. After the first refused one the rest are
+    /// refused too (the source hands them again in order, so none overtakes another).
+    pub(super) fn sequence_source(&self, b: SourceBatch) {
+        let mut results = Vec::with_capacity(b.msgs.len());
+        for m in b.msgs {
+            if results.last().is_some_and(|r| *r == SourceResult::Busy) {
+                results.push(SourceResult::Busy);
+                continue;
+            }
+            let req = PublishReq::from_source(self.id, m);
+            results.push(match self.sequence(req, ReplyTo::Source) {
+                Sequenced::Published => SourceResult::Published,
+                Sequenced::NoChannel => SourceResult::NoChannel,
+                Sequenced::Refused => SourceResult::Busy,
+            });
+        }
+        let _ = b.reply.send(results);
     }
 
     /// Another core gained or lost subscribers of a channel this core owns.
@@ -165,13 +197,14 @@ impl Core {
 
     /// Sequences one publish of a channel this core owns, in this loop turn: offset, one
     /// encoding, the answer, local subscribers, then the other interested cores.
-    fn sequence(&self, req: PublishReq, reply: ReplyTo) {
+    fn sequence(&self, req: PublishReq, reply: ReplyTo) -> Sequenced {
         let Some(rec) = self.resolve(&req.channel) else {
             let f = req.error(
                 ErrorCode::ChannelNotFound,
                 "Channel not found or not accessible",
             );
-            return self.answer(reply, f, true);
+            self.answer(reply, f, true);
+            return Sequenced::NoChannel;
         };
         let (store, peers) = match self.reserve(&req.channel) {
             Ok(p) => p,
@@ -186,11 +219,12 @@ impl Core {
                     }
                     Refused::Closing => req.error(ErrorCode::Internal, "server shutting down"),
                 };
-                return self.answer(reply, f, true);
+                self.answer(reply, f, true);
+                return Sequenced::Refused;
             }
         };
         let at = Appended {
-            id: Uuid::now_v7(),
+            id: req.source.map_or_else(Uuid::now_v7, |p| p.message_id()),
             offset: self.sequencer.advance(&req.channel),
             created_at: Timestamp::now(),
         };
@@ -218,6 +252,7 @@ impl Core {
         for p in peers {
             p.send(CoreMsg::Deliver(d.clone()));
         }
+        Sequenced::Published
     }
 
     /// Reserves a slot in the control thread's queue and in each other interested core's
@@ -259,6 +294,7 @@ impl Core {
             ReplyTo::Remote(conn, slot) => {
                 slot.send(CoreMsg::Reply { conn, frame });
             }
+            ReplyTo::Source => {}
         }
     }
 }

@@ -266,6 +266,7 @@ mod tests {
             sender_id: None,
             sender_type: "user",
             webhook_urls: None,
+            source: None,
         }
     }
 

@@ -86,7 +86,46 @@ pub struct NewMessage {
     pub sender_type: &'static str,
     /// The channel's webhook URLs at publish time (`whAudienceCount` is their number).
     pub webhook_urls: Option<Arc<[Arc<str>]>>,
+    /// Set for a change from the database change stream: where it sits in that stream. Its
+    /// message id is derived from it, and the redis engine records it with the append.
+    pub source: Option<SourcePos>,
 }
+
+/// Where a change sits in the database change stream: its transaction's commit LSN, then its
+/// place in that transaction (1, 2, ...; 0 is a gap notice). Ordered as the stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourcePos {
+    pub lsn: u64,
+    pub seq: u32,
+}
+
+impl SourcePos {
+    /// The message id of the change at this position: the same every time the change is read,
+    /// so a change read twice is one message (UUID v5 of `pg:<lsn hex>/<seq>`).
+    pub fn message_id(self) -> Uuid {
+        let name = format!("pg:{:X}/{}", self.lsn, self.seq);
+        Uuid::new_v5(&SOURCE_ID_NAMESPACE, name.as_bytes())
+    }
+
+    /// Fixed-width lowercase hex (`lsn` 16 digits, `seq` 8): byte order is stream order, so
+    /// Redis compares positions as strings.
+    pub fn to_key(self) -> String {
+        format!("{:016x}{:08x}", self.lsn, self.seq)
+    }
+
+    pub fn from_key(s: &str) -> Option<Self> {
+        if s.len() != 24 || !s.is_ascii() {
+            return None;
+        }
+        Some(Self {
+            lsn: u64::from_str_radix(&s[..16], 16).ok()?,
+            seq: u32::from_str_radix(&s[16..], 16).ok()?,
+        })
+    }
+}
+
+/// The UUID namespace of change message ids (a fixed random v4).
+const SOURCE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5d0f_7a3e_2b8c_4e91_9a6d_13c4_f0e2_b857);
 
 impl NewMessage {
     pub fn wh_audience(&self) -> u32 {
@@ -291,5 +330,34 @@ pub trait Engine {
     /// The engine's event stream, taken once by the control thread.
     fn take_events(&mut self) -> Option<tokio::sync::mpsc::Receiver<EngineEvent>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SourcePos;
+
+    #[test]
+    fn source_positions_round_trip_and_order_as_strings() {
+        let a = SourcePos {
+            lsn: 0x1_974_918,
+            seq: 1,
+        };
+        let b = SourcePos {
+            lsn: 0x1_974_918,
+            seq: 12,
+        };
+        let c = SourcePos {
+            lsn: 0x2_000_000,
+            seq: 0,
+        };
+        for p in [a, b, c] {
+            assert_eq!(SourcePos::from_key(&p.to_key()), Some(p));
+        }
+        assert!(a.to_key() < b.to_key() && b.to_key() < c.to_key());
+        assert!(a < b && b < c);
+        assert_eq!(a.message_id(), a.message_id());
+        assert_ne!(a.message_id(), b.message_id());
+        assert_eq!(SourcePos::from_key("xyz"), None);
     }
 }

@@ -37,8 +37,8 @@ struct RefOnly<'a> {
     r#ref: Option<&'a RawValue>,
 }
 
-/// The seed's `filter` on `db:` subscriptions.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// The seed's `filter` on `db:` subscriptions, plus a row filter (`where`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DbFilter {
     /// `INSERT`, `UPDATE`, `DELETE` or `*` (default `*`).
@@ -48,22 +48,30 @@ pub struct DbFilter {
     pub schema: Option<String>,
     #[serde(default)]
     pub table: Option<String>,
+    /// Matched against the change's `new` row (`old` for DELETE).
+    #[serde(default, rename = "where")]
+    pub row: Option<super::row_filter::RowFilter>,
 }
 
 impl DbFilter {
     pub fn validate(&self) -> Result<(), String> {
         match self.event.as_deref() {
-            None | Some("*" | "INSERT" | "UPDATE" | "DELETE") => Ok(()),
-            Some(other) => Err(format!(
-                "filter.event `{other}` is not one of INSERT, UPDATE, DELETE, *"
-            )),
+            None | Some("*" | "INSERT" | "UPDATE" | "DELETE") => {}
+            Some(other) => {
+                return Err(format!(
+                    "filter.event `{other}` is not one of INSERT, UPDATE, DELETE, *"
+                ));
+            }
         }
+        self.row.as_ref().map_or(Ok(()), |r| r.validate())
     }
 
-    /// Whether a message with this event (and payload schema) passes the filter.
+    /// Whether a message with this event (and payload schema) passes the event and schema
+    /// filters. A `GAP` notice passes every event filter: each subscriber must hear of it.
     pub fn accepts(&self, event: &str, schema: Option<&str>) -> bool {
         let ev_ok = match self.event.as_deref() {
             None | Some("*") => true,
+            Some(_) if event == "GAP" => true,
             Some(e) => e.eq_ignore_ascii_case(event),
         };
         let schema_ok = match (self.schema.as_deref(), schema) {
@@ -304,6 +312,7 @@ mod tests {
             event: Some("INSERT".into()),
             schema: Some("public".into()),
             table: None,
+            row: None,
         };
         assert!(f.accepts("INSERT", Some("public")));
         assert!(!f.accepts("UPDATE", Some("public")));
@@ -312,6 +321,7 @@ mod tests {
             event: Some("*".into()),
             schema: None,
             table: None,
+            row: None,
         };
         assert!(any.accepts("DELETE", None));
     }

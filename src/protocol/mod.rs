@@ -4,6 +4,7 @@
 
 mod client;
 mod error;
+pub mod row_filter;
 mod server;
 
 pub use client::{ClientMsg, DbFilter, Inbound, parse_client};

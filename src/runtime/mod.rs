@@ -37,6 +37,8 @@ pub enum StartError {
     Spawn(#[from] std::io::Error),
     #[error("webhook pool failed to start: {0}")]
     Webhooks(#[from] crate::webhook::PoolError),
+    #[error(transparent)]
+    Postgres(#[from] crate::cdc::CdcError),
 }
 
 pub struct ServerHandle {
@@ -48,6 +50,8 @@ pub struct ServerHandle {
     control_stop: Option<oneshot::Sender<()>>,
     control: Option<JoinHandle<()>>,
     webhooks: Option<WebhookPool>,
+    /// The database change stream, when `[postgres]` is set.
+    cdc: Option<crate::cdc::CdcHandle>,
 }
 
 impl ServerHandle {
@@ -72,6 +76,10 @@ impl ServerHandle {
 
     fn stop(&mut self) {
         let deadline = std::time::Instant::now() + self.shared.config.shutdown_grace;
+        // First: it publishes through the cores and the control thread.
+        if let Some(mut c) = self.cdc.take() {
+            c.stop();
+        }
         let _ = self.shutdown.send(true);
         for c in self.cores.drain(..) {
             let _ = c.join();
@@ -238,6 +246,10 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
             ready: ready_tx.clone(),
         })?);
     }
+    let cdc_route = match cfg.engine {
+        EngineKind::Memory => crate::cdc::Route::Cores(peers.clone()),
+        EngineKind::Redis => crate::cdc::Route::Control(control_tx.clone()),
+    };
     drop(control_tx);
     drop(ready_tx);
     let mut handle = ServerHandle {
@@ -249,6 +261,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         control_stop: Some(stop_tx),
         control: Some(control),
         webhooks,
+        cdc: None,
     };
     for _ in 0..workers {
         match ready_rx.recv() {
@@ -256,6 +269,21 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
             Ok(Err(e)) => return Err(StartError::Core(e)),
             Err(_) => return Err(StartError::Core("a core thread exited early".into())),
         }
+    }
+    if let Some(pg) = handle.shared.config.postgres.clone() {
+        let store = match handle.shared.config.engine {
+            EngineKind::Memory => crate::cdc::StoreKind::Memory,
+            EngineKind::Redis => crate::cdc::StoreKind::Redis(
+                handle.shared.config.redis_url.clone().unwrap_or_default(),
+            ),
+        };
+        handle.cdc = Some(crate::cdc::start(
+            pg,
+            handle.shared.node_id.clone(),
+            cdc_route,
+            store,
+            &handle.shared.metrics,
+        )?);
     }
     Ok(handle)
 }

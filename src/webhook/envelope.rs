@@ -124,6 +124,7 @@ mod tests {
                 Arc::from("http://a/"),
                 Arc::from("http://b/"),
             ])),
+            source: None,
         };
         let id = Uuid::now_v7();
         let jobs = jobs(&m, 7, id, Timestamp(0));

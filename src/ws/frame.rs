@@ -33,6 +33,17 @@ pub fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {
     finish(buf, opcode)
 }
 
+/// The payload of a server frame built here (unmasked; see `finish` for the header).
+pub fn payload_of(frame: &[u8]) -> &[u8] {
+    let header = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+        None => return &[],
+    };
+    frame.get(header..).unwrap_or(&[])
+}
+
 /// A close frame with a code and a reason (truncated to fit the 125-byte control limit).
 pub fn encode_close(code: CloseCode, reason: &str) -> Bytes {
     let mut p = Vec::with_capacity(2 + reason.len().min(123));
@@ -236,6 +247,7 @@ mod tests {
                 .unwrap();
             assert_eq!(len as usize, n);
             assert!(h.is_final && h.mask.is_none());
+            assert_eq!(payload_of(&f), &vec![b'a'; n][..]);
         }
         let j = encode_json(&serde_json::json!({"a":1}));
         assert_eq!(&j[2..], br#"{"a":1}"#);

@@ -283,6 +283,7 @@ impl Session {
                     payload: Arc::from(payload.to_owned()),
                     sender_id: who.user_id.clone(),
                     sender_type: who.sender_type(),
+                    source: None,
                 };
                 match core.publish(req) {
                     Ok(()) => {}

@@ -91,8 +91,8 @@ impl Batcher {
         let (done, rx) = oneshot::channel();
         let name = msg.channel_name.clone();
         let p = Pending {
+            id: msg.source.map_or_else(Uuid::now_v7, |s| s.message_id()),
             msg,
-            id: Uuid::now_v7(),
             created_at: Timestamp::now(),
             done,
         };
@@ -221,12 +221,16 @@ impl Batcher {
         }
         let n = batch.len();
         let body = Bytes::from(body);
+        // The change stream's position of the batch's last change, recorded by the same
+        // script that stores it (`cdc` reads it back to skip changes already stored).
+        let source = batch.iter().filter_map(|p| p.msg.source).max();
         let args: Vec<Value> = vec![
             Value::from(self.per_channel as i64),
             Value::from(keys::live(ch)),
             Value::from(n as i64),
             Value::Bytes(body.clone()),
             Value::Bytes(Bytes::from(frames)),
+            Value::from(source.map(|s| s.to_key()).unwrap_or_default()),
         ];
         // EVAL, not EVALSHA: a NOSCRIPT answer would need a retry, and a retried batch could
         // run after the channel's next one (already sent) and take later offsets. Redis caches
@@ -241,6 +245,7 @@ impl Batcher {
                     keys::audience(ch),
                     keys::wh_delivered(ch),
                     keys::head(ch),
+                    keys::source_pos(ch),
                 ],
                 args,
             )

@@ -26,6 +26,18 @@ pub fn wh_delivered(name: &str) -> String {
     format!("rc:{{{name}}}:whd")
 }
 
+/// The database change stream's position (`SourcePos::to_key`) of the last change stored in
+/// `name`, written by the publish script that stores it.
+pub fn source_pos(name: &str) -> String {
+    format!("rc:{{{name}}}:src")
+}
+
+/// The change stream's checkpoint for replication slot `slot`: the commit end LSN (hex) up to
+/// which every change is stored; the stream resumes there.
+pub fn cdc_checkpoint(slot: &str) -> String {
+    format!("rc:{{cdc:{slot}}}:checkpoint")
+}
+
 /// The pub/sub channel a message of `name` is fanned out on.
 pub fn live(name: &str) -> String {
     format!("rc:{{{name}}}:live")

@@ -46,9 +46,10 @@ end
 /// the channel's stream as one entry (`entry`), trim to an exact count (`forget`) and fan the
 /// whole batch out in one SPUBLISH (sharded pub/sub: the channel hashes to the same slot as
 /// the keys), all at once, so history order is delivery order on every node.
-/// KEYS: seq, log, aud, whd, head. ARGV: maxlen, live channel, n, the entry body (n records),
-/// the batch's frames (`live`). The pub/sub payload is the first offset, a space and the
-/// frames. Returns the first offset of the batch.
+/// KEYS: seq, log, aud, whd, head, source position. ARGV: maxlen, live channel, n, the entry
+/// body (n records), the batch's frames (`live`), the change-stream position of its last
+/// change (`SourcePos::to_key`, or empty: none; kept as the highest seen). The pub/sub payload
+/// is the first offset, a space and the frames. Returns the first offset of the batch.
 pub const PUBLISH: &str = concat!(
     forget_lua!(),
     r#"
@@ -59,6 +60,10 @@ redis.call('XADD', KEYS[2], last .. '-' .. n, 'r', ARGV[4])
 local maxlen = tonumber(ARGV[1])
 if last > maxlen then
   forget(KEYS[2], KEYS[5], KEYS[3], KEYS[4], last - maxlen + 1)
+end
+if ARGV[6] ~= '' then
+  local cur = redis.call('GET', KEYS[6])
+  if not cur or cur < ARGV[6] then redis.call('SET', KEYS[6], ARGV[6]) end
 end
 redis.call('SPUBLISH', ARGV[2], first .. ' ' .. ARGV[5])
 return first
