@@ -302,3 +302,178 @@ fn a_table_without_an_enabled_channel_is_skipped_and_counted() {
     let (_, h) = s.http("GET", "/api/realtime/messages?channelName=db:a", None);
     assert_eq!(h, json!([]));
 }
+
+/// `ringcast::start` with `[postgres]` pointing at `url` (and `tables`): its error, if any.
+fn start_error(url: &str, tables: &[&str]) -> Option<String> {
+    let mut f = ringcast::config::FileConfig::default();
+    f.server.listen = "127.0.0.1:0".into();
+    f.server.workers = 1;
+    f.auth.jwt_secret = common::SECRET.into();
+    f.postgres.url = url.into();
+    f.postgres.tables = tables.iter().map(|t| t.to_string()).collect();
+    let cfg = ringcast::config::validate(&f).expect("valid config");
+    match ringcast::start(cfg) {
+        Ok(h) => {
+            h.shutdown();
+            None
+        }
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+#[test]
+fn a_database_that_cannot_serve_the_stream_refuses_the_start_with_the_sql_to_run() {
+    let pg = PgServer::start();
+    pg.psql("CREATE TABLE posts (id int PRIMARY KEY)");
+    // A role without REPLICATION.
+    pg.psql_db("app", "GRANT SELECT ON posts TO plain");
+    let e = start_error(&pg.url_as("plain", "plain"), &["public.posts"]).expect("refused");
+    assert!(e.contains("ALTER ROLE plain WITH REPLICATION"), "{e}");
+    // A table that does not exist.
+    let e = start_error(&pg.url(), &["public.nope"]).expect("refused");
+    assert!(e.contains("public.nope does not exist"), "{e}");
+    // A wrong password is not retried forever either.
+    let e = start_error(&pg.url_as("ringcast", "wrong"), &["public.posts"]).expect("refused");
+    assert!(e.contains("refused the login"), "{e}");
+    assert!(!e.contains("wrong"), "the password is never printed: {e}");
+    // A table owned by someone else: the publication cannot be created by ringcast.
+    pg.psql_db("app", "CREATE TABLE theirs (id int PRIMARY KEY)");
+    let e = start_error(&pg.url(), &["public.theirs"]).expect("refused");
+    assert!(
+        e.contains("CREATE PUBLICATION ringcast FOR TABLE public.theirs"),
+        "{e}"
+    );
+    // What the role may do, it does: the same start with a table it owns works.
+    assert_eq!(start_error(&pg.url(), &["public.posts"]), None);
+}
+
+#[test]
+fn wal_level_replica_refuses_the_start() {
+    let pg = PgServer::start_with("wal_level = replica");
+    pg.psql("CREATE TABLE posts (id int PRIMARY KEY)");
+    let e = start_error(&pg.url(), &["public.posts"]).expect("refused");
+    assert!(e.contains("wal_level = replica"), "{e}");
+    assert!(e.contains("ALTER SYSTEM SET wal_level = logical"), "{e}");
+}
+
+#[test]
+fn an_unreachable_database_does_not_stop_the_broker() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Nothing listens there: the broker starts and keeps trying.
+    let url = format!("postgres://ringcast:x@127.0.0.1:{port}/app");
+    assert_eq!(start_error(&url, &["public.posts"]), None);
+}
+
+/// A reader thread that collects `message` frames until it has `n` (or times out).
+fn collect(mut ws: common::Ws, n: usize, within: Duration) -> std::thread::JoinHandle<Vec<Value>> {
+    std::thread::spawn(move || {
+        ws.set_timeout(within);
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            out.push(ws.expect("message"));
+        }
+        // Anything more would be a duplicate.
+        ws.expect_silence(Duration::from_millis(500));
+        out
+    })
+}
+
+#[test]
+fn a_transaction_of_100k_rows_streams_through() {
+    const N: usize = 100_000;
+    let pg = PgServer::start();
+    pg.psql("CREATE TABLE bulk (id int PRIMARY KEY, v text)");
+    let s = TestServer::builder("auto")
+        .with(|f| {
+            f.postgres.url = pg.url();
+            f.postgres.tables = vec!["bulk".into()];
+            f.websocket.outbound_queue_frames = 2 * N;
+            f.websocket.outbound_queue_bytes = 512 << 20;
+            f.history.max_messages_per_channel = 2 * N;
+        })
+        .start();
+    s.channel("db:*");
+    let ws = subscribe(&s, "db:bulk", json!({"event": "INSERT"}));
+    let got = collect(ws, N, Duration::from_secs(120));
+    pg.psql(&format!(
+        "INSERT INTO bulk SELECT g, 'row ' || g FROM generate_series(1, {N}) g"
+    ));
+    let got = got.join().expect("all rows arrive, once");
+    let offsets: Vec<u64> = got.iter().map(|m| m["offset"].as_u64().unwrap()).collect();
+    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "one order");
+    let ids: Vec<i64> = got
+        .iter()
+        .map(|m| m["payload"]["new"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=N as i64).collect::<Vec<_>>());
+    let (_, st) = s.http("GET", "/api/realtime/messages/stats", None);
+    assert_eq!(st["totalMessages"], N as u64, "{st}");
+}
+
+/// Inserts ids 1..=n one transaction each, retrying through server restarts; returns once
+/// all are in.
+fn writer(pg: std::sync::Arc<PgServer>, n: i64) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for i in 1..=n {
+            loop {
+                match pg.try_psql("app", &format!("INSERT INTO w VALUES ({i})")) {
+                    Ok(_) => break,
+                    // Committed before the connection broke.
+                    Err(e) if e.contains("duplicate key") => break,
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+    })
+}
+
+fn ids_of(msgs: &[Value]) -> Vec<i64> {
+    let mut ids: Vec<i64> = msgs
+        .iter()
+        .map(|m| m["payload"]["new"]["id"].as_i64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[test]
+fn postgres_restarted_fast_and_crashed_under_a_writer_loses_and_repeats_nothing() {
+    const N: i64 = 300;
+    let pg = std::sync::Arc::new(PgServer::start());
+    pg.psql("CREATE TABLE w (id int PRIMARY KEY)");
+    let s = node(&pg, "auto", &["w"]);
+    let ws = subscribe(&s, "db:w", json!({}));
+    let got = collect(ws, N as usize, Duration::from_secs(60));
+    let w = writer(pg.clone(), N);
+    let count = || {
+        pg.try_psql("app", "SELECT count(*) FROM w")
+            .ok()
+            .and_then(|c| c.parse::<i64>().ok())
+    };
+    eventually("a third written", Duration::from_secs(60), || {
+        count().unwrap_or(0) >= N / 3
+    });
+    pg.restart_fast();
+    eventually("two thirds written", Duration::from_secs(60), || {
+        count().unwrap_or(0) >= 2 * N / 3
+    });
+    pg.crash_and_start();
+    pg.wait_ready();
+    w.join().unwrap();
+    let got = got.join().expect("every row arrives exactly once");
+    let table: Vec<i64> = pg
+        .psql("SELECT id FROM w ORDER BY id")
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(
+        ids_of(&got),
+        table,
+        "the subscriber saw exactly the table's rows"
+    );
+    assert!(s.metric("ringcast_cdc_reconnects_total") >= 2);
+}

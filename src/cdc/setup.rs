@@ -41,7 +41,14 @@ pub async fn prepare(
     cfg: &PostgresConfig,
     had_checkpoint: bool,
 ) -> Result<Ready, SetupError> {
-    let wal_level = one(c, "SHOW wal_level").await?.unwrap_or_default();
+    // The first statement is where a refused login shows (the session connects lazily).
+    let wal_level = c
+        .simple_query("SHOW wal_level")
+        .await
+        .map_err(|e| connect_error(&e, cfg))?
+        .first()
+        .and_then(|r| text(r, 0))
+        .unwrap_or_default();
     if wal_level != "logical" {
         return Err(SetupError::Fatal(format!(
             "PostgreSQL has wal_level = {wal_level}; the change stream needs logical. As a \

@@ -106,7 +106,7 @@ impl PgServer {
         let conf = format!(
             "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
              wal_level = logical\nmax_wal_senders = 10\nmax_replication_slots = 10\n\
-             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
+             fsync = off\nfull_page_writes = off\n\
              shared_buffers = 32MB\nmax_slot_wal_keep_size = 1GB\n{extra_conf}\n",
             s.root.display()
         );
