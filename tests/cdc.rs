@@ -477,3 +477,41 @@ fn postgres_restarted_fast_and_crashed_under_a_writer_loses_and_repeats_nothing(
     );
     assert!(s.metric("ringcast_cdc_reconnects_total") >= 2);
 }
+
+#[test]
+fn changes_go_to_webhooks_and_counts_like_any_publish() {
+    use common::receiver::{Receiver, Reply};
+    let pg = PgServer::start();
+    pg.psql("CREATE TABLE orders (id int PRIMARY KEY, status text)");
+    let hook = Receiver::start(vec![], Reply::Status(200));
+    let s = TestServer::builder("auto")
+        .with(|f| {
+            f.postgres.url = pg.url();
+            f.postgres.tables = vec!["orders".into()];
+        })
+        .start();
+    let (st, _) = s.http(
+        "POST",
+        "/api/realtime/channels",
+        Some(json!({"pattern": "db:orders", "webhookUrls": [hook.url("/hook")]})),
+    );
+    assert_eq!(st, 201);
+    let mut ws = subscribe(&s, "db:orders", json!({}));
+    pg.psql("INSERT INTO orders VALUES (7, 'new')");
+    let m = next(&mut ws);
+    let got = hook.wait_for(1, Duration::from_secs(20));
+    let body = got[0].json();
+    assert_eq!(got[0].header("X-InsForge-Event"), Some("INSERT"));
+    assert_eq!(got[0].header("X-InsForge-Channel"), Some("db:orders"));
+    assert_eq!(body["messageId"], m["messageId"]);
+    assert_eq!(body["senderType"], "system");
+    assert_eq!(body["payload"]["new"], json!({"id": 7, "status": "new"}));
+    eventually(
+        "audience and delivery counted",
+        Duration::from_secs(10),
+        || {
+            let (_, h) = s.http("GET", "/api/realtime/messages?channelName=db:orders", None);
+            h[0]["wsAudienceCount"] == 1 && h[0]["whDeliveredCount"] == 1
+        },
+    );
+}

@@ -154,7 +154,7 @@ fn another_node_takes_the_slot_over_when_its_reader_dies() {
     let pg = std::sync::Arc::new(PgServer::start());
     pg.psql("CREATE TABLE w (id int PRIMARY KEY)");
     let cfg = config(&redis, &pg, "failover");
-    let mut nodes = vec![node(&cfg), node(&cfg)];
+    let mut nodes = [node(&cfg), node(&cfg)];
     let (s, _) = http(
         nodes[0].addr,
         "POST",
@@ -223,14 +223,13 @@ fn an_invalidated_slot_is_recreated_and_subscribers_get_a_gap() {
     let pg = PgServer::start_with("max_slot_wal_keep_size = 1MB");
     pg.psql("CREATE TABLE w (id int PRIMARY KEY, pad text)");
     let start = || {
-        let s = TestServer::builder("auto")
+        TestServer::builder("auto")
             .redis(&redis.url())
             .with(|f| {
                 f.postgres.url = pg.url();
                 f.postgres.tables = vec!["w".into()];
             })
-            .start();
-        s
+            .start()
     };
     let s = start();
     s.channel("db:*");

@@ -29,6 +29,50 @@ pub enum Mode {
     Publish(PublishArgs),
     /// Receive the broker's webhooks: count requests and messages, publish-to-webhook latency.
     WebhookSink(SinkArgs),
+    /// The database change stream: commit-to-subscriber latency at a fixed transaction rate,
+    /// or (`--catch-up N`) how fast a backlog of N changes is stored.
+    Db(DbArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// Broker WebSocket URL, ws://HOST:PORT/realtime.
+    #[arg(long)]
+    pub url: String,
+    #[arg(long, env = "RINGCAST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: String,
+    /// PostgreSQL the broker reads (`psql` writes the rows): postgres://USER:PW@HOST:PORT/DB.
+    #[arg(long)]
+    pub database_url: String,
+    /// The table written (it must exist, be in the broker's `postgres.tables`, and have
+    /// `id bigserial PRIMARY KEY, v text`).
+    #[arg(long, default_value = "ringcast_bench")]
+    pub table: String,
+    /// Single-row transactions per second.
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u64,
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub duration: Duration,
+    /// Subscribers of `db:<table>`.
+    #[arg(long, default_value_t = 100)]
+    pub subs: usize,
+    /// Bytes of text in each row.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// How long to wait for the last messages after the writer stops.
+    #[arg(long, default_value = "3s", value_parser = duration)]
+    pub tail: Duration,
+    /// Insert N rows as fast as PostgreSQL takes them (transactions of 1,000) and time the
+    /// broker storing them, first to last (no subscribers).
+    #[arg(long)]
+    pub catch_up: Option<u64>,
+    /// The broker's pid: report its CPU % and RSS.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub allow_remote: bool,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {

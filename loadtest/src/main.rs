@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         Mode::Idle(a) => finish(a.common.json, modes::conns::run_idle(a)),
         Mode::Connect(a) => finish(a.common.json, modes::conns::run_connect(a)),
         Mode::WebhookSink(a) => finish(a.json, modes::webhook_sink::run(a)),
+        Mode::Db(a) => finish(a.json, modes::db::run(a)),
     }
 }
 

@@ -84,8 +84,31 @@ fn call(
     body: Option<&str>,
     max_body: usize,
 ) -> anyhow::Result<(u16, String)> {
+    call_path(
+        t,
+        method,
+        "/api/realtime/channels",
+        admin_jwt,
+        body,
+        max_body,
+    )
+}
+
+/// `GET path` (with the admin JWT): the status and up to 8 MiB of body (`/metrics`, stats).
+pub fn get(t: &Target, path: &str, admin_jwt: &str) -> anyhow::Result<(u16, String)> {
+    call_path(t, "GET", path, admin_jwt, None, LIST_BODY)
+}
+
+fn call_path(
+    t: &Target,
+    method: &str,
+    path: &str,
+    admin_jwt: &str,
+    body: Option<&str>,
+    max_body: usize,
+) -> anyhow::Result<(u16, String)> {
     let mut req = format!(
-        "{method} /api/realtime/channels HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer \
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer \
          {admin_jwt}\r\nConnection: close\r\n",
         t.host
     );

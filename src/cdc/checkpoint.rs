@@ -46,6 +46,12 @@ impl Store {
         })
     }
 
+    /// Whether other nodes write here too (redis): then what this node remembers of the
+    /// per-channel positions may be stale after another node read the slot.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Self::Redis { .. })
+    }
+
     /// Connects (redis); call once before the first read.
     pub async fn init(&self) -> Result<(), StoreError> {
         if let Self::Redis { client, .. } = self

@@ -158,6 +158,10 @@ impl Reader {
             .await
             .map_err(|e| SessionError::Stream(e.to_string()))?;
         self.checkpoint = self.checkpoint.max(stored.unwrap_or(0));
+        if self.store.is_shared() {
+            // Another node may have read the slot since: read its positions afresh.
+            self.stored.clear();
+        }
         self.last_commit = self.last_commit.max(self.checkpoint);
         let c = &self.cfg;
         let mut rc = ReplicationConfig::new(

@@ -4,6 +4,7 @@
 //! CPU/RSS). `webhook_sink` is the one mode without a broker connection.
 
 pub mod conns;
+pub mod db;
 pub mod fanout;
 mod publisher;
 mod subscriber;
