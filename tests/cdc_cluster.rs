@@ -112,6 +112,10 @@ fn a_node_killed_between_hand_off_and_ack_resumes_without_gap_or_duplicate() {
         Some(json!({"pattern": "db:*"})),
     );
     assert_eq!(s, 201);
+    // The slot exists once the node reads it: changes before that are not in it.
+    eventually("the node reads the slot", Duration::from_secs(20), || {
+        metric(a.addr, "ringcast_cdc_slot_owner") == Some(1)
+    });
     // One transaction: the checkpoint (and the slot) can only move at its end.
     pg.psql(&format!(
         "INSERT INTO w SELECT g FROM generate_series(1, {N}) g"

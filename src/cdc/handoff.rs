@@ -4,12 +4,13 @@
 //! (which appends it to Redis with its stream position).
 //!
 //! Runs on the change-stream thread; its waits (`send().await` on a full inbox, the replies)
-//! are that thread's backpressure and never block a core. Only the refused changes (`Busy`, or
-//! a store that failed) are handed again, after a pause; a published one never is. Order per
-//! channel holds: a channel's changes all go to one owner core (memory), which refuses every
-//! change after the first it refuses, and the control thread refuses a batch whole when it
-//! is busy (redis). Only a Redis failure in the middle of a channel's batches can store a
-//! later change of it before a retried earlier one.
+//! are that thread's backpressure and never block a core. Changes refused as busy (nothing
+//! was accepted) are handed again after a pause; a published one never is. Order per channel
+//! holds: a channel's changes all go to one owner core (memory), which refuses every change
+//! after the first it refuses, and the control thread refuses a batch whole when it is busy
+//! (redis). A store that failed (Redis) may or may not have stored the change: that is not
+//! retried here but ends the session (`Failed`), which resumes from the checkpoint and skips
+//! what the store says it has.
 
 use std::time::Duration;
 
@@ -29,10 +30,15 @@ pub enum Route {
     Control(mpsc::Sender<ControlMsg>),
 }
 
-/// The node is shutting down: the publish path is gone.
 #[derive(Debug, thiserror::Error)]
-#[error("the publish path is closed (shutting down)")]
-pub struct Closed;
+pub enum HandError {
+    /// The node is shutting down: the publish path is gone.
+    #[error("the publish path is closed (shutting down)")]
+    Closed,
+    /// The store failed; what it kept is unknown until it is read again.
+    #[error("changes could not be stored: {0}")]
+    Failed(String),
+}
 
 /// What one hand-off of a batch achieved.
 #[derive(Debug, Default)]
@@ -43,68 +49,46 @@ pub struct Outcome {
     pub no_channel: Vec<usize>,
 }
 
-/// Pause after a refusal: short while queues are merely full, longer while the store fails.
+/// Pause after a busy refusal: 1 ms, doubling to 100 ms.
 const BUSY_PAUSE: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(100));
-const FAILED_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 
 impl Route {
     /// Hands `msgs` (stream order) over until every one is published or skipped.
-    pub async fn hand(&self, msgs: &[SourceMsg]) -> Result<Outcome, Closed> {
+    pub async fn hand(&self, msgs: &[SourceMsg]) -> Result<Outcome, HandError> {
         let mut out = Outcome::default();
         let mut todo: Vec<usize> = (0..msgs.len()).collect();
-        let mut pause = None::<Duration>;
-        let mut warned = false;
+        let mut pause = BUSY_PAUSE.0;
         while !todo.is_empty() {
             let batch: Vec<SourceMsg> = todo.iter().map(|&i| msgs[i].clone()).collect();
             let results = self.once(batch).await?;
             let mut again = Vec::new();
-            let mut failure = None;
-            for (&i, r) in todo.iter().zip(&results) {
+            for (&i, r) in todo.iter().zip(results) {
                 match r {
                     SourceResult::Published => out.published.push(i),
                     SourceResult::NoChannel => out.no_channel.push(i),
                     SourceResult::Busy => again.push(i),
-                    SourceResult::Failed(e) => {
-                        failure = Some(e.clone());
-                        again.push(i);
-                    }
+                    SourceResult::Failed(e) => return Err(HandError::Failed(e)),
                 }
             }
             if again.is_empty() {
                 break;
             }
-            let (first, max) = if failure.is_some() {
-                FAILED_PAUSE
-            } else {
-                BUSY_PAUSE
-            };
-            if let Some(e) = failure
-                && !warned
-            {
-                warned = true;
-                tracing::warn!(error = %e, waiting = again.len(),
-                    "changes could not be stored; retrying (the slot is not acknowledged meanwhile)");
-            }
-            let p = pause.map_or(first, |p| (p * 2).min(max));
-            pause = Some(p);
-            tokio::time::sleep(p).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(BUSY_PAUSE.1);
             todo = again;
-        }
-        if warned {
-            tracing::info!("changes are being stored again");
         }
         Ok(out)
     }
 
     /// One hand-off: one result per change, in order.
-    async fn once(&self, msgs: Vec<SourceMsg>) -> Result<Vec<SourceResult>, Closed> {
+    async fn once(&self, msgs: Vec<SourceMsg>) -> Result<Vec<SourceResult>, HandError> {
         match self {
             Self::Control(tx) => {
                 let (reply, rx) = oneshot::channel();
                 tx.send(ControlMsg::Source(SourceBatch { msgs, reply }))
                     .await
-                    .map_err(|_| Closed)?;
-                rx.await.map_err(|_| Closed)
+                    .map_err(|_| HandError::Closed)?;
+                rx.await.map_err(|_| HandError::Closed)
             }
             Self::Cores(cores) => {
                 // One batch per owner core, each in stream order; results put back in order.
@@ -124,12 +108,15 @@ impl Route {
                     let (reply, rx) = oneshot::channel();
                     core.send(CoreMsg::Source(SourceBatch { msgs, reply }))
                         .await
-                        .map_err(|_| Closed)?;
+                        .map_err(|_| HandError::Closed)?;
                     waits.push((idx, rx));
                 }
                 let mut results = vec![SourceResult::Busy; n];
                 for (idx, rx) in waits {
-                    for (i, r) in idx.into_iter().zip(rx.await.map_err(|_| Closed)?) {
+                    for (i, r) in idx
+                        .into_iter()
+                        .zip(rx.await.map_err(|_| HandError::Closed)?)
+                    {
                         results[i] = r;
                     }
                 }

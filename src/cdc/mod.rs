@@ -158,7 +158,7 @@ async fn run(mut reader: Reader, mut stop: watch::Receiver<bool>, first: First) 
             Err(e) => Err(e),
         };
         let wait = match r {
-            Ok(()) | Err(SessionError::Closed(_)) => return,
+            Ok(()) | Err(SessionError::Closed) => return,
             Err(SessionError::Setup(SetupError::Fatal(m))) => {
                 if let Some(f) = first.take() {
                     let _ = f.send(Err(CdcError::Setup(m)));

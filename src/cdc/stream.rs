@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use super::{
     checkpoint::Store,
-    handoff::{Closed, Route},
+    handoff::{HandError, Route},
     pgoutput::{self, Message, Relation},
     row::{self, Change},
     setup::{self, SetupError},
@@ -61,8 +61,19 @@ pub enum SessionError {
     /// The connection or the stream broke: reconnect and resume from the checkpoint.
     #[error("{0}")]
     Stream(String),
-    #[error(transparent)]
-    Closed(#[from] Closed),
+    /// The node is shutting down.
+    #[error("the publish path is closed")]
+    Closed,
+}
+
+impl From<HandError> for SessionError {
+    fn from(e: HandError) -> Self {
+        match e {
+            HandError::Closed => Self::Closed,
+            // Resume from the checkpoint: the store is read again for what it kept.
+            e @ HandError::Failed(_) => Self::Stream(e.to_string()),
+        }
+    }
 }
 
 /// The transaction being read.

@@ -592,6 +592,44 @@ mod tests {
     }
 
     #[test]
+    fn postgres_section_is_checked_and_hides_its_password() {
+        let mut f = FileConfig::default();
+        assert!(
+            validate(&f).unwrap().postgres.is_none(),
+            "off without a url"
+        );
+        f.postgres.url = "postgres://rc:hunter2@db:6543/app".into();
+        f.postgres.tables = vec!["public.posts".into(), "users".into()];
+        let c = validate(&f).unwrap();
+        let pg = c.postgres.as_ref().unwrap();
+        assert_eq!(
+            (pg.host.as_str(), pg.port, pg.dbname.as_str()),
+            ("db", 6543, "app")
+        );
+        assert_eq!(
+            pg.tables,
+            Tables::List(vec![
+                ("public".into(), "posts".into()),
+                ("public".into(), "users".into()),
+            ])
+        );
+        assert!(
+            !format!("{c:?}").contains("hunter2"),
+            "the password is never printed"
+        );
+        assert!(!format!("{f:?}").contains("hunter2"));
+        f.postgres.url = "postgres://rc:hunter2@db/app?sslmode=require".into();
+        f.postgres.tables = vec![];
+        f.postgres.slot = "Bad-Slot".into();
+        let errs = validate(&f).unwrap_err().0;
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(
+            errs.iter()
+                .all(|e| e.starts_with("postgres.") && !e.contains("hunter2"))
+        );
+    }
+
+    #[test]
     fn redis_pubsub_buffer_defaults_to_64k_and_must_be_positive() {
         let mut f = FileConfig::default();
         assert_eq!(validate(&f).unwrap().redis_pubsub_buffer, 65_536);

@@ -301,9 +301,10 @@ impl<E: Engine> Control<E> {
         let appends: Vec<_> = msgs
             .iter()
             .map(|m| {
-                self.registry
-                    .resolve(&m.channel)
-                    .map(|rec| self.engine.append(m.message(&rec)))
+                self.registry.resolve(&m.channel).map(|rec| {
+                    let req = msg::PublishReq::from_source(0, m.clone());
+                    self.engine.append(req.message(&rec))
+                })
             })
             .collect();
         let shared = self.shared.clone();

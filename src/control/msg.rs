@@ -148,22 +148,6 @@ pub struct SourceMsg {
     pub pos: SourcePos,
 }
 
-impl SourceMsg {
-    /// The message to append, published on `rec`'s channel.
-    pub fn message(&self, rec: &ChannelRecord) -> NewMessage {
-        NewMessage {
-            channel_id: rec.id,
-            channel_name: self.channel.clone(),
-            event: self.event.clone(),
-            payload: self.payload.clone(),
-            sender_id: None,
-            sender_type: "system",
-            webhook_urls: webhook_urls(rec),
-            source: Some(self.pos),
-        }
-    }
-}
-
 /// Changes handed to the publish path in stream order: to the owner core of their channels
 /// (memory engine, `CoreMsg::Source`) or to the control thread (redis, `ControlMsg::Source`).
 /// `reply` gets one result per change, in order.
@@ -181,8 +165,8 @@ pub enum SourceResult {
     NoChannel,
     /// A queue on the way was full: not accepted, nothing stored; hand it again.
     Busy,
-    /// The store failed or its fate is unknown: hand it again (its id and position make a
-    /// second hand-off of a stored change a no-op).
+    /// The store failed, so whether it kept the change is unknown: the change stream resumes
+    /// from its checkpoint and asks the store what it has.
     Failed(String),
 }
 
