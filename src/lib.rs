@@ -55,8 +55,15 @@ pub use runtime::{ServerHandle, StartError, start};
 
 /// Sets up `tracing` from the configured level and format. Call once per process.
 pub fn init_logging(level: &str, format: config::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    let mut filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The replication client logs every session that ends as an error (a standby node's
+    // "slot is active" once a second); `cdc` reports those itself, at the right level.
+    if !level.contains("pgwire_replication")
+        && let Ok(d) = "pgwire_replication=off".parse()
+    {
+        filter = filter.add_directive(d);
+    }
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_thread_names(true);

@@ -264,8 +264,6 @@ async fn slot(
     };
     match run(c, &create).await {
         Ok(()) => {}
-        // Another node created it first.
-        Err(e) if e.contains("already exists") => {}
         Err(e) => {
             return Err(fatal_sql(
                 format!(
@@ -326,9 +324,12 @@ async fn one(c: &mut ReplicationClient, sql: &str) -> Result<Option<String>, Set
 }
 
 /// Runs a statement; a server error comes back as its text (the caller says what to do).
+/// `duplicate_object` (42710: the publication or slot exists, the table is already in the
+/// publication) is success: another node of the cluster did it first.
 async fn run(c: &mut ReplicationClient, sql: &str) -> Result<(), String> {
     match c.simple_query(sql).await {
         Ok(_) => Ok(()),
+        Err(PgWireError::Server(m)) if m.contains("42710") => Ok(()),
         Err(PgWireError::Server(m)) => Err(m),
         Err(e) => Err(e.to_string()),
     }

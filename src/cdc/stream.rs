@@ -10,13 +10,15 @@
 //! position stored in its channel is skipped, so a transaction handed off in part before a
 //! crash is not stored twice.
 //!
-//! Bounded memory: changes are handed off in batches of at most `BATCH` as they arrive, so a
-//! transaction of any size streams through; the transport buffers at most `EVENT_BUFFER`
-//! events. Group commit: the checkpoint is written and acknowledged when the stream has no
-//! event ready, or every `BATCH` changes.
+//! Bounded memory: changes are handed off in batches (`Route::batch`, at most 512) as they
+//! arrive, with at most `Route::window` batches in flight, so a transaction of any size
+//! streams through; the transport buffers at most `EVENT_BUFFER` events. Batches are sent
+//! when the stream has no event ready or a batch is full, without waiting for the answer to
+//! the previous one; the checkpoint moves as their answers come back, in order (each batch
+//! knows the last commit whose changes it completes).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     future::Future,
     sync::Arc,
     task::Poll,
@@ -29,7 +31,7 @@ use tokio::sync::watch;
 
 use super::{
     checkpoint::Store,
-    handoff::{HandError, Route},
+    handoff::{HandError, Outcome, Route},
     pgoutput::{self, Message, Relation},
     row::{self, Change},
     setup::{self, SetupError},
@@ -43,8 +45,6 @@ use crate::{
     timestamp::Timestamp,
 };
 
-/// Most changes handed off at once (and between two checkpoints within a busy stream).
-const BATCH: usize = 512;
 /// Events the transport buffers ahead of this loop.
 const EVENT_BUFFER: usize = 4096;
 /// How often the position is reported to the server (after a raise).
@@ -105,6 +105,9 @@ pub struct Reader {
     wal_end: u64,
     txn: Option<Txn>,
     pending: Vec<SourceMsg>,
+    /// Batches handed over and not answered yet, oldest first, each with the last commit
+    /// whose changes it completes.
+    inflight: VecDeque<(Answer, u64)>,
     per_table: HashMap<String, u64>,
     /// Tables already logged as skipped (once each).
     skipped_logged: HashSet<String>,
@@ -136,6 +139,7 @@ impl Reader {
             wal_end: 0,
             txn: None,
             pending: Vec::new(),
+            inflight: VecDeque::new(),
             per_table: HashMap::new(),
             skipped_logged: HashSet::new(),
             events: [
@@ -240,6 +244,9 @@ impl Reader {
         }
         self.txn = None;
         self.pending.clear();
+        for (a, _) in self.inflight.drain(..) {
+            a.abort();
+        }
         r
     }
 
@@ -250,19 +257,24 @@ impl Reader {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), SessionError> {
         if let Some(reason) = &ready.gap {
-            self.announce_gap(reason, &ready).await?;
+            self.announce_gap(client, reason, &ready).await?;
         }
         loop {
             let ev = match poll_once(client.recv()) {
                 Some(ev) => ev,
                 None => {
-                    self.settle(client).await?;
+                    self.flush(client).await?;
+                    self.checkpoint_idle(client).await?;
                     tokio::select! {
                         _ = stop.changed() => {
                             self.settle(client).await?;
                             return Ok(());
                         }
                         ev = client.recv() => ev,
+                        done = oldest(&mut self.inflight) => {
+                            self.answered(client, done).await?;
+                            continue;
+                        }
                     }
                 }
             };
@@ -308,8 +320,8 @@ impl Reader {
                         }
                     }
                 }
-                if self.pending.len() >= BATCH {
-                    self.flush().await?;
+                if self.pending.len() >= self.route.batch() {
+                    self.flush(client).await?;
                 }
             }
             ReplicationEvent::Commit { end_lsn, .. } => {
@@ -318,8 +330,8 @@ impl Reader {
                 }
                 self.last_commit = self.last_commit.max(end_lsn.0);
                 self.wal_end = self.wal_end.max(end_lsn.0);
-                if self.pending.len() >= BATCH {
-                    self.settle(client).await?;
+                if self.pending.len() >= self.route.batch() {
+                    self.flush(client).await?;
                 }
             }
             ReplicationEvent::KeepAlive { wal_end, .. } => {
@@ -416,13 +428,43 @@ impl Reader {
         }
     }
 
-    /// Hands `pending` to the publish path (waits until every change is stored or skipped).
-    async fn flush(&mut self) -> Result<(), SessionError> {
+    /// Hands `pending` to the publish path (waiting first for the oldest batch in flight if
+    /// the window is full).
+    async fn flush(&mut self, client: &ReplicationClient) -> Result<(), SessionError> {
         if self.pending.is_empty() {
             return Ok(());
         }
+        while self.inflight.len() >= self.route.window() {
+            let done = oldest(&mut self.inflight).await;
+            self.answered(client, done).await?;
+        }
         let msgs = std::mem::take(&mut self.pending);
-        let out = self.route.hand(&msgs).await?;
+        let sent = self.route.send(msgs).await?;
+        let route = self.route.clone();
+        self.inflight
+            .push_back((tokio::spawn(sent.wait(route)), self.last_commit));
+        if let Some(t) = &self.txn {
+            self.metrics
+                .cdc_lag_ms
+                .set((Timestamp::now().millis() - t.commit_ms).max(0) as u64);
+        }
+        self.tables.add(&self.per_table);
+        self.per_table.clear();
+        Ok(())
+    }
+
+    /// The oldest batch in flight was answered: note what was stored or skipped, then move
+    /// the checkpoint to the last commit it completes.
+    async fn answered(
+        &mut self,
+        client: &ReplicationClient,
+        done: Result<(Vec<SourceMsg>, Outcome), HandError>,
+    ) -> Result<(), SessionError> {
+        let (_, upto) = self
+            .inflight
+            .pop_front()
+            .expect("an answered batch was in flight");
+        let (msgs, out) = done?;
         for &i in &out.published {
             let m = &msgs[i];
             let e = self.stored.entry(m.channel.clone()).or_default();
@@ -435,33 +477,43 @@ impl Reader {
                 "no enabled channel matches it (create one, e.g. pattern `db:*`)",
             );
         }
-        if let Some(t) = &self.txn {
-            self.metrics
-                .cdc_lag_ms
-                .set((Timestamp::now().millis() - t.commit_ms).max(0) as u64);
-        }
-        self.tables.add(&self.per_table);
-        self.per_table.clear();
-        Ok(())
+        self.advance(client, upto).await
     }
 
-    /// Hands off what is pending, then checkpoints and acknowledges the last commit read.
-    async fn settle(&mut self, client: &ReplicationClient) -> Result<(), SessionError> {
-        let open = self.txn.as_ref().map(|t| t.commit_ms);
-        self.flush().await?;
-        if self.last_commit > self.checkpoint {
-            self.store
-                .save(self.last_commit)
-                .await
-                .map_err(|e| SessionError::Stream(e.to_string()))?;
-            self.checkpoint = self.last_commit;
-            client.update_applied_lsn(Lsn(self.checkpoint));
-            self.metrics.cdc_checkpoint_lsn.set(self.checkpoint);
-            if open.is_none() {
+    /// With nothing pending or in flight, every commit read is stored: checkpoint it.
+    async fn checkpoint_idle(&mut self, client: &ReplicationClient) -> Result<(), SessionError> {
+        if self.pending.is_empty() && self.inflight.is_empty() {
+            self.advance(client, self.last_commit).await?;
+            if self.txn.is_none() {
                 self.metrics.cdc_lag_ms.set(0);
             }
         }
         self.report_lag();
+        Ok(())
+    }
+
+    /// Hands off what is pending and waits for every answer, then checkpoints.
+    async fn settle(&mut self, client: &ReplicationClient) -> Result<(), SessionError> {
+        self.flush(client).await?;
+        while !self.inflight.is_empty() {
+            let done = oldest(&mut self.inflight).await;
+            self.answered(client, done).await?;
+        }
+        self.checkpoint_idle(client).await
+    }
+
+    /// Records that every change up to commit end `lsn` is stored, then acknowledges it.
+    async fn advance(&mut self, client: &ReplicationClient, lsn: u64) -> Result<(), SessionError> {
+        if lsn <= self.checkpoint {
+            return Ok(());
+        }
+        self.store
+            .save(lsn)
+            .await
+            .map_err(|e| SessionError::Stream(e.to_string()))?;
+        self.checkpoint = lsn;
+        client.update_applied_lsn(Lsn(lsn));
+        self.metrics.cdc_checkpoint_lsn.set(lsn);
         Ok(())
     }
 
@@ -475,6 +527,7 @@ impl Reader {
     /// subscribers know to read the table again.
     async fn announce_gap(
         &mut self,
+        client: &ReplicationClient,
         reason: &str,
         ready: &setup::Ready,
     ) -> Result<(), SessionError> {
@@ -515,7 +568,7 @@ impl Reader {
             }
         }
         self.pending = msgs;
-        self.flush().await?;
+        self.settle(client).await?;
         self.checkpoint = self.checkpoint.max(ready.slot_lsn);
         self.last_commit = self.checkpoint;
         self.store
@@ -523,6 +576,19 @@ impl Reader {
             .await
             .map_err(|e| SessionError::Stream(e.to_string()))?;
         Ok(())
+    }
+}
+
+/// A batch's answer, awaited beside the stream (a task of its own).
+type Answer = tokio::task::JoinHandle<Result<(Vec<SourceMsg>, Outcome), HandError>>;
+
+/// The answer of the oldest batch in flight (pending forever if there is none).
+async fn oldest(q: &mut VecDeque<(Answer, u64)>) -> Result<(Vec<SourceMsg>, Outcome), HandError> {
+    match q.front_mut() {
+        Some((a, _)) => a
+            .await
+            .unwrap_or_else(|e| Err(HandError::Failed(format!("hand-off task: {e}")))),
+        None => std::future::pending().await,
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 pub use msg::{
     ConnId, ControlMsg, CoreId, CoreMsg, Delivery, PublishReq, RestOk, RestReq, SourceBatch,
-    SourceMsg, SourceResult, Stored,
+    SourceMsg, SourceResult, SourceSlots, Stored,
 };
 use registry::Registry;
 
@@ -289,7 +289,7 @@ impl<E: Engine> Control<E> {
     /// batch that does not fit the appends in flight is refused whole (`Busy`): the source
     /// waits and hands it again, so nothing is reordered.
     fn publish_source(&mut self, b: SourceBatch) {
-        let SourceBatch { msgs, reply } = b;
+        let SourceBatch { msgs, reply, .. } = b;
         let Ok(slots) = self
             .appends
             .clone()

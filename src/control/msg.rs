@@ -153,7 +153,19 @@ pub struct SourceMsg {
 /// `reply` gets one result per change, in order.
 pub struct SourceBatch {
     pub msgs: Vec<SourceMsg>,
+    /// Memory engine: the queue slots each change will use, reserved by the change stream
+    /// (which may wait for them; a core may not), so the owner core never refuses one and
+    /// batches can be in flight together without reordering. Empty for the redis engine.
+    pub slots: Vec<SourceSlots>,
     pub reply: oneshot::Sender<Vec<SourceResult>>,
+}
+
+/// The slots one change of a `SourceBatch` uses: the control thread's queue (history) and
+/// every other core's inbox (index = core id; `None` for the owner), of which the owner uses
+/// those of cores with subscribers and drops the rest.
+pub struct SourceSlots {
+    pub store: OwnedPermit<ControlMsg>,
+    pub peers: Vec<Option<OwnedPermit<CoreMsg>>>,
 }
 
 /// What became of one change handed to the publish path.
@@ -163,7 +175,8 @@ pub enum SourceResult {
     Published,
     /// No enabled channel matches its `db:` name: skipped (nothing stored).
     NoChannel,
-    /// A queue on the way was full: not accepted, nothing stored; hand it again.
+    /// A queue on the way was full: not accepted, nothing stored; hand it again (redis
+    /// engine; the memory engine's changes bring their slots).
     Busy,
     /// The store failed, so whether it kept the change is unknown: the change stream resumes
     /// from its checkpoint and asks the store what it has.

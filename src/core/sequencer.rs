@@ -31,7 +31,7 @@ use crate::{
     channel::ChannelName,
     control::{
         ConnId, ControlMsg, CoreId, CoreMsg, Delivery, PublishReq, SourceBatch, SourceResult,
-        Stored,
+        SourceSlots, Stored,
     },
     engine::{Appended, Sequencing},
     protocol::ErrorCode,
@@ -59,6 +59,24 @@ pub enum Refused {
     Busy,
     /// The node is shutting down.
     Closing,
+}
+
+/// A reserved queue slot: reserved here (borrowed from the sender), or brought by the
+/// publisher (owned).
+enum Slot<'a, T> {
+    Borrowed(Permit<'a, T>),
+    Owned(OwnedPermit<T>),
+}
+
+impl<T> Slot<'_, T> {
+    fn send(self, m: T) {
+        match self {
+            Self::Borrowed(p) => p.send(m),
+            Self::Owned(p) => {
+                p.send(m);
+            }
+        }
+    }
 }
 
 /// What `sequence` did with a publish (its publisher is answered either way).
@@ -137,7 +155,7 @@ impl Core {
         let owner = owner_of(&req.channel, self.peers.len());
         if owner == self.id {
             let conn = req.conn;
-            let _ = self.sequence(req, ReplyTo::Local(conn));
+            let _ = self.sequence(req, ReplyTo::Local(conn), None);
             return Ok(());
         }
         let reply = self.peers[self.id]
@@ -161,27 +179,30 @@ impl Core {
     /// A publish another core forwarded to this one, the channel's owner.
     pub(super) fn sequence_forwarded(&self, req: PublishReq, reply: OwnedPermit<CoreMsg>) {
         let conn = req.conn;
-        let _ = self.sequence(req, ReplyTo::Remote(conn, reply));
+        let _ = self.sequence(req, ReplyTo::Remote(conn, reply), None);
     }
 
     /// Changes from the database change stream for channels this core owns, in stream order:
-    /// each is sequenced like a client publish. After the first refused one the rest are
-    /// refused too (the source hands them again in order, so none overtakes another).
+    /// each is sequenced like a client publish, in the slots the stream reserved for it (so
+    /// none is refused). Without slots (not sent that way) a change may be refused as busy;
+    /// then the rest of the batch is refused too, so none overtakes another.
     pub(super) fn sequence_source(&self, b: SourceBatch) {
-        let mut results = Vec::with_capacity(b.msgs.len());
-        for m in b.msgs {
+        let SourceBatch { msgs, slots, reply } = b;
+        let mut slots = slots.into_iter();
+        let mut results = Vec::with_capacity(msgs.len());
+        for m in msgs {
             if results.last().is_some_and(|r| *r == SourceResult::Busy) {
                 results.push(SourceResult::Busy);
                 continue;
             }
             let req = PublishReq::from_source(self.id, m);
-            results.push(match self.sequence(req, ReplyTo::Source) {
+            results.push(match self.sequence(req, ReplyTo::Source, slots.next()) {
                 Sequenced::Published => SourceResult::Published,
                 Sequenced::NoChannel => SourceResult::NoChannel,
                 Sequenced::Refused => SourceResult::Busy,
             });
         }
-        let _ = b.reply.send(results);
+        let _ = reply.send(results);
     }
 
     /// Another core gained or lost subscribers of a channel this core owns.
@@ -196,8 +217,9 @@ impl Core {
     }
 
     /// Sequences one publish of a channel this core owns, in this loop turn: offset, one
-    /// encoding, the answer, local subscribers, then the other interested cores.
-    fn sequence(&self, req: PublishReq, reply: ReplyTo) -> Sequenced {
+    /// encoding, the answer, local subscribers, then the other interested cores. `slots`:
+    /// queue slots reserved by the publisher (the change stream); otherwise reserved here.
+    fn sequence(&self, req: PublishReq, reply: ReplyTo, slots: Option<SourceSlots>) -> Sequenced {
         let Some(rec) = self.resolve(&req.channel) else {
             let f = req.error(
                 ErrorCode::ChannelNotFound,
@@ -206,7 +228,11 @@ impl Core {
             self.answer(reply, f, true);
             return Sequenced::NoChannel;
         };
-        let (store, peers) = match self.reserve(&req.channel) {
+        let reserved = match slots {
+            Some(s) => Ok(self.use_slots(&req.channel, s)),
+            None => self.reserve(&req.channel),
+        };
+        let (store, peers) = match reserved {
             Ok(p) => p,
             Err(r) => {
                 let f = match r {
@@ -255,24 +281,42 @@ impl Core {
         Sequenced::Published
     }
 
+    /// The slots a publisher brought, for the other cores with subscribers of `ch` (the
+    /// others are released).
+    fn use_slots(
+        &self,
+        ch: &ChannelName,
+        s: SourceSlots,
+    ) -> (Slot<'_, ControlMsg>, Vec<Slot<'_, CoreMsg>>) {
+        let bits = self.sequencer.cores(ch) & !(1 << self.id);
+        let peers = s
+            .peers
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| bits & (1 << i) != 0)
+            .filter_map(|(_, p)| p.map(Slot::Owned))
+            .collect();
+        (Slot::Owned(s.store), peers)
+    }
+
     /// Reserves a slot in the control thread's queue and in each other interested core's
     /// inbox (a core that is gone is skipped: it has no connections left).
     #[allow(clippy::type_complexity)]
     fn reserve(
         &self,
         ch: &ChannelName,
-    ) -> Result<(Permit<'_, ControlMsg>, Vec<Permit<'_, CoreMsg>>), Refused> {
-        let store = self.control.try_reserve().map_err(|e| match e {
+    ) -> Result<(Slot<'_, ControlMsg>, Vec<Slot<'_, CoreMsg>>), Refused> {
+        let store = Slot::Borrowed(self.control.try_reserve().map_err(|e| match e {
             TrySendError::Full(()) => Refused::Busy,
             TrySendError::Closed(()) => Refused::Closing,
-        })?;
+        })?);
         let mut bits = self.sequencer.cores(ch) & !(1 << self.id);
         let mut peers = Vec::new();
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
             bits &= bits - 1;
             match self.peers[i].try_reserve() {
-                Ok(p) => peers.push(p),
+                Ok(p) => peers.push(Slot::Borrowed(p)),
                 Err(TrySendError::Full(())) => return Err(Refused::Busy),
                 Err(TrySendError::Closed(())) => {}
             }

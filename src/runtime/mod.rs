@@ -247,7 +247,11 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         })?);
     }
     let cdc_route = match cfg.engine {
-        EngineKind::Memory => crate::cdc::Route::Cores(peers.clone()),
+        EngineKind::Memory => crate::cdc::Route::Cores {
+            cores: peers.clone(),
+            control: control_tx.clone(),
+            queue: cfg.core_queue.min(cfg.engine_queue),
+        },
         EngineKind::Redis => crate::cdc::Route::Control(control_tx.clone()),
     };
     drop(control_tx);
