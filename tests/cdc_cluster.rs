@@ -332,3 +332,47 @@ fn a_slot_dropped_under_a_running_node_is_recreated_with_a_gap() {
     pg.psql("INSERT INTO w VALUES (2)");
     assert_eq!(ws.expect("message")["payload"]["new"]["id"], 2);
 }
+
+#[test]
+fn on_a_redis_cluster_a_restarted_node_resumes_at_the_stored_checkpoint() {
+    let cluster = common::redis::RedisCluster::start();
+    let pg = PgServer::start();
+    pg.psql("CREATE TABLE w (id int PRIMARY KEY)");
+    let start = || {
+        TestServer::builder("auto")
+            .redis(&cluster.url())
+            .with(|f| {
+                f.postgres.url = pg.url();
+                f.postgres.tables = vec!["w".into()];
+            })
+            .start()
+    };
+    let a = start();
+    a.channel("db:*");
+    let mut ws = a.client("u1");
+    ws.subscribe("db:w");
+    ws.set_timeout(Duration::from_secs(20));
+    pg.psql("INSERT INTO w VALUES (1); INSERT INTO w VALUES (2); INSERT INTO w VALUES (3)");
+    for id in 1..=3 {
+        assert_eq!(ws.expect("message")["payload"]["new"]["id"], id);
+    }
+    drop(ws);
+    a.shutdown();
+    // While no node reads, two more rows; then a new node reads from the checkpoint in the
+    // cluster (not from the start of the slot, and not skipping anything).
+    pg.psql("INSERT INTO w VALUES (4); INSERT INTO w VALUES (5)");
+    let b = start();
+    let addr = b.addr;
+    eventually("rows 4 and 5 stored", Duration::from_secs(20), || {
+        history(addr).0.len() == 5
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (rows, ids) = history(addr);
+    assert_eq!(rows, vec![1, 2, 3, 4, 5]);
+    assert_no_duplicates(&ids);
+    assert_eq!(
+        b.metric("ringcast_cdc_duplicates_skipped_total"),
+        0,
+        "started past them"
+    );
+}

@@ -29,7 +29,7 @@ use crate::{
     token::Minter,
 };
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct DbReport {
     pub mode: &'static str,
     pub table: String,
@@ -255,16 +255,10 @@ async fn live(t: &Target, minter: &Minter, a: &DbArgs) -> anyhow::Result<DbRepor
         max_ms: hist.max() as f64 / 1000.0,
         commit_to_sequenced_p99_ms: to_seq.value_at_quantile(0.99) as f64 / 1000.0,
         sequenced_to_subscriber_p99_ms: from_seq.value_at_quantile(0.99) as f64 / 1000.0,
-        changes: 0,
-        changes_per_sec: 0.0,
         secs: a.duration.as_secs_f64(),
-        server_cpu_pct: None,
-        server_rss_mb: None,
-        harness_cpu_pct: 0.0,
-        walsender_cpu_pct: None,
-        postgres_cpu_pct: 0.0,
         ok: errors.is_empty(),
         errors,
+        ..Default::default()
     })
 }
 
@@ -381,27 +375,13 @@ fn catch_up(t: &Target, admin: &str, a: &DbArgs, n: u64) -> anyhow::Result<DbRep
     Ok(DbReport {
         mode: "catch-up",
         table: a.table.clone(),
-        rate: 0,
-        written: 0,
-        subscribers: 0,
-        received: 0,
         expected: n,
-        p50_ms: 0.0,
-        p99_ms: 0.0,
-        p999_ms: 0.0,
-        max_ms: 0.0,
-        commit_to_sequenced_p99_ms: 0.0,
-        sequenced_to_subscriber_p99_ms: 0.0,
         changes: done,
         changes_per_sec: if secs > 0.0 { done as f64 / secs } else { 0.0 },
         secs,
-        server_cpu_pct: None,
-        server_rss_mb: None,
-        harness_cpu_pct: 0.0,
-        walsender_cpu_pct: None,
-        postgres_cpu_pct: 0.0,
         ok: errors.is_empty(),
         errors,
+        ..Default::default()
     })
 }
 
