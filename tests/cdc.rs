@@ -515,3 +515,27 @@ fn changes_go_to_webhooks_and_counts_like_any_publish() {
         },
     );
 }
+
+#[test]
+fn tiny_queues_still_carry_a_large_transaction() {
+    // The change stream holds queue slots for what it has in flight: with queues of 8 it must
+    // send small batches, never wait on slots it holds itself.
+    const N: usize = 3_000;
+    let pg = PgServer::start();
+    pg.psql("CREATE TABLE t (id int PRIMARY KEY)");
+    let s = TestServer::builder("auto")
+        .with(|f| {
+            f.postgres.url = pg.url();
+            f.postgres.tables = vec!["t".into()];
+            f.server.core_queue = 8;
+            f.server.engine_queue = 8;
+            f.websocket.outbound_queue_frames = 2 * N;
+        })
+        .start();
+    s.channel("db:*");
+    let ws = subscribe(&s, "db:t", json!({}));
+    let got = collect(ws, N, Duration::from_secs(60));
+    pg.psql(&format!("INSERT INTO t SELECT generate_series(1, {N})"));
+    let got = got.join().expect("all rows arrive, once");
+    assert_eq!(ids_of(&got), (1..=N as i64).collect::<Vec<_>>());
+}

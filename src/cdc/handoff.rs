@@ -66,8 +66,18 @@ pub struct InFlight {
 const BUSY_PAUSE: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(100));
 /// Most changes in one batch.
 pub const MAX_BATCH: usize = 512;
-/// Most batches in flight at once (memory engine).
-const MAX_WINDOW: usize = 8;
+/// Most batches in flight at once (memory engine). Batches are often one change (a change is
+/// sent as soon as the stream has nothing more ready), so this is large: a stream that
+/// waited for a core's answer after a few small batches would delay the changes behind them.
+const MAX_WINDOW: usize = 64;
+
+/// How much may be in flight at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub batches: usize,
+    /// Changes, and so slots held in each queue.
+    pub changes: usize,
+}
 
 impl Route {
     /// Changes per batch: at most `MAX_BATCH`, and at most a quarter of the smallest queue the
@@ -79,11 +89,18 @@ impl Route {
         }
     }
 
-    /// Batches that may be in flight at once: with the slots they hold under half a queue.
-    pub fn window(&self) -> usize {
+    /// What may be in flight at once: memory engine, up to `MAX_WINDOW` batches holding
+    /// under half of each queue's slots; redis, one batch.
+    pub fn window(&self) -> Window {
         match self {
-            Self::Cores { queue, .. } => (queue / 2 / self.batch()).clamp(1, MAX_WINDOW),
-            Self::Control(_) => 1,
+            Self::Cores { queue, .. } => Window {
+                batches: MAX_WINDOW,
+                changes: (queue / 2).max(self.batch()),
+            },
+            Self::Control(_) => Window {
+                batches: 1,
+                changes: MAX_BATCH,
+            },
         }
     }
 

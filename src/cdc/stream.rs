@@ -11,7 +11,7 @@
 //! crash is not stored twice.
 //!
 //! Bounded memory: changes are handed off in batches (`Route::batch`, at most 512) as they
-//! arrive, with at most `Route::window` batches in flight, so a transaction of any size
+//! arrive, with at most `Route::window` in flight, so a transaction of any size
 //! streams through; the transport buffers at most `EVENT_BUFFER` events. Batches are sent
 //! when the stream has no event ready or a batch is full, without waiting for the answer to
 //! the previous one; the checkpoint moves as their answers come back, in order (each batch
@@ -106,8 +106,10 @@ pub struct Reader {
     txn: Option<Txn>,
     pending: Vec<SourceMsg>,
     /// Batches handed over and not answered yet, oldest first, each with the last commit
-    /// whose changes it completes.
-    inflight: VecDeque<(Answer, u64)>,
+    /// whose changes it completes and its size.
+    inflight: VecDeque<(Answer, u64, usize)>,
+    /// The changes in `inflight`.
+    inflight_changes: usize,
     per_table: HashMap<String, u64>,
     /// Tables already logged as skipped (once each).
     skipped_logged: HashSet<String>,
@@ -140,6 +142,7 @@ impl Reader {
             txn: None,
             pending: Vec::new(),
             inflight: VecDeque::new(),
+            inflight_changes: 0,
             per_table: HashMap::new(),
             skipped_logged: HashSet::new(),
             events: [
@@ -244,9 +247,10 @@ impl Reader {
         }
         self.txn = None;
         self.pending.clear();
-        for (a, _) in self.inflight.drain(..) {
+        for (a, _, _) in self.inflight.drain(..) {
             a.abort();
         }
+        self.inflight_changes = 0;
         r
     }
 
@@ -434,15 +438,21 @@ impl Reader {
         if self.pending.is_empty() {
             return Ok(());
         }
-        while self.inflight.len() >= self.route.window() {
+        let w = self.route.window();
+        while !self.inflight.is_empty()
+            && (self.inflight.len() >= w.batches
+                || self.inflight_changes + self.pending.len() > w.changes)
+        {
             let done = oldest(&mut self.inflight).await;
             self.answered(client, done).await?;
         }
         let msgs = std::mem::take(&mut self.pending);
+        let n = msgs.len();
         let sent = self.route.send(msgs).await?;
         let route = self.route.clone();
         self.inflight
-            .push_back((tokio::spawn(sent.wait(route)), self.last_commit));
+            .push_back((tokio::spawn(sent.wait(route)), self.last_commit, n));
+        self.inflight_changes += n;
         if let Some(t) = &self.txn {
             self.metrics
                 .cdc_lag_ms
@@ -460,10 +470,11 @@ impl Reader {
         client: &ReplicationClient,
         done: Result<(Vec<SourceMsg>, Outcome), HandError>,
     ) -> Result<(), SessionError> {
-        let (_, upto) = self
+        let (_, upto, n) = self
             .inflight
             .pop_front()
             .expect("an answered batch was in flight");
+        self.inflight_changes -= n;
         let (msgs, out) = done?;
         for &i in &out.published {
             let m = &msgs[i];
@@ -583,9 +594,11 @@ impl Reader {
 type Answer = tokio::task::JoinHandle<Result<(Vec<SourceMsg>, Outcome), HandError>>;
 
 /// The answer of the oldest batch in flight (pending forever if there is none).
-async fn oldest(q: &mut VecDeque<(Answer, u64)>) -> Result<(Vec<SourceMsg>, Outcome), HandError> {
+async fn oldest(
+    q: &mut VecDeque<(Answer, u64, usize)>,
+) -> Result<(Vec<SourceMsg>, Outcome), HandError> {
     match q.front_mut() {
-        Some((a, _)) => a
+        Some((a, _, _)) => a
             .await
             .unwrap_or_else(|e| Err(HandError::Failed(format!("hand-off task: {e}")))),
         None => std::future::pending().await,
