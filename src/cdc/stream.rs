@@ -239,6 +239,12 @@ impl Reader {
         tracing::info!(slot = %self.cfg.slot, from = %setup::lsn_text(self.checkpoint),
             "reading the change stream");
         let r = self.read(&mut client, ready, stop).await;
+        // Batches still in flight may be stored by now: wait for their answers, so that the
+        // next session skips what they stored (memory engine: nothing else remembers it).
+        while !self.inflight.is_empty() {
+            let done = oldest(&mut self.inflight).await;
+            let _ = self.answered(&client, done).await;
+        }
         self.metrics.cdc_slot_owner.set(0);
         if r.is_ok() {
             // The last acknowledgement goes out with the next status update: let it.
@@ -247,10 +253,6 @@ impl Reader {
         }
         self.txn = None;
         self.pending.clear();
-        for (a, _, _) in self.inflight.drain(..) {
-            a.abort();
-        }
-        self.inflight_changes = 0;
         r
     }
 
