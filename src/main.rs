@@ -17,7 +17,7 @@ use signal_hook::{
 /// jemalloc, not glibc's malloc: the publish path allocates and frees small objects across
 /// threads at a high rate, where glibc spent ~30 % of a core thread (its per-thread cache is
 /// 7 chunks per size; past that, locked arenas and `malloc_consolidate`). Same idle memory per
-/// connection, ~1.9x the acknowledged publishes/s (BENCHMARKS.md, "Seventh session").
+/// connection, ~1.9x the acknowledged publishes/s (BENCHMARKS.md, "Acknowledged publishes (memory engine)").
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

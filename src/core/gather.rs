@@ -7,7 +7,7 @@
 //! once per subscriber, as a message is serialized once and its bytes shared.
 //!
 //! perf at 4M deliveries/s (one channel × 1,000 subscribers) put the per-connection gather
-//! copy and the growth of its buffer at 9 % of the core (BENCHMARKS.md, "Ninth session").
+//! copy and the growth of its buffer at 9 % of the core (BENCHMARKS.md, "Multi-frame writes joined once per core").
 //!
 //! Bound: `WAYS` blocks per core, each at most the writer's batch limit (256 KiB), plus the
 //! frames their keys keep alive; a new block replaces the oldest.

@@ -41,7 +41,7 @@ pub const TICK: Duration = Duration::from_millis(1);
 
 /// After a write that carried several frames the gate limits for this many slices of writes.
 /// Long enough not to flap at saturation: with 8, p99 at 1.5M deliveries/s was 11.4-12.9 ms
-/// against 8.1-9.8 ms limiting always; with 64 it matched (BENCHMARKS.md, fifth session).
+/// against 8.1-9.8 ms limiting always; with 64 it matched (BENCHMARKS.md, "A gate that limits only while the core is behind").
 pub const HOT_ROUNDS: usize = 64;
 
 pub struct SendGate {

@@ -40,7 +40,7 @@ const MAX_BATCH: usize = 256;
 /// ones run. Redis runs one connection's commands in the order sent, so offsets still follow
 /// queue order; answers are chained (`run`'s `prev`) so they do too. With one hot channel
 /// this caps its rate at `IN_FLIGHT * MAX_BATCH` per round trip: 4 measured 212-223k acked
-/// publishes/s on one node against 178-194k for 2 and 8 (BENCHMARKS "Eighth session").
+/// publishes/s on one node against 178-194k for 2 and 8 (BENCHMARKS.md, "Redis engine").
 const IN_FLIGHT: usize = 4;
 /// A channel's name is added to `rc:names` again after this long (a Redis that lost it, e.g.
 /// restarted without persistence, gets it back).

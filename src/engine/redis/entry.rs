@@ -1,7 +1,7 @@
 //! The stream entry format of history in Redis, and reading it back.
 //!
 //! One entry holds one publish batch (`batch`), not one message: Redis pays per entry and per
-//! Lua argument far more than per byte (BENCHMARKS "Eighth session": a batch of 256 as one
+//! Lua argument far more than per byte (BENCHMARKS.md, "Where Redis's time goes": a batch of 256 as one
 //! entry costs ~1.5 µs of Redis time per message against ~5 µs as 256 entries).
 //! - A channel's stream (`keys::log`): entry id `{last offset}-{message count}`, field `r`:
 //!   the batch's records, each as `<len>:<JSON>` (`live::push_frame`), with `"offset":0`
