@@ -106,6 +106,74 @@ metric_block!(CdcMetrics {
     cdc_checkpoint_lsn: "gauge", "The stored change-stream checkpoint (a commit end LSN, as a number).";
 });
 
+/// Upper bounds (seconds) of the change stream's delay histograms.
+pub const CDC_DELAY_BUCKETS: [f64; 11] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0,
+];
+
+/// A histogram of delays written by one thread (the change stream) and read on scrape.
+#[derive(Debug, Default)]
+pub struct DelayHistogram {
+    buckets: [Counter; 11],
+    count: Counter,
+    sum_us: Counter,
+}
+
+impl DelayHistogram {
+    /// Records one delay in microseconds (negative, from clocks that disagree: counted as 0).
+    pub fn observe_us(&self, us: i64) {
+        let us = us.max(0) as u64;
+        let s = us as f64 / 1e6;
+        if let Some(i) = CDC_DELAY_BUCKETS.iter().position(|b| s <= *b) {
+            self.buckets[i].inc();
+        }
+        self.count.inc();
+        self.sum_us.add(us);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP ringcast_{name} {help}");
+        let _ = writeln!(out, "# TYPE ringcast_{name} histogram");
+        let mut cum = 0;
+        for (b, c) in CDC_DELAY_BUCKETS.iter().zip(&self.buckets) {
+            cum += c.get();
+            let _ = writeln!(out, "ringcast_{name}_bucket{{le=\"{b}\"}} {cum}");
+        }
+        let count = self.count.get();
+        let _ = writeln!(out, "ringcast_{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "ringcast_{name}_sum {}",
+            self.sum_us.get() as f64 / 1e6
+        );
+        let _ = writeln!(out, "ringcast_{name}_count {count}");
+    }
+}
+
+/// Where a change's time goes before the broker has it, per change: PostgreSQL's commit to
+/// its walsender sending it (PostgreSQL's clock throughout), and that send to the change
+/// stream reading it (two clocks: meaningful when both run on one machine or are synced).
+#[derive(Debug, Default)]
+pub struct CdcDelays {
+    pub commit_to_send: DelayHistogram,
+    pub send_to_read: DelayHistogram,
+}
+
+impl CdcDelays {
+    fn render(&self, out: &mut String) {
+        self.commit_to_send.render(
+            out,
+            "cdc_commit_to_send_seconds",
+            "From a change's commit to PostgreSQL's walsender sending it (PostgreSQL's clock).",
+        );
+        self.send_to_read.render(
+            out,
+            "cdc_send_to_read_seconds",
+            "From the walsender sending a change to the change stream reading it.",
+        );
+    }
+}
+
 /// Row changes read per table (`ringcast_cdc_table_changes_total{table}`), written by the
 /// change-stream thread once per hand-off, read on scrape; not on any core's path.
 #[derive(Debug, Default)]
@@ -285,6 +353,7 @@ pub struct Metrics {
     /// Written by the change-stream thread (`cdc`).
     pub cdc: std::sync::Arc<CdcMetrics>,
     pub cdc_tables: std::sync::Arc<TableCounts>,
+    pub cdc_delays: std::sync::Arc<CdcDelays>,
 }
 
 impl Metrics {
@@ -296,6 +365,7 @@ impl Metrics {
             webhook: Default::default(),
             cdc: Default::default(),
             cdc_tables: Default::default(),
+            cdc_delays: Default::default(),
         }
     }
 
@@ -323,6 +393,7 @@ impl Metrics {
         }
         self.webhook.render(&mut out);
         self.cdc_tables.render(&mut out);
+        self.cdc_delays.render(&mut out);
         let _ = writeln!(out, "# HELP ringcast_workers Core threads.");
         let _ = writeln!(out, "# TYPE ringcast_workers gauge");
         let _ = writeln!(out, "ringcast_workers {}", self.cores.len());
@@ -345,5 +416,24 @@ mod tests {
         assert!(text.contains("ringcast_deliveries_total 7"), "{text}");
         assert!(text.contains("ringcast_connections 0"));
         assert!(text.contains("# TYPE ringcast_subscriptions gauge"));
+    }
+
+    #[test]
+    fn delay_histograms_are_cumulative() {
+        let m = Metrics::new(1);
+        m.cdc_delays.commit_to_send.observe_us(300);
+        m.cdc_delays.commit_to_send.observe_us(7_000);
+        m.cdc_delays.commit_to_send.observe_us(-5);
+        let text = m.render();
+        for line in [
+            "ringcast_cdc_commit_to_send_seconds_bucket{le=\"0.0005\"} 2",
+            "ringcast_cdc_commit_to_send_seconds_bucket{le=\"0.005\"} 2",
+            "ringcast_cdc_commit_to_send_seconds_bucket{le=\"0.01\"} 3",
+            "ringcast_cdc_commit_to_send_seconds_bucket{le=\"+Inf\"} 3",
+            "ringcast_cdc_commit_to_send_seconds_count 3",
+            "ringcast_cdc_send_to_read_seconds_count 0",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
     }
 }

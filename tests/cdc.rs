@@ -129,6 +129,9 @@ both_drivers!(every_type_and_shape_reaches_subscribers, |driver| {
     assert_eq!(events, ["DELETE", "UPDATE", "UPDATE", "UPDATE", "INSERT"]);
     assert_eq!(s.metric("ringcast_cdc_slot_owner"), 1);
     assert!(s.metric("ringcast_cdc_changes_total") >= 5);
+    // Every change's delays are in the histograms.
+    assert!(s.metric("ringcast_cdc_commit_to_send_seconds_count") >= 5);
+    assert!(s.metric("ringcast_cdc_send_to_read_seconds_count") >= 5);
 });
 
 #[test]

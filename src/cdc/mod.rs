@@ -102,6 +102,7 @@ pub fn start(
         store,
         metrics.cdc.clone(),
         metrics.cdc_tables.clone(),
+        metrics.cdc_delays.clone(),
     );
     let thread = std::thread::Builder::new()
         .name("ringcast-cdc".into())

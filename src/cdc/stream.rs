@@ -41,7 +41,7 @@ use crate::{
     config::PostgresConfig,
     control::SourceMsg,
     engine::SourcePos,
-    metrics::{CdcMetrics, TableCounts},
+    metrics::{CdcDelays, CdcMetrics, TableCounts},
     timestamp::Timestamp,
 };
 
@@ -81,6 +81,8 @@ struct Txn {
     final_lsn: u64,
     commit_ts: String,
     commit_ms: i64,
+    /// Microseconds since 2000-01-01 (PostgreSQL's clock).
+    commit_micros: i64,
     seq: u32,
     /// Already stored (it ended before the checkpoint).
     skip: bool,
@@ -94,6 +96,7 @@ pub struct Reader {
     store: Store,
     metrics: Arc<CdcMetrics>,
     tables: Arc<TableCounts>,
+    delays: Arc<CdcDelays>,
     relations: HashMap<u32, Relation>,
     /// Per `db:` channel, the last position stored in it (loaded from the store once).
     stored: HashMap<ChannelName, Option<SourcePos>>,
@@ -126,6 +129,7 @@ impl Reader {
         store: Store,
         metrics: Arc<CdcMetrics>,
         tables: Arc<TableCounts>,
+        delays: Arc<CdcDelays>,
     ) -> Self {
         Self {
             cfg,
@@ -134,6 +138,7 @@ impl Reader {
             store,
             metrics,
             tables,
+            delays,
             relations: HashMap::new(),
             stored: HashMap::new(),
             checkpoint: 0,
@@ -308,12 +313,25 @@ impl Reader {
                     final_lsn: final_lsn.0,
                     commit_ts: row::pg_time_to_rfc3339(commit_time_micros),
                     commit_ms: commit_time_micros / 1000 + PG_EPOCH_UNIX_MS,
+                    commit_micros: commit_time_micros,
                     seq: 0,
                     skip: final_lsn.0 < self.checkpoint,
                 });
             }
-            ReplicationEvent::XLogData { data, wal_end, .. } => {
+            ReplicationEvent::XLogData {
+                data,
+                wal_end,
+                server_time_micros,
+                ..
+            } => {
                 self.wal_end = self.wal_end.max(wal_end.0);
+                if let Some(t) = &self.txn {
+                    let d = &self.delays;
+                    d.commit_to_send
+                        .observe_us(server_time_micros - t.commit_micros);
+                    d.send_to_read
+                        .observe_us(now_pg_micros() - server_time_micros);
+                }
                 let msg = pgoutput::parse(&data)
                     .map_err(|e| SessionError::Stream(format!("pgoutput: {e}")))?;
                 match msg {
@@ -605,6 +623,14 @@ async fn oldest(
             .unwrap_or_else(|e| Err(HandError::Failed(format!("hand-off task: {e}")))),
         None => std::future::pending().await,
     }
+}
+
+/// Now, in microseconds since 2000-01-01 (PostgreSQL's epoch).
+fn now_pg_micros() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    d.as_micros() as i64 - PG_EPOCH_UNIX_MS * 1000
 }
 
 /// Milliseconds from the Unix epoch to PostgreSQL's (2000-01-01).
