@@ -95,15 +95,7 @@ pub fn start(
             Store::redis(&url, &cfg.slot).map_err(|e| CdcError::Start(e.to_string()))?
         }
     };
-    let reader = Reader::new(
-        cfg,
-        node_id,
-        route,
-        store,
-        metrics.cdc.clone(),
-        metrics.cdc_tables.clone(),
-        metrics.cdc_delays.clone(),
-    );
+    let reader = Reader::new(cfg, node_id, route, store, metrics);
     let thread = std::thread::Builder::new()
         .name("ringcast-cdc".into())
         .spawn(move || {

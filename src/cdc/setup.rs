@@ -68,7 +68,7 @@ pub async fn prepare(
         }
     }
     publication(c, cfg).await?;
-    let tables = published_tables(c, cfg).await?;
+    let tables = publication_tables(c, &cfg.publication).await?;
     let gap = slot(c, cfg, had_checkpoint).await?;
     let slot_lsn = one(
         c,
@@ -149,13 +149,6 @@ async fn publication(c: &mut ReplicationClient, cfg: &PostgresConfig) -> Result<
             Ok(())
         }
     }
-}
-
-async fn published_tables(
-    c: &mut ReplicationClient,
-    cfg: &PostgresConfig,
-) -> Result<Vec<(String, String)>, SetupError> {
-    publication_tables(c, &cfg.publication).await
 }
 
 async fn publication_tables(

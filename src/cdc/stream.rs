@@ -41,7 +41,7 @@ use crate::{
     config::PostgresConfig,
     control::SourceMsg,
     engine::SourcePos,
-    metrics::{CdcDelays, CdcMetrics, TableCounts},
+    metrics::{CdcDelays, CdcMetrics, Metrics, TableCounts},
     timestamp::Timestamp,
 };
 
@@ -80,7 +80,6 @@ impl From<HandError> for SessionError {
 struct Txn {
     final_lsn: u64,
     commit_ts: String,
-    commit_ms: i64,
     /// Microseconds since 2000-01-01 (PostgreSQL's clock).
     commit_micros: i64,
     seq: u32,
@@ -127,18 +126,16 @@ impl Reader {
         node_id: String,
         route: Route,
         store: Store,
-        metrics: Arc<CdcMetrics>,
-        tables: Arc<TableCounts>,
-        delays: Arc<CdcDelays>,
+        metrics: &Metrics,
     ) -> Self {
         Self {
             cfg,
             node_id,
             route,
             store,
-            metrics,
-            tables,
-            delays,
+            metrics: metrics.cdc.clone(),
+            tables: metrics.cdc_tables.clone(),
+            delays: metrics.cdc_delays.clone(),
             relations: HashMap::new(),
             stored: HashMap::new(),
             checkpoint: 0,
@@ -312,7 +309,6 @@ impl Reader {
                 self.txn = Some(Txn {
                     final_lsn: final_lsn.0,
                     commit_ts: row::pg_time_to_rfc3339(commit_time_micros),
-                    commit_ms: commit_time_micros / 1000 + PG_EPOCH_UNIX_MS,
                     commit_micros: commit_time_micros,
                     seq: 0,
                     skip: final_lsn.0 < self.checkpoint,
@@ -476,7 +472,7 @@ impl Reader {
         if let Some(t) = &self.txn {
             self.metrics
                 .cdc_lag_ms
-                .set((Timestamp::now().millis() - t.commit_ms).max(0) as u64);
+                .set(((now_pg_micros() - t.commit_micros) / 1000).max(0) as u64);
         }
         self.tables.add(&self.per_table);
         self.per_table.clear();
