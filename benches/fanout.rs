@@ -28,6 +28,7 @@ fn setup(
             engine_name: "bench",
             sequencing: ringcast::engine::Sequencing::Engine,
             node_id: "bench".into(),
+            epoch: "bench".into(),
         });
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
         monoio::spawn(async move {
@@ -35,7 +36,10 @@ fn setup(
                 if let ControlMsg::Interest(i) = m
                     && let Some(d) = i.done
                 {
-                    let _ = d.send(());
+                    let _ = d.send(ringcast::engine::ChannelPos {
+                        offset: 0,
+                        epoch: "bench".into(),
+                    });
                 }
             }
         });
@@ -55,7 +59,9 @@ fn setup(
         let mut conns = Vec::with_capacity(n);
         for _ in 0..n {
             let c = core.register();
-            core.subscribe(&c, &ch, None).await.expect("subscribe");
+            core.subscribe(&c, &ch, None, None)
+                .await
+                .expect("subscribe");
             conns.push(c);
         }
         (core, conns)

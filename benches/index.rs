@@ -20,9 +20,14 @@ fn index(c: &mut Criterion) {
     let mut idx = SubIndex::default();
     for i in 0..10_000u64 {
         let conn = Rc::new(Conn::new(ConnId(i), 16, 1 << 16));
-        idx.entry(&names[(i % 1_000) as usize])
-            .members
-            .insert(conn.id, Member { conn, filter: None });
+        idx.entry(&names[(i % 1_000) as usize]).members.insert(
+            conn.id,
+            Member {
+                conn,
+                filter: None,
+                held: None,
+            },
+        );
     }
     let extra = Rc::new(Conn::new(ConnId(1 << 40), 16, 1 << 16));
     let probe = names[500].clone();
@@ -34,6 +39,7 @@ fn index(c: &mut Criterion) {
                 Member {
                     conn: extra.clone(),
                     filter: None,
+                    held: None,
                 },
             );
             idx.remove(black_box(&probe), extra.id)

@@ -73,6 +73,14 @@ metric_block!(CoreMetrics {
     send_gate_forgiven_total: "counter", "Socket writes that stopped counting against server.send_slice because they stayed blocked (a peer not reading) while other writes waited.";
     protocol_closes_total: "counter", "Connections closed for protocol violations.";
     audience_updates_dropped_total: "counter", "Audience-count updates dropped because the engine queue was full.";
+    publish_duplicates_total: "counter", "Publishes that repeated an idempotencyKey within the window: answered with the first ack, not published again (memory engine).";
+    idempotency_evicted_total: "counter", "Idempotency keys forgotten before their window ended because publish.idempotency_max_keys were kept (memory engine).";
+    recoveries_total: "counter", "Subscribes with `since` answered recovered: true.";
+    recoveries_failed_total: "counter", "Subscribes with `since` answered recovered: false (other epoch, past retention or recover_max).";
+    recovered_messages_total: "counter", "Messages sent to recovering subscribers from history.";
+    recovery_overflows_total: "counter", "Catch-ups whose held live messages passed the outbound queue bounds: dropped and read from history instead.";
+    http_publishes_total: "counter", "Publishes received over HTTP (single and batch items).";
+    sessions_expired_total: "counter", "WebSockets closed (1008) because their token expired.";
 });
 
 metric_block!(ControlMetrics {
@@ -91,6 +99,7 @@ metric_block!(ControlMetrics {
 
 metric_block!(EngineMetrics {
     audience_writes_dropped_total: "counter", "Audience counts (wsAudienceCount) not written to Redis: too many waiting, or Redis refused the write (redis engine).";
+    redis_publish_duplicates_total: "counter", "Publishes that repeated an idempotencyKey within the window, decided by the redis publish script: answered with the first ack, not published again.";
 });
 
 metric_block!(CdcMetrics {

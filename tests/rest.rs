@@ -385,7 +385,7 @@ both_drivers!(wrong_method_is_405_with_allow, |driver| {
             "GET, PUT, PATCH, DELETE",
         ),
         ("POST", "/health".into(), "GET"),
-        ("PUT", "/api/realtime/messages".into(), "GET"),
+        ("PUT", "/api/realtime/messages".into(), "GET, POST"),
         ("DELETE", "/api/realtime/permissions".into(), "GET"),
         ("POST", "/realtime".into(), "GET"),
     ];

@@ -16,6 +16,7 @@ pub struct FileConfig {
     pub websocket: WebSocketSection,
     pub http: HttpSection,
     pub history: HistorySection,
+    pub publish: PublishSection,
     pub redis: RedisSection,
     pub webhooks: WebhookSection,
     pub postgres: PostgresSection,
@@ -66,6 +67,8 @@ pub struct AuthSection {
     pub auth_timeout: String,
     pub anon_subscribe: bool,
     pub anon_publish: bool,
+    pub expire_sessions: bool,
+    pub expire_warning: String,
 }
 
 /// The development secret `serve` falls back to, with a loud warning.
@@ -79,6 +82,8 @@ impl Default for AuthSection {
             auth_timeout: "10s".into(),
             anon_subscribe: false,
             anon_publish: false,
+            expire_sessions: true,
+            expire_warning: "60s".into(),
         }
     }
 }
@@ -141,6 +146,7 @@ pub struct HistorySection {
     pub max_messages_per_channel: usize,
     pub max_age: String,
     pub max_total_messages: usize,
+    pub recover_max: usize,
 }
 
 impl Default for HistorySection {
@@ -149,6 +155,23 @@ impl Default for HistorySection {
             max_messages_per_channel: 10_000,
             max_age: "24h".into(),
             max_total_messages: 1_000_000,
+            recover_max: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublishSection {
+    pub idempotency_window: String,
+    pub idempotency_max_keys: usize,
+}
+
+impl Default for PublishSection {
+    fn default() -> Self {
+        Self {
+            idempotency_window: "5m".into(),
+            idempotency_max_keys: 1_000_000,
         }
     }
 }

@@ -67,6 +67,10 @@ pub struct Config {
     pub auth_timeout: Duration,
     pub anon_subscribe: bool,
     pub anon_publish: bool,
+    /// Close a WebSocket when its token's `exp` passes (`token_expiring` first).
+    pub expire_sessions: bool,
+    /// How long before `exp` the `token_expiring` notice is sent.
+    pub expire_warning: Duration,
 
     pub max_frame_bytes: usize,
     pub max_payload_bytes: usize,
@@ -88,6 +92,13 @@ pub struct Config {
     /// `None`: keep forever.
     pub history_max_age: Option<Duration>,
     pub history_max_total: usize,
+    /// Most messages one subscribe may recover (`since`); more: `recovered: false`.
+    pub recover_max: usize,
+
+    /// A repeated `idempotencyKey` on a channel within this long gets the first ack.
+    pub idempotency_window: Duration,
+    /// Idempotency keys remembered per node (memory engine; oldest forgotten first).
+    pub idempotency_max_keys: usize,
 
     pub redis_url: Option<String>,
     /// Pub/sub messages (publish batches) the Redis reader buffers for the control loop; a
@@ -191,6 +202,7 @@ pub fn parse_toml(text: &str) -> (FileConfig, Vec<String>) {
             "websocket" => section(&key, value, &mut out.websocket, &mut errors),
             "http" => section(&key, value, &mut out.http, &mut errors),
             "history" => section(&key, value, &mut out.history, &mut errors),
+            "publish" => section(&key, value, &mut out.publish, &mut errors),
             "redis" => section(&key, value, &mut out.redis, &mut errors),
             "webhooks" => section(&key, value, &mut out.webhooks, &mut errors),
             "postgres" => section(&key, value, &mut out.postgres, &mut errors),
@@ -257,6 +269,8 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
     let retry_initial = dur("webhooks.retry_initial", &f.webhooks.retry_initial);
     let retry_max = dur("webhooks.retry_max", &f.webhooks.retry_max);
     let claim_after = dur("webhooks.claim_after", &f.webhooks.claim_after);
+    let expire_warning = dur("auth.expire_warning", &f.auth.expire_warning);
+    let idempotency_window = dur("publish.idempotency_window", &f.publish.idempotency_window);
 
     let listen = f.server.listen.parse::<SocketAddr>().unwrap_or_else(|e| {
         errs.push(format!(
@@ -356,6 +370,11 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             f.history.max_messages_per_channel,
         ),
         ("history.max_total_messages", f.history.max_total_messages),
+        ("history.recover_max", f.history.recover_max),
+        (
+            "publish.idempotency_max_keys",
+            f.publish.idempotency_max_keys,
+        ),
         ("webhooks.workers", f.webhooks.workers),
         ("webhooks.queue", f.webhooks.queue),
         ("webhooks.max_in_flight", f.webhooks.max_in_flight),
@@ -388,6 +407,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         ("webhooks.retry_initial", retry_initial),
         ("webhooks.retry_max", retry_max),
         ("webhooks.claim_after", claim_after),
+        ("publish.idempotency_window", idempotency_window),
     ] {
         if d.is_zero() && !errs.iter().any(|e| e.starts_with(key)) {
             errs.push(format!("{key}: must be greater than 0"));
@@ -434,6 +454,8 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         auth_timeout,
         anon_subscribe: f.auth.anon_subscribe,
         anon_publish: f.auth.anon_publish,
+        expire_sessions: f.auth.expire_sessions,
+        expire_warning,
         max_frame_bytes: f.websocket.max_frame_bytes,
         max_payload_bytes: f.websocket.max_payload_bytes,
         max_subscriptions: f.websocket.max_subscriptions,
@@ -451,6 +473,9 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         history_per_channel: f.history.max_messages_per_channel,
         history_max_age: (!history_age.is_zero()).then_some(history_age),
         history_max_total: f.history.max_total_messages,
+        recover_max: f.history.recover_max,
+        idempotency_window,
+        idempotency_max_keys: f.publish.idempotency_max_keys,
         redis_url,
         redis_pubsub_buffer: f.redis.pubsub_buffer,
         webhooks: WebhookConfig {

@@ -19,7 +19,10 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Control, msg::Interest};
-use crate::{channel::ChannelName, engine::Engine};
+use crate::{
+    channel::ChannelName,
+    engine::{ChannelPos, Engine},
+};
 
 /// Most messages held per channel while its subscription is set up.
 const HELD: usize = 4096;
@@ -31,20 +34,19 @@ pub(super) const SETTLED_QUEUE: usize = 1024;
 pub(super) struct Subscribing {
     /// Which set-up this is (a channel dropped and taken again starts another one).
     generation: u64,
-    waiters: Vec<oneshot::Sender<()>>,
+    waiters: Vec<oneshot::Sender<ChannelPos>>,
     held: Vec<(u64, Bytes)>,
     /// Messages may have been missed meanwhile (more than `HELD` arrived, or the node
     /// resynced): read the channel back from the stream once set up.
     pub(super) read_back: bool,
 }
 
-/// A set-up task finished: whether the engine subscribed, and the channel's head offset once
-/// it had.
+/// A set-up task finished: the channel's position once the engine subscribed (`None`: it
+/// did not, or the position could not be read).
 pub(super) struct Settled {
     channel: ChannelName,
     generation: u64,
-    subscribed: bool,
-    head: Option<u64>,
+    pos: Option<ChannelPos>,
 }
 
 pub(super) type SettledTx = mpsc::Sender<Settled>;
@@ -74,7 +76,7 @@ pub(super) fn change<E: Engine>(c: &mut Control<E>, i: Interest) {
         // Both futures are made now, in call order; each sends its command when first
         // polled, and the task polls the subscription first: the head is read after it.
         let subscribe = c.engine.node_interest(&channel, true);
-        let head = c.engine.head_offset(&channel);
+        let position = c.engine.position(&channel);
         c.subscribing.insert(
             channel.clone(),
             Subscribing {
@@ -93,11 +95,11 @@ pub(super) fn change<E: Engine>(c: &mut Control<E>, i: Interest) {
                     false
                 }
             };
-            let head = if subscribed {
-                match head.await {
-                    Ok(h) => h,
+            let pos = if subscribed {
+                match position.await {
+                    Ok(p) => Some(p),
                     Err(e) => {
-                        tracing::warn!(%channel, error = %e, "reading a channel's head failed; gaps are tracked from its next message");
+                        tracing::warn!(%channel, error = %e, "reading a channel's position failed; its subscribers get an error");
                         None
                     }
                 }
@@ -108,8 +110,7 @@ pub(super) fn change<E: Engine>(c: &mut Control<E>, i: Interest) {
                 .send(Settled {
                     channel,
                     generation,
-                    subscribed,
-                    head,
+                    pos,
                 })
                 .await;
         });
@@ -117,9 +118,9 @@ pub(super) fn change<E: Engine>(c: &mut Control<E>, i: Interest) {
     }
     if before != 0 && after == 0 {
         c.last.remove(&channel);
-        if let Some(s) = c.subscribing.remove(&channel) {
-            answer(s.waiters);
-        }
+        c.epochs.remove(&channel);
+        // Their cores withdrew meanwhile: dropping the waiters fails those subscribes.
+        c.subscribing.remove(&channel);
         let unsubscribe = c.engine.node_interest(&channel, false);
         let name = channel.clone();
         tokio::task::spawn_local(async move {
@@ -131,7 +132,10 @@ pub(super) fn change<E: Engine>(c: &mut Control<E>, i: Interest) {
     match (done, c.subscribing.get_mut(&channel)) {
         (Some(d), Some(s)) => s.waiters.push(d),
         (Some(d), None) => {
-            let _ = d.send(());
+            let _ = d.send(ChannelPos {
+                offset: c.last.get(&channel).copied().unwrap_or(0),
+                epoch: c.epochs.get(&channel).cloned().unwrap_or_else(|| "".into()),
+            });
         }
         (None, _) => {}
     }
@@ -162,7 +166,7 @@ pub(super) async fn settled<E: Engine>(c: &mut Control<E>, s: Settled) {
         Entry::Occupied(e) if e.get().generation == s.generation => e.remove(),
         _ => return, // the channel was dropped (and maybe taken again) meanwhile
     };
-    if !s.subscribed {
+    let Some(pos) = s.pos else {
         // No core has confirmed this channel yet (they all wait in `waiters`): forget it, and
         // drop the waiters, so each core answers its clients with an error. In case Redis did
         // subscribe after all (a timed-out answer), undo that.
@@ -173,11 +177,12 @@ pub(super) async fn settled<E: Engine>(c: &mut Control<E>, s: Settled) {
             let _ = undo.await;
         });
         return;
+    };
+    c.last.insert(s.channel.clone(), pos.offset);
+    c.epochs.insert(s.channel.clone(), pos.epoch.clone());
+    for w in sub.waiters {
+        let _ = w.send(pos.clone());
     }
-    if let Some(head) = s.head {
-        c.last.insert(s.channel.clone(), head);
-    }
-    answer(sub.waiters);
     for (offset, frame) in sub.held {
         c.accept(s.channel.clone(), offset, frame).await;
     }
@@ -185,12 +190,6 @@ pub(super) async fn settled<E: Engine>(c: &mut Control<E>, s: Settled) {
         if let Some(last) = c.last.get(&s.channel).copied() {
             c.fill_gap(&s.channel, last, None).await;
         }
-    }
-}
-
-fn answer(waiters: Vec<oneshot::Sender<()>>) {
-    for w in waiters {
-        let _ = w.send(());
     }
 }
 

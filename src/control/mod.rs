@@ -22,8 +22,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use msg::{
-    ConnId, ControlMsg, CoreId, CoreMsg, Delivery, PublishReq, RestOk, RestReq, SourceBatch,
-    SourceMsg, SourceResult, SourceSlots, Stored,
+    ConnId, ControlMsg, CoreId, CoreMsg, Delivery, PubAnswer, PublishReq, RestOk, RestReq,
+    SourceBatch, SourceMsg, SourceResult, SourceSlots, Stored,
 };
 use registry::Registry;
 
@@ -40,6 +40,9 @@ use crate::{
 const SNAPSHOT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// History and stats reads answered at once (each a task of its own); more get 503.
 const READS: usize = 64;
+/// Recovery reads (`ControlMsg::Recover`) at the engine at once; more wait their turn (each
+/// is one subscribe of one connection waiting for its answer).
+const RECOVERY_READS: usize = 64;
 
 pub struct Control<E: Engine> {
     engine: E,
@@ -51,6 +54,8 @@ pub struct Control<E: Engine> {
     /// A message past `last + 1` reveals a gap (filled from history first); one at or below
     /// `last` is a duplicate (dropped).
     last: HashMap<ChannelName, u64>,
+    /// Multi-node engines: the epoch of each channel with interest (read when set up).
+    epochs: HashMap<ChannelName, Arc<str>>,
     shared: Arc<NodeShared>,
     /// The webhook pool's hand-off queue (memory engine). The redis engine stores deliveries
     /// with the message instead, and the pool reads them from Redis: then this is `None`.
@@ -62,6 +67,8 @@ pub struct Control<E: Engine> {
     appends: Arc<tokio::sync::Semaphore>,
     /// History and stats reads in progress (`registry::spawn_read`), at most `READS`.
     reads: Arc<tokio::sync::Semaphore>,
+    /// Recovery reads in progress, at most `RECOVERY_READS`.
+    recovery_reads: Arc<tokio::sync::Semaphore>,
     /// A housekeeping pass (`Engine::maintain`) is running.
     maintaining: std::rc::Rc<std::cell::Cell<bool>>,
     /// Channels whose engine subscription is being set up (`interest`).
@@ -87,6 +94,8 @@ impl<E: Engine> Control<E> {
             cores,
             interest: HashMap::new(),
             last: HashMap::new(),
+            epochs: HashMap::new(),
+            recovery_reads: Arc::new(tokio::sync::Semaphore::new(RECOVERY_READS)),
             appends: Arc::new(tokio::sync::Semaphore::new(shared.config.engine_queue)),
             reads: Arc::new(tokio::sync::Semaphore::new(READS)),
             maintaining: Default::default(),
@@ -281,7 +290,43 @@ impl<E: Engine> Control<E> {
                 self.engine.add_webhook_delivered(&channel, key).await;
             }
             ControlMsg::Source(b) => self.publish_source(b),
+            ControlMsg::Recover(r) => self.recover(r),
         }
+    }
+
+    /// Reads what a recovering subscriber missed, in a task of its own. The engine's range
+    /// is taken now (the memory engine reads it here: everything stored before this request
+    /// is in it), then encoded once for this read.
+    fn recover(&mut self, r: msg::RecoverReq) {
+        let msg::RecoverReq {
+            channel,
+            after,
+            upto,
+            reply,
+        } = r;
+        let read = self.engine.range(&channel, after, upto);
+        let slots = self.recovery_reads.clone();
+        tokio::task::spawn_local(async move {
+            let _slot = slots.acquire_owned().await;
+            let out = read.await.map_err(|e| e.to_string()).map(|range| {
+                let msgs = range
+                    .records
+                    .iter()
+                    .map(|m| {
+                        Arc::new(Delivery::encoded(
+                            channel.clone(),
+                            m.offset,
+                            &msg::frame_json_of(m),
+                        ))
+                    })
+                    .collect();
+                msg::Recovered {
+                    first: range.first,
+                    msgs,
+                }
+            });
+            let _ = reply.send(out);
+        });
     }
 
     /// Redis engine: appends changes from the database change stream (many in flight, in
@@ -335,11 +380,12 @@ impl<E: Engine> Control<E> {
     /// engine's event stream, so only the answer is sent from here.
     async fn publish(&mut self, p: PublishReq) {
         let Some(rec) = self.registry.resolve(&p.channel) else {
-            let f = p.error(
+            let r = Err((
                 ErrorCode::ChannelNotFound,
                 "Channel not found or not accessible",
-            );
-            return self.send_reply(p.core, p.conn, f).await;
+            ));
+            let core = self.cores.get(p.core).cloned();
+            return reply(p, r, core).await;
         };
         let Ok(slot) = self.appends.clone().try_acquire_owned() else {
             self.shared
@@ -347,26 +393,20 @@ impl<E: Engine> Control<E> {
                 .control
                 .publishes_refused_backlog_total
                 .inc();
-            let f = p.error(
+            let r = Err((
                 ErrorCode::RateLimited,
                 "broker busy: publish not accepted, retry",
-            );
-            return self.send_reply(p.core, p.conn, f).await;
+            ));
+            let core = self.cores.get(p.core).cloned();
+            return reply(p, r, core).await;
         };
         let append = self.engine.append(p.message(&rec));
         let tx = self.cores.get(p.core).cloned();
         let shared = self.shared.clone();
         tokio::task::spawn_local(async move {
             let _slot = slot;
-            let frame = answer(&p, append.await, &shared);
-            if let Some(tx) = tx {
-                let _ = tx
-                    .send(CoreMsg::Reply {
-                        conn: p.conn,
-                        frame,
-                    })
-                    .await;
-            }
+            let r = outcome(&p, append.await, &shared);
+            reply(p, r, tx).await;
         });
     }
 
@@ -399,12 +439,6 @@ impl<E: Engine> Control<E> {
         }
     }
 
-    async fn send_reply(&self, core: CoreId, conn: ConnId, frame: Bytes) {
-        if let Some(c) = self.cores.get(core) {
-            let _ = c.send(CoreMsg::Reply { conn, frame }).await;
-        }
-    }
-
     /// Pushes the current table to every core and waits until each applied it.
     async fn push_table(&self) {
         let table = self.registry.table();
@@ -427,22 +461,57 @@ impl<E: Engine> Control<E> {
     }
 }
 
-/// The answer to an engine-sequenced publish: `published` once stored, or an error.
-fn answer(p: &PublishReq, r: Result<Appended, EngineError>, shared: &NodeShared) -> Bytes {
+/// What became of an engine-sequenced publish: stored (its ack), or an error.
+fn outcome(
+    p: &PublishReq,
+    r: Result<Appended, EngineError>,
+    shared: &NodeShared,
+) -> Result<Appended, (ErrorCode, &'static str)> {
     let m = &shared.metrics.control;
     match r {
         Ok(a) => {
             m.published_total.inc();
-            p.ack(&a)
+            Ok(a)
         }
         Err(e) => {
             m.publish_failures_total.inc();
             tracing::warn!(channel = %p.channel, error = %e, "append failed; publish refused");
-            p.error(
+            Err((
                 ErrorCode::Internal,
                 "message could not be stored; not published",
-            )
+            ))
         }
+    }
+}
+
+/// Answers an engine-sequenced publish: an HTTP publisher through its channel, a WebSocket
+/// one with a frame through its core (`core`).
+async fn reply(
+    mut p: PublishReq,
+    r: Result<Appended, (ErrorCode, &'static str)>,
+    core: Option<mpsc::Sender<CoreMsg>>,
+) {
+    let answered = p.answer_http(|| match r {
+        Ok(a) => PubAnswer::Published(a),
+        Err((code, message)) => PubAnswer::Refused {
+            code,
+            message: message.to_string(),
+        },
+    });
+    if answered {
+        return;
+    }
+    let frame = match r {
+        Ok(a) => p.ack(&a),
+        Err((code, message)) => p.error(code, message),
+    };
+    if let Some(c) = core {
+        let _ = c
+            .send(CoreMsg::Reply {
+                conn: p.conn,
+                frame,
+            })
+            .await;
     }
 }
 

@@ -27,9 +27,9 @@ use uuid::Uuid;
 
 use crate::{
     channel::{ChannelName, ChannelRecord, ChannelTable, CreateChannel, UpdateChannel},
-    engine::{Appended, HistoryQuery, MessageRecord, NewMessage, SourcePos},
+    engine::{Appended, ChannelPos, HistoryQuery, MessageRecord, NewMessage, SourcePos},
     http::ApiError,
-    protocol::{MessageFrame, ServerMsg},
+    protocol::{ErrorCode, MessageFrame, ServerMsg},
     timestamp::Timestamp,
     ws::frame,
 };
@@ -62,6 +62,30 @@ pub enum ControlMsg {
     WebhookDelivered(ChannelName, u64),
     /// Redis engine: changes from the database change stream to append, in order.
     Source(SourceBatch),
+    /// A recovering subscriber's missed messages (`Engine::range`).
+    Recover(RecoverReq),
+}
+
+/// Reads `(after, upto]` of a channel's history for a subscriber that recovers.
+pub struct RecoverReq {
+    pub channel: ChannelName,
+    pub after: u64,
+    pub upto: u64,
+    pub reply: oneshot::Sender<Result<Recovered, String>>,
+}
+
+/// The answer to a `RecoverReq`: the channel's first retained offset and the messages, each
+/// encoded once for this read.
+pub struct Recovered {
+    pub first: Option<u64>,
+    pub msgs: Vec<Arc<Delivery>>,
+}
+
+/// The answer to an HTTP publish (a WebSocket publisher gets a frame instead).
+#[derive(Debug)]
+pub enum PubAnswer {
+    Published(Appended),
+    Refused { code: ErrorCode, message: String },
 }
 
 pub struct PublishReq {
@@ -76,6 +100,10 @@ pub struct PublishReq {
     pub sender_type: &'static str,
     /// Set for a change from the database change stream (`cdc`): its message id derives from it.
     pub source: Option<SourcePos>,
+    /// A repeat of this key on the channel within the idempotency window gets the first ack.
+    pub idempotency_key: Option<Arc<str>>,
+    /// Set for an HTTP publish: the answer goes here instead of to a connection.
+    pub http: Option<oneshot::Sender<PubAnswer>>,
 }
 
 impl PublishReq {
@@ -90,6 +118,7 @@ impl PublishReq {
             sender_type: self.sender_type,
             webhook_urls: webhook_urls(rec),
             source: self.source,
+            idempotency_key: self.idempotency_key.clone(),
         }
     }
 
@@ -105,6 +134,8 @@ impl PublishReq {
             sender_id: None,
             sender_type: "system",
             source: Some(m.pos),
+            idempotency_key: None,
+            http: None,
         }
     }
 
@@ -118,6 +149,18 @@ impl PublishReq {
             offset: a.offset,
             r#ref: self.r#ref.as_deref(),
         })
+    }
+
+    /// Answers an HTTP publisher (`true`), or leaves the answer to the caller's frame
+    /// (`false`: a WebSocket publisher).
+    pub fn answer_http(&mut self, a: impl FnOnce() -> PubAnswer) -> bool {
+        match self.http.take() {
+            Some(tx) => {
+                let _ = tx.send(a());
+                true
+            }
+            None => false,
+        }
     }
 
     /// An error frame answering this request.
@@ -185,12 +228,12 @@ pub enum SourceResult {
 
 /// `core` gained (`on`) or lost its subscribers of `channel`. `done` is answered once whoever
 /// routes the channel's messages (the control thread, or the channel's owner core) will route
-/// them to that core.
+/// them to that core, with the channel's position then: every message after it follows.
 pub struct Interest {
     pub core: CoreId,
     pub channel: ChannelName,
     pub on: bool,
-    pub done: Option<oneshot::Sender<()>>,
+    pub done: Option<oneshot::Sender<ChannelPos>>,
 }
 
 /// A publish sequenced by its owning core (memory engine), for the control thread to store.
@@ -224,7 +267,8 @@ pub enum CoreMsg {
     /// publishing core's inbox for the answer (ack or error).
     Publish {
         req: Box<PublishReq>,
-        reply: OwnedPermit<CoreMsg>,
+        /// `None` for an HTTP publish (answered through `PublishReq::http`).
+        reply: Option<OwnedPermit<CoreMsg>>,
     },
     /// Memory engine: a core gained or lost its subscribers of a channel this core owns.
     Interest(Interest),

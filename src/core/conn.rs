@@ -42,6 +42,8 @@ pub struct Outbox {
     max_frames: usize,
     max_bytes: usize,
     waker: Cell<Option<Waker>>,
+    /// A catch-up waiting for room (`poll_room`), woken when the writer takes frames.
+    room_waker: Cell<Option<Waker>>,
     /// No more frames; the writer flushes what is queued, then shuts the socket down.
     finished: Cell<bool>,
 }
@@ -54,7 +56,23 @@ impl Outbox {
             max_frames,
             max_bytes,
             waker: Cell::new(None),
+            room_waker: Cell::new(None),
             finished: Cell::new(false),
+        }
+    }
+
+    /// Ready once a frame of `len` bytes fits within half the bounds (the other half stays
+    /// free for live traffic), or the queue is finished (the caller then stops).
+    pub fn poll_room(&self, cx: &mut Context<'_>, len: usize) -> Poll<()> {
+        let fits = {
+            let q = self.q.borrow();
+            q.len() < self.max_frames / 2 && self.bytes.get() + len <= self.max_bytes / 2
+        };
+        if fits || self.finished.get() || self.q.borrow().is_empty() {
+            Poll::Ready(())
+        } else {
+            self.room_waker.set(Some(cx.waker().clone()));
+            Poll::Pending
         }
     }
 
@@ -88,6 +106,7 @@ impl Outbox {
         q.push_back(last);
         drop(q);
         self.wake();
+        self.wake_room();
     }
 
     /// Finishes without a last frame (the peer is gone).
@@ -96,10 +115,18 @@ impl Outbox {
         self.q.borrow_mut().clear();
         self.bytes.set(0);
         self.wake();
+        self.wake_room();
     }
 
     fn wake(&self) {
         if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Wakes a catch-up waiting for room (the queue finished or was aborted).
+    fn wake_room(&self) {
+        if let Some(w) = self.room_waker.take() {
             w.wake();
         }
     }
@@ -127,6 +154,11 @@ impl Outbox {
             out.push(q.pop_front().expect("front exists"));
         }
         self.bytes.set(self.bytes.get() - taken);
+        if taken > 0
+            && let Some(w) = self.room_waker.take()
+        {
+            w.wake();
+        }
         if q.is_empty() && q.capacity() > 64 {
             // Give back what a burst grew; an idle subscriber keeps a small queue.
             q.shrink_to(8);
@@ -153,6 +185,9 @@ impl Outbox {
 pub struct Subs(Vec<(ChannelName, u64)>);
 
 impl Subs {
+    pub fn channels(&self) -> impl Iterator<Item = &ChannelName> {
+        self.0.iter().map(|(c, _)| c)
+    }
     pub fn get(&self, ch: &ChannelName) -> Option<u64> {
         self.0.iter().find(|(c, _)| c == ch).map(|(_, n)| *n)
     }
@@ -197,6 +232,10 @@ pub struct Conn {
     pub http_deadline: Cell<Option<Instant>>,
     pub ping_outstanding: Cell<bool>,
     pub subs: RefCell<Subs>,
+    /// Unix seconds at which the session's token expires (`auth.expire_sessions`).
+    pub expires_at: Cell<Option<u64>>,
+    /// `token_expiring` was sent for the current token.
+    pub expiry_warned: Cell<bool>,
 }
 
 impl Conn {
@@ -215,6 +254,8 @@ impl Conn {
             http_deadline: Cell::new(None),
             ping_outstanding: Cell::new(false),
             subs: RefCell::new(Subs::default()),
+            expires_at: Cell::new(None),
+            expiry_warned: Cell::new(false),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The core's two background tasks: the inbox loop, which applies what the control thread and
 //! the other cores send (deliveries, replies, forwarded publishes, interest, new channel
-//! tables), and the sweeper, which enforces auth, idle and HTTP timeouts and sends keep-alive
-//! pings. Neither awaits anything but its own queue or timer.
+//! tables), and the sweeper, which enforces auth, idle, HTTP and token-expiry timeouts and
+//! sends keep-alive pings. Neither awaits anything but its own queue or timer.
 
 use std::{mem, rc::Rc, time::Instant};
 
@@ -12,7 +12,8 @@ use super::{Core, conn::Phase, out_frame::OutFrame};
 use crate::{
     channel::ChannelName,
     control::{ControlMsg, CoreMsg, Delivery, msg::Interest},
-    protocol::{ServerMsg, row_filter::ChangeRow},
+    protocol::{DbFilter, ServerMsg, row_filter::ChangeRow},
+    timestamp::Timestamp,
     ws::frame,
 };
 
@@ -57,9 +58,9 @@ impl Core {
                 on,
                 done,
             }) => {
-                self.apply_interest(&channel, core, on);
+                let pos = self.apply_interest(&channel, core, on);
                 if let Some(d) = done {
-                    let _ = d.send(());
+                    let _ = d.send(pos);
                 }
             }
             CoreMsg::Reply { conn, frame } => {
@@ -103,6 +104,9 @@ impl Core {
         let Some(e) = idx.get(&d.channel) else {
             return 0;
         };
+        if d.offset > e.pos.get() {
+            e.pos.set(d.offset);
+        }
         let db = d.channel.is_db();
         // One atomic clone per core; each subscriber's is a plain `Rc` increment.
         let frame = OutFrame::new(d.frame.clone());
@@ -110,19 +114,20 @@ impl Core {
         let mut row: Option<ChangeRow> = None;
         let mut n = 0u32;
         for m in e.members.values() {
-            if db && let Some(f) = &m.filter {
-                if !f.accepts(&d.event, d.schema.as_deref()) {
-                    continue;
-                }
-                if let Some(w) = &f.row
-                    && &*d.event != "GAP"
-                    && !w.matches(
-                        row.get_or_insert_with(|| ChangeRow::parse(frame::payload_of(&d.frame)))
-                            .get(),
-                    )
-                {
-                    continue;
-                }
+            if db && !wants(m.filter.as_deref(), d, &mut row) {
+                continue;
+            }
+            if let Some(h) = &m.held {
+                // Still catching up (`recovery`): queued after what it missed.
+                let c = self.cfg();
+                h.hold(
+                    d.offset,
+                    frame.clone(),
+                    c.outbound_queue_frames,
+                    c.outbound_queue_bytes,
+                );
+                n += 1;
+                continue;
             }
             if self.push(&m.conn, frame.clone()) {
                 n += 1;
@@ -162,6 +167,7 @@ impl Core {
     /// One pass of timeouts and pings over this core's connections.
     pub fn sweep(&self, now: Instant) {
         let cfg = self.cfg();
+        let unix_now = Timestamp::now().0 / 1000;
         let conns: Vec<_> = self.conns.borrow().values().cloned().collect();
         for c in conns {
             match c.phase.get() {
@@ -179,6 +185,9 @@ impl Core {
                     }
                 }
                 phase @ (Phase::Unauthed | Phase::Ready) => {
+                    if phase == Phase::Ready && cfg.expire_sessions && self.expire(&c, unix_now) {
+                        continue;
+                    }
                     let idle = now.duration_since(c.last_seen.get());
                     if phase == Phase::Unauthed && now.duration_since(c.opened) >= cfg.auth_timeout
                     {
@@ -192,6 +201,52 @@ impl Core {
                 }
             }
         }
+    }
+}
+
+impl Core {
+    /// Token expiry of one session (`auth.expire_sessions`): `token_expiring` once within
+    /// `auth.expire_warning` of `exp`, then a 1008 close at `exp`. True if it was closed.
+    fn expire(&self, c: &super::conn::Conn, unix_now: i64) -> bool {
+        let Some(exp) = c.expires_at.get() else {
+            return false;
+        };
+        let exp = exp as i64;
+        if unix_now >= exp {
+            self.metrics().sessions_expired_total.inc();
+            c.close(CloseCode::Policy, "token expired", false);
+            return true;
+        }
+        let warning = self.cfg().expire_warning.as_secs() as i64;
+        if !c.expiry_warned.get() && unix_now + warning >= exp {
+            c.expiry_warned.set(true);
+            let at = Timestamp(exp * 1000).rfc3339();
+            self.push(
+                c,
+                frame::encode_json(&ServerMsg::TokenExpiring {
+                    expires_at: at.as_str(),
+                }),
+            );
+        }
+        false
+    }
+}
+
+/// Whether a `db:` message passes a subscriber's filter (`row`: the change's row, parsed at
+/// most once per message, only if some subscriber has a row filter).
+pub(super) fn wants(filter: Option<&DbFilter>, d: &Delivery, row: &mut Option<ChangeRow>) -> bool {
+    let Some(f) = filter else {
+        return true;
+    };
+    if !f.accepts(&d.event, d.schema.as_deref()) {
+        return false;
+    }
+    match &f.row {
+        Some(w) if &*d.event != "GAP" => w.matches(
+            row.get_or_insert_with(|| ChangeRow::parse(frame::payload_of(&d.frame)))
+                .get(),
+        ),
+        _ => true,
     }
 }
 

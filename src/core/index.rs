@@ -5,16 +5,83 @@
 //! that got `subscribed` receives every message published after it. `pending` counts
 //! subscribes waiting for that confirmation; an entry is removed (and interest withdrawn)
 //! only when it has no members and nothing pending.
+//!
+//! Each confirmed entry knows its channel's position on this core: the last offset routed
+//! here (`pos`, starting from the channel's offset when the routing was confirmed) and the
+//! channel's `epoch`. That is what `subscribed` reports and what a shutdown's `reconnect`
+//! frame tells each subscriber. A member still catching up (`recovery`) has its live
+//! messages held (`Held`) until its missed ones were queued.
 
-use std::{collections::HashMap, rc::Rc};
+use std::{
+    cell::{Cell, RefCell},
+    collections::{HashMap, VecDeque},
+    rc::Rc,
+    sync::Arc,
+};
 
-use super::conn::Conn;
+use super::{conn::Conn, out_frame::OutFrame};
 use crate::{channel::ChannelName, control::ConnId, protocol::DbFilter};
 
 pub struct Member {
     pub conn: Rc<Conn>,
     /// Boxed: most subscriptions have none, and members are per subscriber.
     pub filter: Option<Box<DbFilter>>,
+    /// Set while the member catches up: its live messages wait here.
+    pub held: Option<Rc<Held>>,
+}
+
+/// Live messages of a member that is still being sent what it missed, in offset order.
+///
+/// Bound: the connection's outbound queue bounds (`websocket.outbound_queue_frames` frames,
+/// `websocket.outbound_queue_bytes` bytes). Overflow: what is held is dropped, and so is
+/// every live message until the catch-up has read up to them; the catch-up then reads them
+/// from history, where every message routed to a core already is (`recovery`).
+#[derive(Default)]
+pub struct Held {
+    pub frames: RefCell<VecDeque<(u64, OutFrame)>>,
+    bytes: Cell<usize>,
+    /// The last offset the member was sent (recovered or held and then sent).
+    pub sent: Cell<u64>,
+    /// Live messages were dropped: the catch-up must read history up to the present.
+    pub overflowed: Cell<bool>,
+}
+
+impl Held {
+    pub fn new(sent: u64) -> Self {
+        Self {
+            sent: Cell::new(sent),
+            ..Self::default()
+        }
+    }
+
+    /// Holds a live frame; past the bounds, drops everything held (see the type's doc).
+    pub fn hold(&self, offset: u64, f: OutFrame, max_frames: usize, max_bytes: usize) {
+        if self.overflowed.get() {
+            return;
+        }
+        let mut q = self.frames.borrow_mut();
+        if q.len() >= max_frames || self.bytes.get() + f.len() > max_bytes {
+            q.clear();
+            self.bytes.set(0);
+            self.overflowed.set(true);
+            return;
+        }
+        self.bytes.set(self.bytes.get() + f.len());
+        q.push_back((offset, f));
+    }
+
+    /// After an overflow, once the catch-up knows how far to read: hold again.
+    pub fn restart(&self) {
+        self.frames.borrow_mut().clear();
+        self.bytes.set(0);
+        self.overflowed.set(false);
+    }
+
+    pub fn pop(&self) -> Option<(u64, OutFrame)> {
+        let f = self.frames.borrow_mut().pop_front()?;
+        self.bytes.set(self.bytes.get() - f.1.len());
+        Some(f)
+    }
 }
 
 #[derive(Default)]
@@ -22,6 +89,20 @@ pub struct ChannelSubs {
     pub members: HashMap<ConnId, Member>,
     pub confirmed: bool,
     pub pending: u32,
+    /// The last offset routed to this core (valid once confirmed).
+    pub pos: Cell<u64>,
+    /// The channel's epoch (valid once confirmed).
+    pub epoch: Arc<str>,
+}
+
+impl ChannelSubs {
+    /// Where `conn` stands in this channel: the last offset it was sent.
+    pub fn sent_to(&self, conn: ConnId) -> u64 {
+        match self.members.get(&conn).and_then(|m| m.held.as_ref()) {
+            Some(h) => h.sent.get(),
+            None => self.pos.get(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -32,6 +113,10 @@ pub struct SubIndex {
 impl SubIndex {
     pub fn get(&self, ch: &ChannelName) -> Option<&ChannelSubs> {
         self.channels.get(ch)
+    }
+
+    pub fn get_mut(&mut self, ch: &ChannelName) -> Option<&mut ChannelSubs> {
+        self.channels.get_mut(ch)
     }
 
     pub fn entry(&mut self, ch: &ChannelName) -> &mut ChannelSubs {

@@ -10,13 +10,20 @@
 //! - `out_frame` is a frame as queued to this core's connections (`Rc`-shared);
 //! - `gather` joins the frames of a multi-frame write once for all the core's writers;
 //! - `send_gate` bounds the socket writes in flight, so a large fan-out goes out in slices;
-//! - the sweeper (in `inbox`) enforces auth, idle and HTTP timeouts and sends pings.
+//! - `recovery` sends a subscriber what it missed (`since`) before its live messages;
+//! - `idempotency` remembers the idempotency keys of the channels this core owns;
+//! - `bucket` is the per-connection publish rate limit (WebSocket and HTTP);
+//! - the sweeper (in `inbox`) enforces auth, idle, HTTP and token-expiry timeouts and sends
+//!   pings.
 
+pub mod bucket;
 pub mod conn;
 pub mod gather;
+mod idempotency;
 pub mod inbox;
 pub mod index;
 pub mod out_frame;
+pub mod recovery;
 pub mod send_gate;
 pub mod sequencer;
 pub mod serve;
@@ -36,13 +43,14 @@ use crate::{
     channel::{ChannelName, ChannelRecord, ChannelTable, ResolveCache},
     config::Config,
     control::{ConnId, ControlMsg, CoreId, CoreMsg, RestOk, RestReq, msg::Interest},
-    engine::Sequencing,
+    engine::{ChannelPos, Sequencing},
     http::ApiError,
     metrics::{CoreMetrics, Metrics},
-    protocol::DbFilter,
+    protocol::{DbFilter, Since},
 };
 use conn::Conn;
 use index::{Member, SubIndex};
+use recovery::Subscribed;
 use send_gate::SendGate;
 use sequencer::Sequencer;
 
@@ -60,6 +68,9 @@ pub struct NodeShared {
     /// Where publishes are ordered (follows the engine).
     pub sequencing: Sequencing,
     pub node_id: String,
+    /// Memory engine: the epoch of every channel's history on this node (history starts
+    /// empty at every start, so a new process means a new epoch).
+    pub epoch: Arc<str>,
 }
 
 pub struct Core {
@@ -103,6 +114,10 @@ impl Core {
     ) -> Self {
         let c = &shared.config;
         let send_gate = SendGate::new(c.send_slice, c.send_gate);
+        let sequencer = Sequencer::new(idempotency::Idempotency::new(
+            c.idempotency_window,
+            c.idempotency_max_keys / c.workers.max(1),
+        ));
         Self {
             id,
             verifier: Verifier::new(&c.jwt_secret, c.admin_key.as_deref()),
@@ -117,7 +132,7 @@ impl Core {
             conns: RefCell::new(HashMap::new()),
             control,
             peers,
-            sequencer: Sequencer::default(),
+            sequencer,
             send_gate,
             gather: gather::Gather::default(),
             next_conn: Cell::new(1),
@@ -182,29 +197,35 @@ impl Core {
     }
 
     /// Adds a subscription; idempotent (the same id is returned for a repeated subscribe).
+    /// With `since`, the missed messages are read first (`recovery`): the caller sends
+    /// `subscribed`, then starts the returned catch-up.
     pub async fn subscribe(
         &self,
         conn: &Rc<Conn>,
         ch: &ChannelName,
         filter: Option<DbFilter>,
-    ) -> Result<Rc<str>, SubscribeError> {
+        since: Option<Since>,
+    ) -> Result<Subscribed, SubscribeError> {
         if let Some(n) = conn.subs.borrow().get(ch) {
-            return Ok(self.subscription_id(n));
+            return Ok(self.already_subscribed(conn, ch, n, since));
         }
         if conn.subs.borrow().len() >= self.cfg().max_subscriptions {
             return Err(SubscribeError::TooMany);
         }
         if !self.index.borrow().is_confirmed(ch) {
             self.index.borrow_mut().entry(ch).pending += 1;
-            let ok = self.gain_interest(ch).await;
+            let pos = self.gain_interest(ch).await;
             let mut idx = self.index.borrow_mut();
             let e = idx.entry(ch);
             e.pending -= 1;
-            if !ok {
+            let Some(pos) = pos else {
                 idx.drop_if_unused(ch);
                 return Err(SubscribeError::Unavailable);
-            }
+            };
             e.confirmed = true;
+            // A delivery applied while this task waited may already be past it.
+            e.pos.set(e.pos.get().max(pos.offset));
+            e.epoch = pos.epoch;
         }
         let gone = conn.is_closing();
         let unresolvable = self.resolve(ch).is_none();
@@ -222,16 +243,49 @@ impl Core {
         }
         let n = self.next_sub.get();
         self.next_sub.set(n + 1);
+        let (pos, plan) = {
+            let idx = self.index.borrow();
+            let e = idx.get(ch).expect("confirmed above");
+            let pos = ChannelPos {
+                offset: e.pos.get(),
+                epoch: e.epoch.clone(),
+            };
+            let plan = recovery::plan(since.as_ref(), &pos, self.cfg().recover_max);
+            (pos, plan)
+        };
+        let held = plan.held(pos.offset);
         self.index.borrow_mut().entry(ch).members.insert(
             conn.id,
             Member {
                 conn: conn.clone(),
-                filter: filter.map(Box::new),
+                filter: filter.clone().map(Box::new),
+                held: held.clone(),
             },
         );
         conn.subs.borrow_mut().insert(ch.clone(), n);
         self.metrics().subscriptions.inc();
-        Ok(self.subscription_id(n))
+        let id = self.subscription_id(n);
+        match held {
+            None => Ok(Subscribed {
+                id,
+                recovery: plan.answer_without_read(),
+                pos,
+            }),
+            Some(held) => {
+                let r = self.start_recovery(ch, plan, &pos, held, filter).await;
+                match r {
+                    Ok(recovery) => Ok(Subscribed {
+                        id,
+                        recovery: Some(recovery),
+                        pos,
+                    }),
+                    Err(()) => {
+                        self.unsubscribe(conn, ch);
+                        Err(SubscribeError::Unavailable)
+                    }
+                }
+            }
+        }
     }
 
     /// `subscriptionId`: unique per subscription across nodes (node id, core, sequence).
@@ -263,7 +317,12 @@ impl Core {
         }
     }
 
-    fn interest(&self, ch: ChannelName, on: bool, done: Option<oneshot::Sender<()>>) -> Interest {
+    fn interest(
+        &self,
+        ch: ChannelName,
+        on: bool,
+        done: Option<oneshot::Sender<ChannelPos>>,
+    ) -> Interest {
         Interest {
             core: self.id,
             channel: ch,
@@ -272,17 +331,20 @@ impl Core {
         }
     }
 
-    /// Tells whoever routes `ch`'s messages that this core has subscribers; true once it will
-    /// route them here.
-    async fn gain_interest(&self, ch: &ChannelName) -> bool {
+    /// Tells whoever routes `ch`'s messages that this core has subscribers; once it will
+    /// route them here, the channel's position then (`None`: it will not).
+    async fn gain_interest(&self, ch: &ChannelName) -> Option<ChannelPos> {
         let (tx, rx) = oneshot::channel();
         let i = self.interest(ch.clone(), true, Some(tx));
         let sent = match self.interest_router(ch) {
-            None => return true,
+            None => return Some(self.owned_position(ch)),
             Some(Router::Control(c)) => c.send(ControlMsg::Interest(i)).await.is_ok(),
             Some(Router::Core(c)) => c.send(CoreMsg::Interest(i)).await.is_ok(),
         };
-        sent && rx.await.is_ok()
+        if !sent {
+            return None;
+        }
+        rx.await.ok()
     }
 
     /// Tells whoever routes `ch`'s messages that this core no longer needs them. Best effort:

@@ -16,24 +16,27 @@
 //! is full the publish is refused with `RATE_LIMITED` "broker busy", no offset is used and
 //! nothing was accepted.
 //!
+//! Idempotency: a publish that repeats a key recorded by `idempotency` is answered with the
+//! first publish's ack before anything is reserved or sequenced.
+//!
 //! History reads after an ack: the sequenced message enters the control thread's queue before
 //! the ack is sent (a local ack is only queued to the connection's outbox, written later by its
 //! writer task), and REST queries enter that same queue, so a query made after a client saw
 //! `published` finds the message.
 
-use std::{cell::RefCell, collections::HashMap, sync::Arc};
+use std::{cell::RefCell, collections::HashMap, sync::Arc, time::Instant};
 
 use tokio::sync::mpsc::{OwnedPermit, Permit, error::TrySendError};
 use uuid::Uuid;
 
-use super::Core;
+use super::{Core, idempotency::Idempotency};
 use crate::{
     channel::ChannelName,
     control::{
-        ConnId, ControlMsg, CoreId, CoreMsg, Delivery, PublishReq, SourceBatch, SourceResult,
-        SourceSlots, Stored,
+        ConnId, ControlMsg, CoreId, CoreMsg, Delivery, PubAnswer, PublishReq, SourceBatch,
+        SourceResult, SourceSlots, Stored,
     },
-    engine::{Appended, Sequencing},
+    engine::{Appended, ChannelPos, Sequencing},
     protocol::ErrorCode,
     timestamp::Timestamp,
 };
@@ -82,6 +85,8 @@ impl<T> Slot<'_, T> {
 /// What `sequence` did with a publish (its publisher is answered either way).
 enum Sequenced {
     Published,
+    /// A repeated idempotency key: answered with the first ack, nothing sequenced.
+    Duplicate,
     NoChannel,
     Refused,
 }
@@ -95,12 +100,24 @@ struct Chan {
 }
 
 /// The channels this core owns. Entries are kept once created: offsets never restart.
-#[derive(Default)]
 pub struct Sequencer {
     chans: RefCell<HashMap<ChannelName, Chan>>,
+    idempotency: RefCell<Idempotency>,
 }
 
 impl Sequencer {
+    pub fn new(idempotency: Idempotency) -> Self {
+        Self {
+            chans: RefCell::default(),
+            idempotency: RefCell::new(idempotency),
+        }
+    }
+
+    /// The last offset assigned in `ch` (0: none yet).
+    pub fn last(&self, ch: &ChannelName) -> u64 {
+        self.chans.borrow().get(ch).map_or(0, |c| c.last)
+    }
+
     fn set_interest(&self, ch: &ChannelName, core: CoreId, on: bool) {
         let mut chans = self.chans.borrow_mut();
         let c = chans.entry(ch.clone()).or_default();
@@ -132,6 +149,8 @@ enum ReplyTo {
     Local(ConnId),
     /// A connection on another core, through the slot reserved in that core's inbox.
     Remote(ConnId, OwnedPermit<CoreMsg>),
+    /// An HTTP publisher (any core), through `PublishReq::http`.
+    Http,
     /// The database change stream, which collects `sequence`'s result instead.
     Source,
 }
@@ -154,17 +173,23 @@ impl Core {
         }
         let owner = owner_of(&req.channel, self.peers.len());
         if owner == self.id {
-            let conn = req.conn;
-            let _ = self.sequence(req, ReplyTo::Local(conn), None);
+            let to = match req.http {
+                Some(_) => ReplyTo::Http,
+                None => ReplyTo::Local(req.conn),
+            };
+            let _ = self.sequence(req, to, None);
             return Ok(());
         }
-        let reply = self.peers[self.id]
-            .clone()
-            .try_reserve_owned()
-            .map_err(|e| match e {
-                TrySendError::Full(_) => Refused::Busy,
-                TrySendError::Closed(_) => Refused::Closing,
-            })?;
+        let reply =
+            match req.http {
+                Some(_) => None,
+                None => Some(self.peers[self.id].clone().try_reserve_owned().map_err(
+                    |e| match e {
+                        TrySendError::Full(_) => Refused::Busy,
+                        TrySendError::Closed(_) => Refused::Closing,
+                    },
+                )?),
+            };
         let msg = CoreMsg::Publish {
             req: Box::new(req),
             reply,
@@ -177,9 +202,12 @@ impl Core {
     }
 
     /// A publish another core forwarded to this one, the channel's owner.
-    pub(super) fn sequence_forwarded(&self, req: PublishReq, reply: OwnedPermit<CoreMsg>) {
-        let conn = req.conn;
-        let _ = self.sequence(req, ReplyTo::Remote(conn, reply), None);
+    pub(super) fn sequence_forwarded(&self, req: PublishReq, reply: Option<OwnedPermit<CoreMsg>>) {
+        let to = match reply {
+            Some(slot) => ReplyTo::Remote(req.conn, slot),
+            None => ReplyTo::Http,
+        };
+        let _ = self.sequence(req, to, None);
     }
 
     /// Changes from the database change stream for channels this core owns, in stream order:
@@ -197,7 +225,7 @@ impl Core {
             }
             let req = PublishReq::from_source(self.id, m);
             results.push(match self.sequence(req, ReplyTo::Source, slots.next()) {
-                Sequenced::Published => SourceResult::Published,
+                Sequenced::Published | Sequenced::Duplicate => SourceResult::Published,
                 Sequenced::NoChannel => SourceResult::NoChannel,
                 Sequenced::Refused => SourceResult::Busy,
             });
@@ -205,9 +233,19 @@ impl Core {
         let _ = reply.send(results);
     }
 
-    /// Another core gained or lost subscribers of a channel this core owns.
-    pub(super) fn apply_interest(&self, ch: &ChannelName, core: CoreId, on: bool) {
+    /// Another core gained or lost subscribers of a channel this core owns; returns the
+    /// channel's position (every later message goes to that core too).
+    pub(super) fn apply_interest(&self, ch: &ChannelName, core: CoreId, on: bool) -> ChannelPos {
         self.sequencer.set_interest(ch, core, on);
+        self.owned_position(ch)
+    }
+
+    /// The position of a channel this core owns.
+    pub(super) fn owned_position(&self, ch: &ChannelName) -> ChannelPos {
+        ChannelPos {
+            offset: self.sequencer.last(ch),
+            epoch: self.shared.epoch.clone(),
+        }
     }
 
     /// Whether this core must tell `ch`'s owner about its subscribers, and which core that is.
@@ -219,15 +257,33 @@ impl Core {
     /// Sequences one publish of a channel this core owns, in this loop turn: offset, one
     /// encoding, the answer, local subscribers, then the other interested cores. `slots`:
     /// queue slots reserved by the publisher (the change stream); otherwise reserved here.
-    fn sequence(&self, req: PublishReq, reply: ReplyTo, slots: Option<SourceSlots>) -> Sequenced {
+    fn sequence(
+        &self,
+        mut req: PublishReq,
+        reply: ReplyTo,
+        slots: Option<SourceSlots>,
+    ) -> Sequenced {
         let Some(rec) = self.resolve(&req.channel) else {
-            let f = req.error(
+            self.refuse(
+                reply,
+                &mut req,
                 ErrorCode::ChannelNotFound,
                 "Channel not found or not accessible",
             );
-            self.answer(reply, f, true);
             return Sequenced::NoChannel;
         };
+        let now = Instant::now();
+        if let Some(key) = &req.idempotency_key
+            && let Some(first) = self
+                .sequencer
+                .idempotency
+                .borrow()
+                .get(&req.channel, key, now)
+        {
+            self.metrics().publish_duplicates_total.inc();
+            self.acknowledge(reply, &mut req, &first);
+            return Sequenced::Duplicate;
+        }
         let reserved = match slots {
             Some(s) => Ok(self.use_slots(&req.channel, s)),
             None => self.reserve(&req.channel),
@@ -235,17 +291,20 @@ impl Core {
         let (store, peers) = match reserved {
             Ok(p) => p,
             Err(r) => {
-                let f = match r {
+                match r {
                     Refused::Busy => {
                         self.metrics().publishes_refused_busy_total.inc();
-                        req.error(
+                        self.refuse(
+                            reply,
+                            &mut req,
                             ErrorCode::RateLimited,
                             "broker busy: publish not accepted, retry",
                         )
                     }
-                    Refused::Closing => req.error(ErrorCode::Internal, "server shutting down"),
-                };
-                self.answer(reply, f, true);
+                    Refused::Closing => {
+                        self.refuse(reply, &mut req, ErrorCode::Internal, "server shutting down")
+                    }
+                }
                 return Sequenced::Refused;
             }
         };
@@ -254,17 +313,24 @@ impl Core {
             offset: self.sequencer.advance(&req.channel),
             created_at: Timestamp::now(),
         };
+        if let Some(key) = &req.idempotency_key {
+            let evicted =
+                self.sequencer
+                    .idempotency
+                    .borrow_mut()
+                    .record(&req.channel, key.clone(), at, now);
+            self.metrics().idempotency_evicted_total.add(evicted);
+        }
         let msg = req.message(&rec);
-        let ack = req.ack(&at);
         let d = Arc::new(Delivery::new(&msg, &at));
         // A local ack is only queued here (written after this turn); a remote one is sent
         // after the message entered the control thread's queue (see the module header).
         let remote = match reply {
             ReplyTo::Local(conn) => {
-                self.answer(ReplyTo::Local(conn), ack, false);
+                self.acknowledge(ReplyTo::Local(conn), &mut req, &at);
                 None
             }
-            remote => Some((remote, ack)),
+            remote => Some(remote),
         };
         let ws_audience = self.deliver(&d);
         store.send(ControlMsg::Stored(Box::new(Stored {
@@ -272,8 +338,8 @@ impl Core {
             at,
             ws_audience,
         })));
-        if let Some((to, ack)) = remote {
-            self.answer(to, ack, false);
+        if let Some(to) = remote {
+            self.acknowledge(to, &mut req, &at);
         }
         for p in peers {
             p.send(CoreMsg::Deliver(d.clone()));
@@ -324,6 +390,31 @@ impl Core {
         Ok((store, peers))
     }
 
+    /// Answers a publisher with its ack.
+    fn acknowledge(&self, to: ReplyTo, req: &mut PublishReq, at: &Appended) {
+        match to {
+            ReplyTo::Http => {
+                req.answer_http(|| PubAnswer::Published(*at));
+            }
+            ReplyTo::Source => {}
+            to => self.answer(to, req.ack(at), false),
+        }
+    }
+
+    /// Answers a publisher with a refusal.
+    fn refuse(&self, to: ReplyTo, req: &mut PublishReq, code: ErrorCode, message: &str) {
+        match to {
+            ReplyTo::Http => {
+                req.answer_http(|| PubAnswer::Refused {
+                    code,
+                    message: message.to_string(),
+                });
+            }
+            ReplyTo::Source => {}
+            to => self.answer(to, req.error(code, message), true),
+        }
+    }
+
     fn answer(&self, to: ReplyTo, frame: bytes::Bytes, is_error: bool) {
         match to {
             ReplyTo::Local(conn) => {
@@ -338,7 +429,7 @@ impl Core {
             ReplyTo::Remote(conn, slot) => {
                 slot.send(CoreMsg::Reply { conn, frame });
             }
-            ReplyTo::Source => {}
+            ReplyTo::Http | ReplyTo::Source => {}
         }
     }
 }
@@ -364,7 +455,7 @@ mod tests {
 
     #[test]
     fn offsets_advance_per_channel_and_interest_is_per_core() {
-        let s = Sequencer::default();
+        let s = Sequencer::new(Idempotency::new(std::time::Duration::from_secs(1), 1));
         let a = ChannelName::parse("a").unwrap();
         let b = ChannelName::parse("b").unwrap();
         assert_eq!(s.advance(&a), 1);

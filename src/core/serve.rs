@@ -64,6 +64,7 @@ async fn http_loop(
 ) -> Option<BytesMut> {
     let cfg = core.cfg();
     let mut buf = BytesMut::with_capacity(cfg.read_buffer_bytes.max(1024));
+    let mut bucket = super::bucket::Bucket::new(cfg.publish_rate, cfg.publish_burst);
     conn.http_deadline
         .set(Some(Instant::now() + cfg.header_timeout));
     loop {
@@ -103,7 +104,7 @@ async fn http_loop(
         conn.http_deadline.set(None);
         // Boxed: the REST handler's state lives on the heap only while a request is served,
         // instead of inflating every connection task (idle WebSockets included).
-        let resp = Box::pin(http::route(core, &head, body)).await;
+        let resp = Box::pin(http::route(core, &head, body, &mut bucket)).await;
         core.metrics().http_requests_total.inc();
         let out = wire(&resp, &head, keep);
         let (res, _) = wr.write_all(out).await;

@@ -15,8 +15,8 @@ use std::{
 use uuid::Uuid;
 
 use super::{
-    Appended, Engine, EngineError, HistoryQuery, LocalFuture, MessageRecord, NewMessage, Stats,
-    StatsBuilder,
+    Appended, Engine, EngineError, HistoryQuery, LocalFuture, MessageRecord, NewMessage, Range,
+    Stats, StatsBuilder,
 };
 use crate::{
     channel::{ChannelName, ChannelRecord},
@@ -204,6 +204,27 @@ impl Engine for MemoryEngine {
     fn retained(&self) -> u64 {
         self.messages.len() as u64
     }
+
+    fn range(
+        &mut self,
+        channel: &ChannelName,
+        after: u64,
+        upto: u64,
+    ) -> LocalFuture<Result<Range, EngineError>> {
+        self.prune_by_age();
+        let mut out = Range::default();
+        if let Some(log) = self.logs.get(channel) {
+            out.first = log.keys.front().map(|(o, _)| *o);
+            let start = log.keys.partition_point(|(o, _)| *o <= after);
+            out.records = log
+                .keys
+                .range(start..)
+                .take_while(|(o, _)| *o <= upto)
+                .filter_map(|(_, k)| self.messages.get(k).cloned())
+                .collect();
+        }
+        Box::pin(std::future::ready(Ok(out)))
+    }
 }
 
 impl MemoryEngine {
@@ -267,6 +288,7 @@ mod tests {
             sender_type: "user",
             webhook_urls: None,
             source: None,
+            idempotency_key: None,
         }
     }
 
@@ -334,6 +356,32 @@ mod tests {
                 }
             );
             assert_eq!(s.wh_delivery_rate, 1.0);
+        });
+    }
+
+    #[test]
+    fn ranges_for_recovery() {
+        block(async {
+            let mut e = MemoryEngine::new(Retention {
+                per_channel: 5,
+                max_age: None,
+                max_total: 100,
+            });
+            for _ in 0..8 {
+                append(&mut e, msg("a", "x")).await;
+            }
+            let ch = ChannelName::parse("a").unwrap();
+            let r = e.range(&ch, 5, 7).await.unwrap();
+            assert_eq!(r.first, Some(4), "8 published, 5 kept");
+            assert_eq!(
+                r.records.iter().map(|m| m.offset).collect::<Vec<_>>(),
+                [6, 7]
+            );
+            let r = e.range(&ch, 1, 8).await.unwrap();
+            assert_eq!(r.records.first().map(|m| m.offset), Some(4), "1..3 trimmed");
+            let none = ChannelName::parse("b").unwrap();
+            let r = e.range(&none, 0, 3).await.unwrap();
+            assert_eq!((r.first, r.records.len()), (None, 0));
         });
     }
 

@@ -89,6 +89,8 @@ pub struct NewMessage {
     /// Set for a change from the database change stream: where it sits in that stream. Its
     /// message id is derived from it, and the redis engine records it with the append.
     pub source: Option<SourcePos>,
+    /// The publisher's `idempotencyKey`: the redis engine decides repeats in its publish script.
+    pub idempotency_key: Option<Arc<str>>,
 }
 
 /// Where a change sits in the database change stream: its transaction's commit LSN, then its
@@ -131,6 +133,28 @@ impl NewMessage {
     pub fn wh_audience(&self) -> u32 {
         self.webhook_urls.as_ref().map_or(0, |u| u.len() as u32)
     }
+}
+
+/// Where a channel stands: its last offset and its epoch (what identifies its history: a new
+/// epoch means the history before it is gone, so offsets from before do not apply).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelPos {
+    pub offset: u64,
+    pub epoch: Arc<str>,
+}
+
+/// A new random epoch (8 hex digits).
+pub fn new_epoch() -> Arc<str> {
+    Arc::from(&Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// A slice of a channel's history for a recovering subscriber (`Engine::range`).
+#[derive(Debug, Default)]
+pub struct Range {
+    /// The channel's first retained offset (`None`: nothing retained).
+    pub first: Option<u64>,
+    /// The retained messages in the asked range, oldest first.
+    pub records: Vec<MessageRecord>,
 }
 
 /// What sequencing assigned to a message (its key for audience and webhook-count updates is
@@ -296,13 +320,25 @@ pub trait Engine {
         on: bool,
     ) -> LocalFuture<Result<(), EngineError>>;
 
-    /// The highest offset `channel` has when the returned future runs (multi-node engines;
-    /// `None`: unknown/not tracked).
-    fn head_offset(
+    /// `Sequencing::Engine` engines: the channel's position when the returned future runs
+    /// (its highest offset, and its epoch, made if it has none yet).
+    fn position(&mut self, _channel: &ChannelName) -> LocalFuture<Result<ChannelPos, EngineError>> {
+        Box::pin(std::future::ready(Err(EngineError::Other(
+            "this engine does not track positions".into(),
+        ))))
+    }
+
+    /// The channel's retained messages with offsets in `(after, upto]`, oldest first, and its
+    /// first retained offset: what a recovering subscriber missed. The future owns what it
+    /// needs; an engine that keeps history in process reads it when called (so a read asked
+    /// after a store sees it).
+    fn range(
         &mut self,
         _channel: &ChannelName,
-    ) -> LocalFuture<Result<Option<u64>, EngineError>> {
-        Box::pin(std::future::ready(Ok(None)))
+        _after: u64,
+        _upto: u64,
+    ) -> LocalFuture<Result<Range, EngineError>> {
+        Box::pin(std::future::ready(Ok(Range::default())))
     }
 
     /// The channel's messages with offsets in `(after, upto]` (`upto` `None`: to the end), in

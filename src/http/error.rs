@@ -17,6 +17,10 @@ impl ApiError {
             message: message.into(),
         }
     }
+    /// An error with its own code (a publish's WebSocket `code`, `http::publish`).
+    pub fn coded(status: u16, code: &'static str, m: impl Into<String>) -> Self {
+        Self::new(status, code, m)
+    }
     pub fn bad_request(m: impl Into<String>) -> Self {
         Self::new(400, "BAD_REQUEST", m)
     }

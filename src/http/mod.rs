@@ -3,6 +3,7 @@
 //! touch the registry or history directly. `/realtime` upgrades are handed to `ws`.
 
 mod error;
+pub mod publish;
 pub mod request;
 mod response;
 mod routes;

@@ -6,11 +6,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use uuid::Uuid;
 
-use super::{ApiError, Head, Response, request::query_pairs};
+use super::{ApiError, Head, Response, publish, request::query_pairs};
 use crate::{
     channel::{CreateChannel, UpdateChannel},
     control::{RestOk, RestReq},
-    core::Core,
+    core::{Core, bucket::Bucket},
     engine::HistoryQuery,
     timestamp::Timestamp,
 };
@@ -24,6 +24,7 @@ enum Route {
     Channels,
     Channel(String),
     Messages,
+    PublishBatch,
     Stats,
     Permissions,
 }
@@ -37,7 +38,8 @@ fn match_path(path: &str) -> Option<(Route, &'static str)> {
         "/health" => (Route::Health, "GET"),
         "/metrics" => (Route::Metrics, "GET"),
         "/api/realtime/channels" => (Route::Channels, "GET, POST"),
-        "/api/realtime/messages" => (Route::Messages, "GET"),
+        "/api/realtime/messages" => (Route::Messages, "GET, POST"),
+        "/api/realtime/messages/batch" => (Route::PublishBatch, "POST"),
         "/api/realtime/messages/stats" => (Route::Stats, "GET"),
         "/api/realtime/permissions" => (Route::Permissions, "GET"),
         _ => {
@@ -50,9 +52,10 @@ fn match_path(path: &str) -> Option<(Route, &'static str)> {
     })
 }
 
-/// Answers one request (never panics on input; every failure is a JSON error).
-pub async fn route(core: &Core, head: &Head, body: Bytes) -> Response {
-    match dispatch(core, head, body).await {
+/// Answers one request (never panics on input; every failure is a JSON error). `bucket`: the
+/// connection's publish rate limit (HTTP publishes).
+pub async fn route(core: &Core, head: &Head, body: Bytes, bucket: &mut Bucket) -> Response {
+    match dispatch(core, head, body, bucket).await {
         Ok(r) => r,
         Err(e) => {
             let mut r = Response::error(&e);
@@ -64,7 +67,12 @@ pub async fn route(core: &Core, head: &Head, body: Bytes) -> Response {
     }
 }
 
-async fn dispatch(core: &Core, head: &Head, body: Bytes) -> Result<Response, ApiError> {
+async fn dispatch(
+    core: &Core,
+    head: &Head,
+    body: Bytes,
+    bucket: &mut Bucket,
+) -> Result<Response, ApiError> {
     let (route, allowed) = match_path(&head.path)
         .ok_or_else(|| ApiError::not_found(format!("no route for {}", head.path)))?;
     let m = head.method.as_str();
@@ -83,6 +91,14 @@ async fn dispatch(core: &Core, head: &Head, body: Bytes) -> Result<Response, Api
                 body: core.shared.metrics.render().into_bytes(),
                 allow: None,
             });
+        }
+        Route::Messages if m == "POST" => {
+            let who = publish::authenticate(core, head)?;
+            return Ok(publish::one(core, &who, bucket, &body).await);
+        }
+        Route::PublishBatch => {
+            let who = publish::authenticate(core, head)?;
+            return Ok(publish::batch(core, &who, bucket, &body).await);
         }
         _ => {}
     }
@@ -108,7 +124,9 @@ async fn dispatch(core: &Core, head: &Head, body: Bytes) -> Result<Response, Api
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             return Ok(Response::json(200, body));
         }
-        Route::Health | Route::Metrics => unreachable!("answered above"),
+        Route::Health | Route::Metrics | Route::PublishBatch => {
+            unreachable!("answered above")
+        }
     };
     let RestOk { status, body } = core.rest(req, CONTROL_TIMEOUT).await?;
     Ok(Response::json(status, body))

@@ -28,6 +28,31 @@ struct Wire<'a> {
     #[serde(borrow)]
     payload: Option<&'a RawValue>,
     filter: Option<DbFilter>,
+    since: Option<Since>,
+    #[serde(rename = "idempotencyKey", borrow)]
+    idempotency_key: Option<Cow<'a, str>>,
+}
+
+/// Where a reconnecting subscriber stands in a channel: the last offset it received and the
+/// channel's `epoch` then (both from `subscribed`, `message` or `reconnect` frames).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Since {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// Longest `idempotencyKey`, in bytes.
+pub const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// Checks an `idempotencyKey` (WebSocket and HTTP publishes).
+pub fn check_idempotency_key(k: &str) -> Result<(), String> {
+    if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(format!(
+            "`idempotencyKey` must be 1..={MAX_IDEMPOTENCY_KEY} bytes"
+        ));
+    }
+    Ok(())
 }
 
 /// Lenient second pass used only to echo `ref` when the strict parse failed.
@@ -91,6 +116,8 @@ pub enum ClientMsg<'a> {
     Subscribe {
         channel: ChannelName,
         filter: Option<DbFilter>,
+        /// Recover what was missed since this position first.
+        since: Option<Since>,
     },
     Unsubscribe {
         channel: ChannelName,
@@ -100,6 +127,7 @@ pub enum ClientMsg<'a> {
         event: Cow<'a, str>,
         /// Raw JSON of the payload (`null` when absent).
         payload: &'a RawValue,
+        idempotency_key: Option<Cow<'a, str>>,
     },
 }
 
@@ -173,6 +201,8 @@ impl<'a> ClientMsg<'a> {
         };
         match kind.as_ref() {
             "auth" => {
+                reject(w.since.is_some(), "since")?;
+                reject(w.idempotency_key.is_some(), "idempotencyKey")?;
                 reject(w.channel.is_some(), "channel")?;
                 reject(w.event.is_some(), "event")?;
                 reject(w.payload.is_some(), "payload")?;
@@ -184,12 +214,14 @@ impl<'a> ClientMsg<'a> {
                 reject(w.token.is_some(), "token")?;
                 reject(w.event.is_some(), "event")?;
                 reject(w.payload.is_some(), "payload")?;
+                reject(w.idempotency_key.is_some(), "idempotencyKey")?;
                 if let Some(f) = &w.filter {
                     f.validate().map_err(invalid)?;
                 }
                 Ok(Self::Subscribe {
                     channel: channel(w.channel)?,
                     filter: w.filter,
+                    since: w.since,
                 })
             }
             "unsubscribe" => {
@@ -197,6 +229,8 @@ impl<'a> ClientMsg<'a> {
                 reject(w.event.is_some(), "event")?;
                 reject(w.payload.is_some(), "payload")?;
                 reject(w.filter.is_some(), "filter")?;
+                reject(w.since.is_some(), "since")?;
+                reject(w.idempotency_key.is_some(), "idempotencyKey")?;
                 Ok(Self::Unsubscribe {
                     channel: channel(w.channel)?,
                 })
@@ -204,6 +238,10 @@ impl<'a> ClientMsg<'a> {
             "publish" => {
                 reject(w.token.is_some(), "token")?;
                 reject(w.filter.is_some(), "filter")?;
+                reject(w.since.is_some(), "since")?;
+                if let Some(k) = &w.idempotency_key {
+                    check_idempotency_key(k).map_err(invalid)?;
+                }
                 let channel = channel(w.channel)?;
                 let event = w.event.ok_or_else(|| invalid("missing field `event`"))?;
                 if event.is_empty() || event.len() > MAX_EVENT_LEN {
@@ -218,6 +256,7 @@ impl<'a> ClientMsg<'a> {
                         Some(p) => p,
                         None => null(),
                     },
+                    idempotency_key: w.idempotency_key,
                 })
             }
             other => Err(ProtocolError::new(
@@ -248,6 +287,22 @@ mod tests {
                 filter: Some(_),
                 ..
             }
+        ));
+        let m = parse_client(
+            r#"{"type":"subscribe","channel":"order:1","since":{"offset":7,"epoch":"ab12"}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            m.msg,
+            ClientMsg::Subscribe { since: Some(Since { offset: 7, ref epoch }), .. } if epoch == "ab12"
+        ));
+        let m = parse_client(
+            r#"{"type":"publish","channel":"order:1","event":"e","idempotencyKey":"k-1"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            m.msg,
+            ClientMsg::Publish { idempotency_key: Some(ref k), .. } if k == "k-1"
         ));
         let m = parse_client(r#"{"type":"unsubscribe","channel":"order:1"}"#).unwrap();
         assert!(matches!(m.msg, ClientMsg::Unsubscribe { .. }));
@@ -292,6 +347,35 @@ mod tests {
             ErrorCode::InvalidMessage
         );
         assert_eq!(code(r#"{"channel":"a"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code(r#"{"type":"subscribe","channel":"a","since":{"offset":-1,"epoch":"e"}}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"subscribe","channel":"a","since":{"offset":1}}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(
+                r#"{"type":"publish","channel":"a","event":"e","since":{"offset":1,"epoch":"e"}}"#
+            ),
+            ErrorCode::InvalidMessage
+        );
+        let long = "k".repeat(129);
+        assert_eq!(
+            code(&format!(
+                r#"{{"type":"publish","channel":"a","event":"e","idempotencyKey":"{long}"}}"#
+            )),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"publish","channel":"a","event":"e","idempotencyKey":""}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"subscribe","channel":"a","idempotencyKey":"k"}"#),
+            ErrorCode::InvalidMessage
+        );
         assert_eq!(
             code(r#"{"type":"auth","token":"t","ref":{}}"#),
             ErrorCode::InvalidMessage

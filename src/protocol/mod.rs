@@ -7,6 +7,9 @@ mod error;
 pub mod row_filter;
 mod server;
 
-pub use client::{ClientMsg, DbFilter, Inbound, parse_client};
+pub use client::{
+    ClientMsg, DbFilter, Inbound, MAX_EVENT_LEN, MAX_IDEMPOTENCY_KEY, Since, check_idempotency_key,
+    parse_client,
+};
 pub use error::{ErrorCode, ProtocolError};
-pub use server::{MessageFrame, ServerMsg};
+pub use server::{ChannelPosition, MessageFrame, ServerMsg};

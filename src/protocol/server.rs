@@ -27,6 +27,17 @@ pub enum ServerMsg<'a> {
         channel: &'a str,
         #[serde(rename = "subscriptionId")]
         subscription_id: &'a str,
+        /// The channel's offset when the subscription started: every message after it follows.
+        offset: u64,
+        /// Identifies the channel's history; it changes when that history is lost.
+        epoch: &'a str,
+        /// Present when the subscribe asked to recover (`since`): whether every missed
+        /// message follows.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        /// With `recovered: false`: the first offset still retained (history before it is gone).
+        #[serde(rename = "firstOffset", skip_serializing_if = "Option::is_none")]
+        first_offset: Option<u64>,
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         r#ref: Option<&'a RawValue>,
     },
@@ -38,6 +49,16 @@ pub enum ServerMsg<'a> {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         r#ref: Option<&'a RawValue>,
     },
+    /// The session's token expires at `expiresAt` (RFC 3339): send a new `auth` before then.
+    TokenExpiring {
+        #[serde(rename = "expiresAt")]
+        expires_at: &'a str,
+    },
+    /// The server is going away: where this connection stands in each subscribed channel,
+    /// to present as `since` on another node.
+    Reconnect {
+        channels: std::collections::BTreeMap<&'a str, ChannelPosition<'a>>,
+    },
     Published {
         #[serde(rename = "messageId")]
         message_id: &'a str,
@@ -47,6 +68,13 @@ pub enum ServerMsg<'a> {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         r#ref: Option<&'a RawValue>,
     },
+}
+
+/// A subscriber's place in a channel: the last offset it was sent, and the channel's epoch.
+#[derive(Debug, Serialize)]
+pub struct ChannelPosition<'a> {
+    pub offset: u64,
+    pub epoch: &'a str,
 }
 
 /// The seed's `message` frame plus `senderType` and the per-channel `offset`.

@@ -12,7 +12,12 @@ use crate::{
     channel::ChannelTable,
     config::DriverKind,
     control::{ControlMsg, CoreMsg},
-    core::{Core, NodeShared, conn::Phase, inbox, send_gate, serve},
+    core::{
+        Core, NodeShared,
+        conn::{Conn, Phase},
+        inbox, send_gate, serve,
+    },
+    protocol::{ChannelPosition, ServerMsg},
 };
 
 pub struct CoreStart {
@@ -108,6 +113,33 @@ async fn core_main(s: CoreStart, driver: &'static str) {
     drain(&core).await;
 }
 
+/// `{"type":"reconnect","channels":{name:{offset,epoch}}}` for a connection with
+/// subscriptions: the last offset queued to it in each channel (the close that follows is
+/// queued behind everything, so it is what the client will have read).
+fn reconnect_frame(core: &Core, c: &Conn) -> Option<bytes::Bytes> {
+    let subs = c.subs.borrow();
+    if subs.is_empty() {
+        return None;
+    }
+    let idx = core.index.borrow();
+    let channels: std::collections::BTreeMap<&str, ChannelPosition<'_>> = subs
+        .channels()
+        .filter_map(|ch| {
+            let e = idx.get(ch)?;
+            Some((
+                ch.as_str(),
+                ChannelPosition {
+                    offset: e.sent_to(c.id),
+                    epoch: &e.epoch,
+                },
+            ))
+        })
+        .collect();
+    Some(crate::ws::frame::encode_json(&ServerMsg::Reconnect {
+        channels,
+    }))
+}
+
 /// Ticks the send gate while writers wait for it, so that writes stuck on peers that stopped
 /// reading cannot hold the gate (see `core::send_gate`). Sleeps while nobody waits.
 async fn run_send_gate(core: Rc<Core>) {
@@ -124,14 +156,19 @@ async fn run_send_gate(core: Rc<Core>) {
     }
 }
 
-/// Graceful close: WebSockets get 1001 "going away", idle HTTP connections are closed; waits
-/// up to `server.shutdown_grace` for everything queued to be written.
+/// Graceful close: WebSockets are told where they stand in each subscribed channel
+/// (`reconnect`, so they recover exactly on another node) and get 1001 "going away"; idle HTTP
+/// connections are closed; waits up to `server.shutdown_grace` for everything queued to be
+/// written.
 async fn drain(core: &Rc<Core>) {
     core.shutting_down.set(true);
     let conns: Vec<_> = core.conns.borrow().values().cloned().collect();
     for c in &conns {
         match c.phase.get() {
             Phase::Unauthed | Phase::Ready => {
+                if let Some(f) = reconnect_frame(core, c) {
+                    core.push(c, f);
+                }
                 c.close(CloseCode::Away, "server shutting down", false)
             }
             Phase::Http => c.cancel_read(),

@@ -120,6 +120,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
             EngineKind::Redis => Sequencing::Engine,
         },
         node_id: config.node_id.clone(),
+        epoch: crate::engine::new_epoch(),
         config,
     });
     let cfg = &shared.config;
@@ -199,6 +200,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
                         match RedisEngine::connect(
                             &url,
                             retention,
+                            cfg.idempotency_window,
                             cfg.redis_pubsub_buffer,
                             control_shared.metrics.engine.clone(),
                             control_shared.metrics.webhook.clone(),

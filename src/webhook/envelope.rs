@@ -125,6 +125,7 @@ mod tests {
                 Arc::from("http://b/"),
             ])),
             source: None,
+            idempotency_key: None,
         };
         let id = Uuid::now_v7();
         let jobs = jobs(&m, 7, id, Timestamp(0));

@@ -16,6 +16,7 @@ use crate::{
     control::PublishReq,
     core::{
         Core, SubscribeError,
+        bucket::Bucket,
         conn::{Conn, Phase},
         sequencer::Refused,
         serve::{Reader, read_more},
@@ -25,37 +26,6 @@ use crate::{
 
 /// The largest single read once a connection is busy.
 const MAX_READ: usize = 64 << 10;
-
-/// Token bucket for publishes: `rate` per second, up to `burst` at once.
-struct Bucket {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn new(rate: u32, burst: u32) -> Self {
-        Self {
-            tokens: f64::from(burst),
-            rate: f64::from(rate),
-            burst: f64::from(burst),
-            last: Instant::now(),
-        }
-    }
-
-    fn take(&mut self, now: Instant) -> bool {
-        let dt = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 struct Session {
     identity: Option<Identity>,
@@ -154,9 +124,22 @@ impl Session {
             ClientMsg::Auth { token } => {
                 match core.verifier.verify(&token) {
                     Ok(id) => {
+                        // A new token extends the session of the same user; it cannot turn
+                        // the socket (and its subscriptions) into another user's.
+                        if let Some(old) = &self.identity
+                            && old.user_id != id.user_id
+                        {
+                            return err(
+                                ErrorCode::Forbidden,
+                                "token is for another user; open a new connection to switch users",
+                                None,
+                            );
+                        }
                         if conn.phase.get() == Phase::Unauthed {
                             conn.phase.set(Phase::Ready);
                         }
+                        conn.expires_at.set(id.expires_at);
+                        conn.expiry_warned.set(false);
                         let f = frame::encode_json(&ServerMsg::AuthSuccess {
                             user_id: id.user_id.as_deref(),
                             role: id.role.as_str(),
@@ -180,7 +163,11 @@ impl Session {
         };
         match msg {
             ClientMsg::Auth { .. } => unreachable!("handled above"),
-            ClientMsg::Subscribe { channel, filter } => {
+            ClientMsg::Subscribe {
+                channel,
+                filter,
+                since,
+            } => {
                 let rec = core.resolve(&channel);
                 let Some(rec) = rec else {
                     return err(
@@ -199,14 +186,25 @@ impl Session {
                 // Boxed: the only wait in handling a message. Inline, its state would make
                 // every frame's (boxed, below `run`) future over 1 KiB, past glibc's per-thread
                 // cache, and each publish would pay a `malloc_consolidate` (~20 % of a core).
-                match Box::pin(core.subscribe(conn, &channel, filter)).await {
-                    Ok(id) => {
+                match Box::pin(core.subscribe(conn, &channel, filter, since)).await {
+                    Ok(sub) => {
+                        let (recovered, first_offset, catch_up) = match sub.recovery {
+                            Some(r) => (Some(r.recovered), r.first_offset, r.catch_up),
+                            None => (None, None, None),
+                        };
                         let f = frame::encode_json(&ServerMsg::Subscribed {
                             channel: channel.as_str(),
-                            subscription_id: &id,
+                            subscription_id: &sub.id,
+                            offset: sub.pos.offset,
+                            epoch: &sub.pos.epoch,
+                            recovered,
+                            first_offset,
                             r#ref: r,
                         });
                         core.push(conn, f);
+                        if let Some(c) = catch_up {
+                            monoio::spawn(core.clone().catch_up(conn.clone(), c));
+                        }
                     }
                     Err(SubscribeError::TooMany) => err(
                         ErrorCode::TooManySubscriptions,
@@ -241,6 +239,7 @@ impl Session {
                 channel,
                 event,
                 payload,
+                idempotency_key,
             } => {
                 let ch = Some(channel.as_str());
                 let max = core.cfg().max_payload_bytes;
@@ -284,6 +283,8 @@ impl Session {
                     sender_id: who.user_id.clone(),
                     sender_type: who.sender_type(),
                     source: None,
+                    idempotency_key: idempotency_key.map(|k| Arc::from(k.as_ref())),
+                    http: None,
                 };
                 match core.publish(req) {
                     Ok(()) => {}

@@ -7,6 +7,10 @@
 //! instead of three per message; when idle a batch is one message and nothing waits (no timer,
 //! no delay: a batch is flushed as soon as the control loop has queued what it had).
 //!
+//! Idempotency: a batch in which some publish carries an `idempotencyKey` goes through
+//! `scripts::PUBLISH_IDEMPOTENT`, which leaves repeats out and returns their first acks;
+//! the index, webhook and ack steps then cover only what was published.
+//!
 //! Order: each channel has at most `IN_FLIGHT` batches at Redis, issued in queue order on one
 //! connection (so run in that order), and acknowledged in queue order, so offsets follow the
 //! order publishes reached the control thread.
@@ -28,7 +32,7 @@ use super::{entry, keys, live, offset_prefix, scripts, unavailable, write_json};
 use crate::{
     channel::ChannelName,
     engine::{AppendFuture, Appended, EngineError, MessageRecord, NewMessage},
-    metrics::WebhookMetrics,
+    metrics::{EngineMetrics, WebhookMetrics},
     protocol::MessageFrame,
     timestamp::Timestamp,
     webhook,
@@ -59,7 +63,9 @@ pub struct Batcher {
     xadd_many: Script,
     per_channel: usize,
     max_total: usize,
+    idempotency_window: Duration,
     webhook_metrics: Arc<WebhookMetrics>,
+    engine_metrics: Arc<EngineMetrics>,
     /// Per channel: messages waiting for the batch in flight to finish. A channel is in the
     /// map exactly while a flush task runs for it.
     queues: RefCell<HashMap<ChannelName, Vec<Pending>>>,
@@ -71,7 +77,9 @@ impl Batcher {
         client: Client,
         per_channel: usize,
         max_total: usize,
+        idempotency_window: Duration,
         webhook_metrics: Arc<WebhookMetrics>,
+        engine_metrics: Arc<EngineMetrics>,
     ) -> Self {
         Self {
             client,
@@ -79,7 +87,9 @@ impl Batcher {
             xadd_many: Script::from_lua(scripts::XADD_MANY),
             per_channel,
             max_total,
+            idempotency_window,
             webhook_metrics,
+            engine_metrics,
             queues: RefCell::new(HashMap::new()),
             names_seen: RefCell::new(HashMap::new()),
         }
@@ -183,6 +193,9 @@ impl Batcher {
         let mut body = Vec::with_capacity(batch.len() * 512);
         let mut frames = Vec::with_capacity(batch.len() * 512);
         let mut scratch = Vec::with_capacity(512);
+        // Where each message's record and frame prefix sit in `body` and `frames` (after
+        // their length prefixes): the idempotent script takes them one by one.
+        let mut spans = Vec::with_capacity(batch.len());
         for p in &batch {
             let m = &p.msg;
             let record = MessageRecord {
@@ -215,42 +228,76 @@ impl Batcher {
             scratch.clear();
             write_json(&mut scratch, &record);
             entry::push_record(&mut body, &scratch);
+            let rec = body.len() - scratch.len()..body.len();
             scratch.clear();
             write_json(&mut scratch, &frame);
-            live::push_frame(&mut frames, offset_prefix(&scratch));
+            let prefix = offset_prefix(&scratch);
+            live::push_frame(&mut frames, prefix);
+            spans.push((rec, frames.len() - prefix.len()..frames.len()));
         }
         let n = batch.len();
         let body = Bytes::from(body);
+        let frames = Bytes::from(frames);
         // The change stream's position of the batch's last change, recorded by the same
         // script that stores it (`cdc` reads it back to skip changes already stored).
         let source = batch.iter().filter_map(|p| p.msg.source).max();
-        let args: Vec<Value> = vec![
-            Value::from(self.per_channel as i64),
-            Value::from(keys::live(ch)),
-            Value::from(n as i64),
-            Value::Bytes(body.clone()),
-            Value::Bytes(Bytes::from(frames)),
-            Value::from(source.map(|s| s.to_key()).unwrap_or_default()),
+        let source = Value::from(source.map(|s| s.to_key()).unwrap_or_default());
+        let mut script_keys = vec![
+            keys::seq(ch),
+            keys::log(ch),
+            keys::audience(ch),
+            keys::wh_delivered(ch),
+            keys::head(ch),
+            keys::source_pos(ch),
         ];
         // EVAL, not EVALSHA: a NOSCRIPT answer would need a retry, and a retried batch could
         // run after the channel's next one (already sent) and take later offsets. Redis caches
         // the compiled script either way; the text costs ~1 KB per batch.
-        let first: Result<u64, _> = self
-            .client
-            .eval(
-                scripts::PUBLISH,
-                vec![
-                    keys::seq(ch),
-                    keys::log(ch),
-                    keys::audience(ch),
-                    keys::wh_delivered(ch),
-                    keys::head(ch),
-                    keys::source_pos(ch),
-                ],
-                args,
-            )
-            .await;
-        let first = match first {
+        let published: Result<Published, _> =
+            if batch.iter().all(|p| p.msg.idempotency_key.is_none()) {
+                let args: Vec<Value> = vec![
+                    Value::from(self.per_channel as i64),
+                    Value::from(keys::live(ch)),
+                    Value::from(n as i64),
+                    Value::Bytes(body.clone()),
+                    Value::Bytes(frames),
+                    source,
+                ];
+                self.client
+                    .eval::<u64, _, _, _>(scripts::PUBLISH, script_keys, args)
+                    .await
+                    .map(|first| Published::all(first, n))
+            } else {
+                let mut args: Vec<Value> = vec![
+                    Value::from(self.per_channel as i64),
+                    Value::from(keys::live(ch)),
+                    Value::from(n as i64),
+                    source,
+                    Value::from(self.idempotency_window.as_millis().max(1) as i64),
+                ];
+                for (p, (rec, frame)) in batch.iter().zip(&spans) {
+                    let key_index = match &p.msg.idempotency_key {
+                        Some(k) => {
+                            script_keys.push(keys::idempotency(ch, k));
+                            script_keys.len() as i64
+                        }
+                        None => 0,
+                    };
+                    let mut ids = Uuid::encode_buffer();
+                    args.extend([
+                        Value::Bytes(body.slice(rec.clone())),
+                        Value::Bytes(frames.slice(frame.clone())),
+                        Value::from(key_index),
+                        Value::from(p.id.hyphenated().encode_lower(&mut ids).to_string()),
+                        Value::from(p.created_at.rfc3339().as_str().to_string()),
+                    ]);
+                }
+                self.client
+                    .eval::<Vec<Value>, _, _, _>(scripts::PUBLISH_IDEMPOTENT, script_keys, args)
+                    .await
+                    .map(|v| Published::decode(&v, n))
+            };
+        let published = match published {
             Ok(f) => f,
             Err(e) => {
                 let e = unavailable(e);
@@ -265,13 +312,70 @@ impl Batcher {
             }
         };
 
+        let dups = published.repeats.iter().filter(|r| r.is_some()).count();
+        if dups > 0 {
+            self.engine_metrics
+                .redis_publish_duplicates_total
+                .add(dups as u64);
+        }
+        if dups == n {
+            if let Some(prev) = prev {
+                let _ = prev.await;
+            }
+            for (p, r) in batch.into_iter().zip(published.repeats) {
+                let _ = p
+                    .done
+                    .send(r.ok_or_else(|| EngineError::Other("lost ack".into())));
+            }
+            let _ = done.send(());
+            return;
+        }
+        let first = published.first;
+        // The records stored: all of the batch's, or (with repeats left out) the rest.
+        let (body, fresh_n) = if dups == 0 {
+            (body, n)
+        } else {
+            let mut b = Vec::with_capacity(body.len());
+            for ((rec, _), r) in spans.iter().zip(&published.repeats) {
+                if r.is_none() {
+                    entry::push_record(&mut b, &body[rec.clone()]);
+                }
+            }
+            (Bytes::from(b), n - dups)
+        };
+        // The offset of each message published (repeats: their first ack).
+        let mut acks = Vec::with_capacity(n);
+        let mut next = first;
+        for (p, r) in batch.iter().zip(&published.repeats) {
+            acks.push(match r {
+                Some(a) => (*a, false),
+                None => {
+                    next += 1;
+                    (
+                        Appended {
+                            id: p.id,
+                            offset: next - 1,
+                            created_at: p.created_at,
+                        },
+                        true,
+                    )
+                }
+            });
+        }
+
         // The listing index, the names set and the webhook deliveries: not part of the atomic
         // publish (the channel's own stream is), issued together (one round trip), and all
         // written before any publisher of the batch is acknowledged.
         let mut jobs = Vec::new();
-        for (i, p) in batch.iter().enumerate() {
-            let off = first + i as u64;
-            jobs.extend(webhook::envelope::jobs(&p.msg, off, p.id, p.created_at));
+        for (p, (a, fresh)) in batch.iter().zip(&acks) {
+            if *fresh {
+                jobs.extend(webhook::envelope::jobs(
+                    &p.msg,
+                    a.offset,
+                    p.id,
+                    p.created_at,
+                ));
+            }
         }
         let fresh_name = {
             let mut seen = self.names_seen.borrow_mut();
@@ -289,7 +393,7 @@ impl Batcher {
             vec![keys::MESSAGES, keys::INDEX_SIZES, keys::INDEX_TOTAL],
             vec![
                 Value::from(self.max_total as i64),
-                Value::from(n as i64),
+                Value::from(fresh_n as i64),
                 Value::from(first as i64),
                 Value::Bytes(body),
             ],
@@ -342,14 +446,80 @@ impl Batcher {
         if let Some(prev) = prev {
             let _ = prev.await;
         }
-        for (i, p) in batch.into_iter().enumerate() {
-            let offset = first + i as u64;
-            let _ = p.done.send(Ok(Appended {
-                id: p.id,
-                offset,
-                created_at: p.created_at,
-            }));
+        for (p, (a, _)) in batch.into_iter().zip(acks) {
+            let _ = p.done.send(Ok(a));
         }
         let _ = done.send(());
+    }
+}
+
+/// What a publish script did with a batch: the first offset it assigned, and per message the
+/// first ack of a repeated idempotency key (`None`: published now).
+struct Published {
+    first: u64,
+    repeats: Vec<Option<Appended>>,
+}
+
+impl Published {
+    fn all(first: u64, n: usize) -> Self {
+        Self {
+            first,
+            repeats: vec![None; n],
+        }
+    }
+
+    /// `scripts::PUBLISH_IDEMPOTENT`'s answer. A repeat whose stored value cannot be read is
+    /// reported as an error to its publisher (its fate: published before, ack unknown).
+    fn decode(v: &[Value], n: usize) -> Self {
+        let first = v.first().and_then(|f| f.as_u64()).unwrap_or(0);
+        let repeats = (0..n)
+            .map(|i| {
+                let s = v.get(i + 1).and_then(|x| x.as_bytes_str())?;
+                if s.is_empty() {
+                    return None;
+                }
+                Some(parse_first_ack(&s).unwrap_or(Appended {
+                    id: Uuid::nil(),
+                    offset: 0,
+                    created_at: Timestamp(0),
+                }))
+            })
+            .collect();
+        Self { first, repeats }
+    }
+}
+
+/// `<offset> <message id> <timestamp>`, as `PUBLISH_IDEMPOTENT` stores a key's first ack.
+fn parse_first_ack(s: &str) -> Option<Appended> {
+    let mut it = s.split(' ');
+    Some(Appended {
+        offset: it.next()?.parse().ok()?,
+        id: Uuid::parse_str(it.next()?).ok()?,
+        created_at: Timestamp::parse(it.next()?)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_first_ack() {
+        let a = parse_first_ack("42 0190a000-0000-7000-8000-000000000000 2026-01-01T00:00:00.123Z")
+            .unwrap();
+        assert_eq!(a.offset, 42);
+        assert_eq!(a.created_at.rfc3339().as_str(), "2026-01-01T00:00:00.123Z");
+        assert!(parse_first_ack("x y z").is_none());
+        let p = Published::decode(
+            &[
+                Value::from(7),
+                Value::from(""),
+                Value::from("3 0190a000-0000-7000-8000-000000000000 2026-01-01T00:00:00.000Z"),
+            ],
+            2,
+        );
+        assert_eq!(p.first, 7);
+        assert!(p.repeats[0].is_none());
+        assert_eq!(p.repeats[1].map(|a| a.offset), Some(3));
     }
 }

@@ -26,6 +26,18 @@ pub fn wh_delivered(name: &str) -> String {
     format!("rc:{{{name}}}:whd")
 }
 
+/// The channel's epoch (`engine::ChannelPos`): made when first asked for, so it is new
+/// whenever the channel's keys were lost with it.
+pub fn epoch(name: &str) -> String {
+    format!("rc:{{{name}}}:epoch")
+}
+
+/// One idempotency key of a publish to `name`, kept for the idempotency window: the value is
+/// the first publish's `<offset> <message id> <timestamp>`.
+pub fn idempotency(name: &str, key: &str) -> String {
+    format!("rc:{{{name}}}:idem:{key}")
+}
+
 /// The database change stream's position (`SourcePos::to_key`) of the last change stored in
 /// `name`, written by the publish script that stores it.
 pub fn source_pos(name: &str) -> String {

@@ -38,8 +38,8 @@ use fred::{
 use tokio::sync::mpsc;
 
 use super::{
-    AppendFuture, Engine, EngineError, EngineEvent, HistoryQuery, LocalFuture, MessageRecord,
-    NewMessage, Stats,
+    AppendFuture, ChannelPos, Engine, EngineError, EngineEvent, HistoryQuery, LocalFuture,
+    MessageRecord, NewMessage, Range, Stats,
 };
 use crate::{
     channel::{ChannelName, ChannelRecord},
@@ -90,6 +90,7 @@ impl RedisEngine {
     pub async fn connect(
         url: &str,
         retention: RedisRetention,
+        idempotency_window: Duration,
         pubsub_buffer: usize,
         engine_metrics: Arc<EngineMetrics>,
         webhook_metrics: Arc<WebhookMetrics>,
@@ -144,7 +145,9 @@ impl RedisEngine {
                 client.clone(),
                 retention.per_channel,
                 retention.max_total,
+                idempotency_window,
                 webhook_metrics,
+                engine_metrics.clone(),
             )),
             audience: audience::AudienceWriter::start(client.clone(), engine_metrics),
             reads: reads::Reads::new(client.clone()),
@@ -171,6 +174,37 @@ pub(crate) async fn count_webhook_delivered(
             vec![offset as i64, 1],
         )
         .await
+}
+
+/// The channel's messages with offsets in `(after, upto]` (`upto` `None`: to the end), in
+/// order.
+async fn read_range(
+    client: &Client,
+    channel: &ChannelName,
+    after: u64,
+    upto: Option<u64>,
+) -> Result<Vec<MessageRecord>, EngineError> {
+    let mut out = Vec::new();
+    // The entry holding offset `after + 1` is the first whose id (its last offset) is at
+    // least that (`entry`).
+    reads::walk(
+        client,
+        &keys::log(channel.as_str()),
+        reads::Order::OldestFirst,
+        format!("{}-0", after + 1),
+        "+".into(),
+        |m| {
+            if upto.is_some_and(|u| m.offset > u) {
+                return false;
+            }
+            if m.offset > after {
+                out.push(m);
+            }
+            true
+        },
+    )
+    .await?;
+    Ok(out)
 }
 
 /// A fred builder for `url` with ringcast's connection policy: reconnect forever with
@@ -420,14 +454,22 @@ impl Engine for RedisEngine {
         })
     }
 
-    fn head_offset(
-        &mut self,
-        channel: &ChannelName,
-    ) -> LocalFuture<Result<Option<u64>, EngineError>> {
-        let (client, seq) = (self.client.clone(), keys::seq(channel.as_str()));
+    fn position(&mut self, channel: &ChannelName) -> LocalFuture<Result<ChannelPos, EngineError>> {
+        let client = self.client.clone();
+        let keys = vec![keys::seq(channel.as_str()), keys::epoch(channel.as_str())];
         Box::pin(async move {
-            let v: Option<u64> = client.get(seq).await.map_err(unavailable)?;
-            Ok(Some(v.unwrap_or(0)))
+            let (offset, epoch): (u64, String) = client
+                .eval(
+                    scripts::POSITION,
+                    keys,
+                    vec![super::new_epoch().to_string()],
+                )
+                .await
+                .map_err(unavailable)?;
+            Ok(ChannelPos {
+                offset,
+                epoch: epoch.into(),
+            })
         })
     }
 
@@ -437,27 +479,31 @@ impl Engine for RedisEngine {
         after: u64,
         upto: Option<u64>,
     ) -> Result<Vec<MessageRecord>, EngineError> {
-        let mut out = Vec::new();
-        // The entry holding offset `after + 1` is the first whose id (its last offset) is
-        // at least that (`entry`).
-        reads::walk(
-            &self.client,
-            &keys::log(channel.as_str()),
-            reads::Order::OldestFirst,
-            format!("{}-0", after + 1),
-            "+".into(),
-            |m| {
-                if upto.is_some_and(|u| m.offset > u) {
-                    return false;
-                }
-                if m.offset > after {
-                    out.push(m);
-                }
-                true
-            },
-        )
-        .await?;
-        Ok(out)
+        read_range(&self.client, channel, after, upto).await
+    }
+
+    fn range(
+        &mut self,
+        channel: &ChannelName,
+        after: u64,
+        upto: u64,
+    ) -> LocalFuture<Result<Range, EngineError>> {
+        let (client, channel) = (self.client.clone(), channel.clone());
+        Box::pin(async move {
+            let name = channel.as_str();
+            let (head, seq): (Option<u64>, Option<u64>) = client
+                .mget(vec![keys::head(name), keys::seq(name)])
+                .await
+                .map_err(unavailable)?;
+            // Messages before the head are trimmed even while their entry stays (`forget`).
+            let head = head.unwrap_or(1).max(1);
+            let mut records = read_range(&client, &channel, after, Some(upto)).await?;
+            records.retain(|m| m.offset >= head);
+            Ok(Range {
+                first: (seq.unwrap_or(0) >= head).then_some(head),
+                records,
+            })
+        })
     }
 
     fn maintenance_period(&self) -> Option<Duration> {

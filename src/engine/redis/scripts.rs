@@ -70,6 +70,70 @@ return first
 "#
 );
 
+/// A channel's position: its last offset and its epoch, made (ARGV[1]) if it has none.
+/// KEYS: seq, epoch.
+pub const POSITION: &str = r#"
+redis.call('SET', KEYS[2], ARGV[1], 'NX')
+return {redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[2])}
+"#;
+
+/// `PUBLISH` for a batch where some publishes carry an idempotency key: a message whose key is
+/// already stored (a repeat within the window) is left out, and its first publish's
+/// `<offset> <id> <timestamp>` returned instead; every other message is published as `PUBLISH`
+/// does, and its key stored with the window as expiry. Decided here, atomically, so repeats
+/// racing on several nodes publish once.
+/// KEYS: seq, log, aud, whd, head, source position, then the idempotency keys (`keys::idempotency`).
+/// ARGV: maxlen, live channel, n, source position (or empty), window (ms), then per message:
+/// record JSON, frame prefix, its key's KEYS index (0: none), message id, timestamp.
+/// Returns {first offset of the messages published (0: none), then per message '' (published)
+/// or the first publish's value}.
+pub const PUBLISH_IDEMPOTENT: &str = concat!(
+    forget_lua!(),
+    r#"
+local n = tonumber(ARGV[3])
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local fresh = 0
+local body, frames, out = {}, {}, {0}
+for i = 0, n - 1 do
+  local a = 6 + i * 5
+  local k = tonumber(ARGV[a + 2])
+  local seen = false
+  if k > 0 then
+    local v = redis.call('GET', KEYS[k])
+    if v then
+      out[i + 2] = v
+      seen = true
+    end
+  end
+  if not seen then
+    fresh = fresh + 1
+    if k > 0 then
+      redis.call('SET', KEYS[k], (seq + fresh) .. ' ' .. ARGV[a + 3] .. ' ' .. ARGV[a + 4], 'PX', ARGV[5])
+    end
+    body[#body + 1] = #ARGV[a] .. ':' .. ARGV[a]
+    frames[#frames + 1] = #ARGV[a + 1] .. ':' .. ARGV[a + 1]
+    out[i + 2] = ''
+  end
+end
+if fresh > 0 then
+  local last = redis.call('INCRBY', KEYS[1], fresh)
+  local first = last - fresh + 1
+  redis.call('XADD', KEYS[2], last .. '-' .. fresh, 'r', table.concat(body))
+  local maxlen = tonumber(ARGV[1])
+  if last > maxlen then
+    forget(KEYS[2], KEYS[5], KEYS[3], KEYS[4], last - maxlen + 1)
+  end
+  if ARGV[4] ~= '' then
+    local cur = redis.call('GET', KEYS[6])
+    if not cur or cur < ARGV[4] then redis.call('SET', KEYS[6], ARGV[4]) end
+  end
+  redis.call('SPUBLISH', ARGV[2], first .. ' ' .. table.concat(frames))
+  out[1] = first
+end
+return out
+"#
+);
+
 /// Retention by age of one channel. KEYS: log, head, aud, whd. ARGV: the first offset to
 /// keep.
 pub const TRIM_CHANNEL: &str = concat!(
