@@ -57,17 +57,22 @@ fn subscribe_since(ws: &mut Ws, ch: &str, offset: u64, epoch: &str) -> Value {
 }
 
 both_drivers!(recovery_at_the_seam_under_a_steady_rate, |driver| {
-    let node = TestServer::builder(driver).start();
+    let node = TestServer::builder(driver)
+        .with(|f| {
+            f.websocket.publish_rate = 100_000;
+            f.websocket.publish_burst = 100_000;
+        })
+        .start();
     node.channel("seam:*");
     // Channels owned by either core: the seam holds whichever core sequences the channel.
     for ch in ["seam:a", "seam:b"] {
-        let total = 400;
+        let total = 3000;
         let mut sub = node.client("s");
         let first = sub.subscribe(ch);
         assert_eq!(first["offset"], 0);
         let epoch = first["epoch"].as_str().unwrap().to_string();
         assert_eq!(epoch.len(), 8, "{first}");
-        let publisher = steady_publisher(node.addr, ch, total, Duration::from_micros(500));
+        let publisher = steady_publisher(node.addr, ch, total, Duration::ZERO);
         let got = read_until(&mut sub, 40);
         let last = *got.last().unwrap();
         drop(sub);
