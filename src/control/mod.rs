@@ -473,6 +473,13 @@ fn outcome(
             m.published_total.inc();
             Ok(a)
         }
+        Err(EngineError::RepeatUnreadable(e)) => {
+            tracing::warn!(channel = %p.channel, error = %e, "a repeated idempotency key's first ack is unreadable");
+            Err((
+                ErrorCode::Internal,
+                "repeated idempotencyKey: the message was published before, but its first ack could not be read",
+            ))
+        }
         Err(e) => {
             m.publish_failures_total.inc();
             tracing::warn!(channel = %p.channel, error = %e, "append failed; publish refused");

@@ -35,6 +35,10 @@ pub enum EngineError {
     Conflict(String),
     #[error("engine error: {0}")]
     Other(String),
+    /// A repeated idempotency key whose first ack could not be read back: the message was
+    /// published before, so this is not a refusal.
+    #[error("{0}")]
+    RepeatUnreadable(String),
 }
 
 /// What a multi-node engine reports to the control thread.

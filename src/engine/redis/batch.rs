@@ -323,9 +323,7 @@ impl Batcher {
                 let _ = prev.await;
             }
             for (p, r) in batch.into_iter().zip(published.repeats) {
-                let _ = p
-                    .done
-                    .send(r.ok_or_else(|| EngineError::Other("lost ack".into())));
+                let _ = p.done.send(repeat_answer(r));
             }
             let _ = done.send(());
             return;
@@ -346,17 +344,17 @@ impl Batcher {
         // The offset of each message published (repeats: their first ack).
         let mut acks = Vec::with_capacity(n);
         let mut next = first;
-        for (p, r) in batch.iter().zip(&published.repeats) {
+        for (p, r) in batch.iter().zip(published.repeats) {
             acks.push(match r {
-                Some(a) => (*a, false),
+                Some(a) => (repeat_answer(Some(a)), false),
                 None => {
                     next += 1;
                     (
-                        Appended {
+                        Ok(Appended {
                             id: p.id,
                             offset: next - 1,
                             created_at: p.created_at,
-                        },
+                        }),
                         true,
                     )
                 }
@@ -368,7 +366,7 @@ impl Batcher {
         // written before any publisher of the batch is acknowledged.
         let mut jobs = Vec::new();
         for (p, (a, fresh)) in batch.iter().zip(&acks) {
-            if *fresh {
+            if let (true, Ok(a)) = (*fresh, a) {
                 jobs.extend(webhook::envelope::jobs(
                     &p.msg,
                     a.offset,
@@ -447,17 +445,18 @@ impl Batcher {
             let _ = prev.await;
         }
         for (p, (a, _)) in batch.into_iter().zip(acks) {
-            let _ = p.done.send(Ok(a));
+            let _ = p.done.send(a);
         }
         let _ = done.send(());
     }
 }
 
 /// What a publish script did with a batch: the first offset it assigned, and per message the
-/// first ack of a repeated idempotency key (`None`: published now).
+/// first ack of a repeated idempotency key (`None`: published now; `Some(Err)`: a repeat whose
+/// stored ack is unreadable).
 struct Published {
     first: u64,
-    repeats: Vec<Option<Appended>>,
+    repeats: Vec<Option<Result<Appended, String>>>,
 }
 
 impl Published {
@@ -469,7 +468,7 @@ impl Published {
     }
 
     /// `scripts::PUBLISH_IDEMPOTENT`'s answer. A repeat whose stored value cannot be read is
-    /// reported as an error to its publisher (its fate: published before, ack unknown).
+    /// reported to its publisher as such (published before, ack unknown), never as refused.
     fn decode(v: &[Value], n: usize) -> Self {
         let first = v.first().and_then(|f| f.as_u64()).unwrap_or(0);
         let repeats = (0..n)
@@ -478,14 +477,19 @@ impl Published {
                 if s.is_empty() {
                     return None;
                 }
-                Some(parse_first_ack(&s).unwrap_or(Appended {
-                    id: Uuid::nil(),
-                    offset: 0,
-                    created_at: Timestamp(0),
-                }))
+                Some(parse_first_ack(&s).ok_or_else(|| format!("unreadable first ack `{s}`")))
             })
             .collect();
         Self { first, repeats }
+    }
+}
+
+/// The answer to a publish that repeated an idempotency key.
+fn repeat_answer(r: Option<Result<Appended, String>>) -> Result<Appended, EngineError> {
+    match r {
+        Some(Ok(a)) => Ok(a),
+        Some(Err(e)) => Err(EngineError::RepeatUnreadable(e)),
+        None => Err(EngineError::Other("publish script answered no ack".into())),
     }
 }
 
@@ -520,6 +524,8 @@ mod tests {
         );
         assert_eq!(p.first, 7);
         assert!(p.repeats[0].is_none());
-        assert_eq!(p.repeats[1].map(|a| a.offset), Some(3));
+        assert_eq!(p.repeats[1].clone().map(|a| a.unwrap().offset), Some(3));
+        let bad = Published::decode(&[Value::from(0), Value::from("garbage")], 1);
+        assert!(matches!(bad.repeats[0], Some(Err(_))));
     }
 }
