@@ -663,4 +663,30 @@ mod tests {
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].starts_with("redis.pubsub_buffer"), "{errs:?}");
     }
+
+    #[test]
+    fn continuity_settings_have_defaults_and_are_checked() {
+        let c = Config::defaults();
+        assert!(c.expire_sessions);
+        assert_eq!(c.expire_warning, Duration::from_secs(60));
+        assert_eq!(c.recover_max, 10_000);
+        assert_eq!(c.idempotency_window, Duration::from_secs(300));
+        let (f, errs) = parse_toml(
+            "[publish]\nidempotency_window = \"soon\"\nidempotency_max_keys = 0\n[history]\nrecover_max = 0\n[auth]\nexpire_warning = \"0s\"\nexpire_sessions = false",
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        assert!(!f.auth.expire_sessions);
+        let errs = validate(&f).unwrap_err().0;
+        for key in [
+            "publish.idempotency_window",
+            "publish.idempotency_max_keys",
+            "history.recover_max",
+        ] {
+            assert!(errs.iter().any(|e| e.starts_with(key)), "{key}: {errs:?}");
+        }
+        assert!(
+            !errs.iter().any(|e| e.starts_with("auth.expire_warning")),
+            "0s: warn at exp"
+        );
+    }
 }
