@@ -1,6 +1,7 @@
-//! The command line: four load modes (`fanout`, `idle`, `connect`, `publish`) sharing the
-//! target, auth, measurement and connection-spreading options, and `webhook-sink`, the local
-//! HTTP receiver that counts the broker's webhook deliveries.
+//! The command line: the load modes (`fanout`, `idle`, `connect`, `publish`, `http-publish`,
+//! `recover`) sharing the target, auth, measurement and connection-spreading options; `db`,
+//! the database change stream; and `webhook-sink`, the local HTTP receiver that counts the
+//! broker's webhook deliveries.
 
 use std::{fmt, net::SocketAddr, time::Duration};
 
@@ -32,6 +33,69 @@ pub enum Mode {
     /// The database change stream: commit-to-subscriber latency at a fixed transaction rate,
     /// or (`--catch-up N`) how fast a backlog of N changes is stored.
     Db(DbArgs),
+    /// Acknowledged publishes per second over HTTP (`POST /api/realtime/messages[/batch]`) on
+    /// keep-alive connections, with the acked offsets checked.
+    HttpPublish(HttpPublishArgs),
+    /// Subscribers leave, messages are published (optionally a node restarts), and they come
+    /// back with `since`: time until every subscriber has recovered every message.
+    Recover(RecoverArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HttpPublishArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Keep-alive HTTP connections (dealt round-robin over the --url nodes).
+    #[arg(long, default_value_t = 8)]
+    pub conns: usize,
+    /// Messages per request: 1 uses `POST /api/realtime/messages`, N > 1 the batch route
+    /// with N items (at most 1000).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Messages are spread round-robin over this many channels of the run.
+    #[arg(long, default_value_t = 1)]
+    pub channels: usize,
+    /// Payload size in bytes (the JSON object carrying ts, seq and padding).
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub duration: Duration,
+    /// Requests in flight per connection (more than 1: pipelined on the keep-alive connection).
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+    /// After --duration: time allowed for the outstanding answers.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub drain: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// `--url`: the subscribers' node (exactly one).
+    #[command(flatten)]
+    pub common: Common,
+    /// The node the messages are published on (HTTP batch route); default the --url node.
+    #[arg(long)]
+    pub publish_url: Option<String>,
+    /// Subscribers of the run's channel.
+    #[arg(long, default_value_t = 1000)]
+    pub subs: usize,
+    /// Messages published while they are away (batches of up to 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub messages: usize,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Shell command (`sh -c`) run after the messages are published and before the
+    /// subscribers come back, e.g. a node restart; then `GET /health` on the --url node must
+    /// answer 200.
+    #[arg(long)]
+    pub between: Option<String>,
+    /// Time allowed for --between and the health check together.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub restart_timeout: Duration,
+    /// Time allowed from the first reconnect until every subscriber has every message.
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    pub recover_timeout: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,8 @@
 //! Opening one broker connection: TCP from a chosen 127.0.0.x source, TCP_NODELAY, the
 //! WebSocket handshake with small buffers, `auth`, and optionally `subscribe`. Also the
 //! connect context each worker thread uses (targets, tokens, concurrency, counters).
-//! Subscribers use [`RawWs`]; publishers and held connections use tokio-tungstenite.
+//! Subscribers use [`RawWs`]; publishers and held connections use tokio-tungstenite; HTTP
+//! publishers a plain TCP connection.
 
 use std::{cell::RefCell, net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
 
@@ -138,6 +139,21 @@ impl Net {
         sem: &Semaphore,
         stats: &Rc<RefCell<ThreadStats>>,
     ) -> Option<RawWs> {
+        self.subscribe_raw(idx, sub, subscribe_msg(channel), sem, stats)
+            .await
+            .map(|(ws, _)| ws)
+    }
+
+    /// [`connect_raw`](Self::connect_raw) with any `subscribe` text (e.g. with `since`);
+    /// also returns the `subscribed` frame. Frames after it stay buffered in the [`RawWs`].
+    pub async fn subscribe_raw(
+        &self,
+        idx: usize,
+        sub: &str,
+        subscribe: String,
+        sem: &Semaphore,
+        stats: &Rc<RefCell<ThreadStats>>,
+    ) -> Option<(RawWs, Vec<u8>)> {
         let t = &self.targets[idx % self.targets.len()];
         self.guarded(idx, sem, stats, async {
             let token = self.minter.mint(sub, "authenticated")?;
@@ -148,12 +164,25 @@ impl Net {
             raw_request(&mut ws, auth_msg(&token), Kind::AuthSuccess)
                 .await
                 .context("auth")?;
-            raw_request(&mut ws, subscribe_msg(channel), Kind::Subscribed)
+            let reply = raw_request(&mut ws, subscribe, Kind::Subscribed)
                 .await
                 .context("subscribe")?;
-            Ok(ws)
+            Ok((ws, reply))
         })
         .await
+    }
+
+    /// A plain TCP connection (keep-alive HTTP) to target `idx % targets`, counted like the
+    /// WebSocket ones.
+    pub async fn connect_tcp(
+        &self,
+        idx: usize,
+        sem: &Semaphore,
+        stats: &Rc<RefCell<ThreadStats>>,
+    ) -> Option<TcpStream> {
+        let t = &self.targets[idx % self.targets.len()];
+        self.guarded(idx, sem, stats, tcp(t, source_for(t, idx, self.sources)))
+            .await
     }
 
     /// Runs one connection setup under the concurrency limit and the per-connection timeout,
@@ -191,19 +220,19 @@ fn auth_msg(token: &str) -> String {
     serde_json::json!({"type": "auth", "token": token}).to_string()
 }
 
-fn subscribe_msg(channel: &str) -> String {
+pub fn subscribe_msg(channel: &str) -> String {
     serde_json::json!({"type": "subscribe", "channel": channel}).to_string()
 }
 
-/// [`request`] over a [`RawWs`].
-async fn raw_request(ws: &mut RawWs, text: String, want: Kind) -> anyhow::Result<()> {
+/// [`request`] over a [`RawWs`]; returns the reply.
+async fn raw_request(ws: &mut RawWs, text: String, want: Kind) -> anyhow::Result<Vec<u8>> {
     ws.send_text(&text).await?;
     loop {
         match ws.next().await? {
             Some(Frame::Text(r)) => {
                 let b = ws.bytes(r);
                 match scan::kind(b) {
-                    k if k == want => return Ok(()),
+                    k if k == want => return Ok(b.to_vec()),
                     Kind::Error => bail!("server: {}", String::from_utf8_lossy(b)),
                     _ => {}
                 }

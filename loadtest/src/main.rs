@@ -5,6 +5,7 @@
 
 mod cli;
 mod conn;
+mod http1;
 mod httpd;
 mod modes;
 mod payload;
@@ -35,6 +36,8 @@ fn main() -> ExitCode {
         Mode::Connect(a) => finish(a.common.json, modes::conns::run_connect(a)),
         Mode::WebhookSink(a) => finish(a.json, modes::webhook_sink::run(a)),
         Mode::Db(a) => finish(a.json, modes::db::run(a)),
+        Mode::HttpPublish(a) => finish(a.common.json, modes::http_publish::run(a)),
+        Mode::Recover(a) => finish(a.common.json, modes::recover::run(a)),
     }
 }
 

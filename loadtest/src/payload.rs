@@ -1,6 +1,7 @@
 //! Builds `publish` frames: `{"type":"publish","channel":C,"event":"e","ref":SEQ,"payload":P}`
 //! where P = `{"ts":<unix nanos>,"seq":SEQ,"pad":"xx.."}` padded so that P is `size` bytes
-//! (or as small as it can be when `size` is below the minimum). Also the wall clock in nanos.
+//! (or as small as it can be when `size` is below the minimum); the payload alone for HTTP
+//! publishes. Also the wall clock in nanos.
 
 use std::{
     fmt::Write,
@@ -33,6 +34,15 @@ impl Publish {
 
     /// The frame text for sequence `seq` sent at `ts` nanos.
     pub fn frame(&mut self, seq: u64, ts: u64) -> String {
+        let p = self.payload(seq, ts);
+        let mut f = String::with_capacity(self.prefix.len() + 32 + p.len());
+        f.push_str(&self.prefix);
+        let _ = write!(f, "{seq},\"payload\":{p}}}");
+        f
+    }
+
+    /// The payload alone (also what an HTTP publish carries): `size` bytes of JSON.
+    pub fn payload(&mut self, seq: u64, ts: u64) -> String {
         let mut p = String::with_capacity(self.size.max(64));
         let _ = write!(p, r#"{{"ts":{ts},"seq":{seq},"pad":""#);
         let fixed = p.len() + 2; // closing `"}`
@@ -42,10 +52,7 @@ impl Publish {
         }
         p.push_str(&self.pad[..want]);
         p.push_str("\"}");
-        let mut f = String::with_capacity(self.prefix.len() + 32 + p.len());
-        f.push_str(&self.prefix);
-        let _ = write!(f, "{seq},\"payload\":{p}}}");
-        f
+        p
     }
 }
 

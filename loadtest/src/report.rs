@@ -42,7 +42,7 @@ impl Pct {
         }
     }
 
-    fn line(&self) -> String {
+    pub fn line(&self) -> String {
         if self.samples == 0 {
             return "no samples".into();
         }

@@ -6,7 +6,11 @@
 pub mod conns;
 pub mod db;
 pub mod fanout;
+mod http_conn;
+pub mod http_publish;
 mod publisher;
+pub mod recover;
+mod resubscriber;
 mod subscriber;
 pub mod webhook_sink;
 
