@@ -88,6 +88,8 @@ metric_block!(ControlMetrics {
     publish_failures_total: "counter", "Publishes the engine refused.";
     publishes_refused_backlog_total: "counter", "Publishes refused (broker busy) because server.engine_queue publishes were already waiting for Redis (redis engine).";
     registry_changes_total: "counter", "Channel registry changes.";
+    recovery_reads_total: "counter", "History pages read from the engine for recovering subscribers.";
+    recovery_reads_shared_total: "counter", "History pages for recovering subscribers answered by a read of the same range (in flight or kept).";
     history_retained: "gauge", "Messages retained in the memory engine.";
     backplane_reconnects_total: "counter", "Redis pub/sub reconnections (each followed by a gap fill).";
     backplane_resyncs_total: "counter", "Times the Redis pub/sub reader fell behind and dropped messages (each followed by a registry reload and a gap fill).";

@@ -176,6 +176,39 @@ fn recovery_past_retention_wrong_epoch_and_recover_max_say_recovered_false() {
 }
 
 #[test]
+fn subscribers_coming_back_to_one_position_share_the_history_reads() {
+    let node = TestServer::start("io_uring");
+    node.channel("many:*");
+    let mut first = node.client("s");
+    let epoch = first.subscribe("many:1")["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(first);
+    let mut p = node.client("p");
+    for k in 1..=100 {
+        p.publish("many:1", "e", json!(k));
+    }
+    let mut subs: Vec<Ws> = (0..40).map(|i| node.client(&format!("s{i}"))).collect();
+    for s in &mut subs {
+        s.send(json!({"type": "subscribe", "channel": "many:1", "since": {"offset": 0, "epoch": epoch}}));
+    }
+    for s in &mut subs {
+        assert_eq!(s.expect("subscribed")["recovered"], true);
+        assert_eq!(read_until(s, 100), (1..=100).collect::<Vec<_>>());
+    }
+    let reads = node.metric("ringcast_recovery_reads_total");
+    let shared = node.metric("ringcast_recovery_reads_shared_total");
+    // One read per core's position at most (the cores may have different positions only if
+    // a publish came between): everything else was shared.
+    assert!(
+        reads <= 2,
+        "{reads} engine reads for 40 identical recoveries"
+    );
+    assert_eq!(reads + shared, 40);
+}
+
+#[test]
 fn a_restarted_memory_node_has_a_new_epoch() {
     let node = TestServer::start("io_uring");
     node.channel("e:*");

@@ -14,6 +14,7 @@
 
 mod interest;
 pub mod msg;
+mod recover;
 mod registry;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -40,9 +41,6 @@ use crate::{
 const SNAPSHOT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// History and stats reads answered at once (each a task of its own); more get 503.
 const READS: usize = 64;
-/// Recovery reads (`ControlMsg::Recover`) at the engine at once; more wait their turn (each
-/// is one subscribe of one connection waiting for its answer).
-const RECOVERY_READS: usize = 64;
 
 pub struct Control<E: Engine> {
     engine: E,
@@ -67,8 +65,8 @@ pub struct Control<E: Engine> {
     appends: Arc<tokio::sync::Semaphore>,
     /// History and stats reads in progress (`registry::spawn_read`), at most `READS`.
     reads: Arc<tokio::sync::Semaphore>,
-    /// Recovery reads in progress, at most `RECOVERY_READS`.
-    recovery_reads: Arc<tokio::sync::Semaphore>,
+    /// Recovering subscribers' reads, shared between those asking for the same range.
+    recovery: recover::RecoveryReads,
     /// A housekeeping pass (`Engine::maintain`) is running.
     maintaining: std::rc::Rc<std::cell::Cell<bool>>,
     /// Channels whose engine subscription is being set up (`interest`).
@@ -95,7 +93,7 @@ impl<E: Engine> Control<E> {
             interest: HashMap::new(),
             last: HashMap::new(),
             epochs: HashMap::new(),
-            recovery_reads: Arc::new(tokio::sync::Semaphore::new(RECOVERY_READS)),
+            recovery: recover::RecoveryReads::new(),
             appends: Arc::new(tokio::sync::Semaphore::new(shared.config.engine_queue)),
             reads: Arc::new(tokio::sync::Semaphore::new(READS)),
             maintaining: Default::default(),
@@ -290,43 +288,11 @@ impl<E: Engine> Control<E> {
                 self.engine.add_webhook_delivered(&channel, key).await;
             }
             ControlMsg::Source(b) => self.publish_source(b),
-            ControlMsg::Recover(r) => self.recover(r),
+            ControlMsg::Recover(r) => {
+                self.recovery
+                    .ask(&mut self.engine, r, &self.shared.metrics.control)
+            }
         }
-    }
-
-    /// Reads what a recovering subscriber missed, in a task of its own. The engine's range
-    /// is taken now (the memory engine reads it here: everything stored before this request
-    /// is in it), then encoded once for this read.
-    fn recover(&mut self, r: msg::RecoverReq) {
-        let msg::RecoverReq {
-            channel,
-            after,
-            upto,
-            reply,
-        } = r;
-        let read = self.engine.range(&channel, after, upto);
-        let slots = self.recovery_reads.clone();
-        tokio::task::spawn_local(async move {
-            let _slot = slots.acquire_owned().await;
-            let out = read.await.map_err(|e| e.to_string()).map(|range| {
-                let msgs = range
-                    .records
-                    .iter()
-                    .map(|m| {
-                        Arc::new(Delivery::encoded(
-                            channel.clone(),
-                            m.offset,
-                            &msg::frame_json_of(m),
-                        ))
-                    })
-                    .collect();
-                msg::Recovered {
-                    first: range.first,
-                    msgs,
-                }
-            });
-            let _ = reply.send(out);
-        });
     }
 
     /// Redis engine: appends changes from the database change stream (many in flight, in

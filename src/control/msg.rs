@@ -71,7 +71,7 @@ pub struct RecoverReq {
     pub channel: ChannelName,
     pub after: u64,
     pub upto: u64,
-    pub reply: oneshot::Sender<Result<Recovered, String>>,
+    pub reply: oneshot::Sender<Result<Arc<Recovered>, String>>,
 }
 
 /// The answer to a `RecoverReq`: the channel's first retained offset and the messages, each

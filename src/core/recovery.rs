@@ -175,7 +175,7 @@ impl Core {
             && !r.msgs.is_empty();
         let (recovered, first_offset, page) = if contiguous {
             self.metrics().recoveries_total.inc();
-            (true, None, r.msgs)
+            (true, None, r.msgs.clone())
         } else {
             self.metrics().recoveries_failed_total.inc();
             held.sent.set(pos.offset);
@@ -247,7 +247,7 @@ impl Core {
                     .read_missed(&channel, sent, upto.min(sent + PAGE))
                     .await
                 {
-                    Ok(r) if !r.msgs.is_empty() => page = r.msgs,
+                    Ok(r) if !r.msgs.is_empty() => page = r.msgs.clone(),
                     _ => return self.end_recovery(&conn, &channel, &held),
                 }
             }
@@ -341,7 +341,12 @@ impl Core {
     }
 
     /// `(after, upto]` of `ch`'s history, through the control thread.
-    async fn read_missed(&self, ch: &ChannelName, after: u64, upto: u64) -> Result<Recovered, ()> {
+    async fn read_missed(
+        &self,
+        ch: &ChannelName,
+        after: u64,
+        upto: u64,
+    ) -> Result<Arc<Recovered>, ()> {
         let (tx, rx) = oneshot::channel();
         let req = ControlMsg::Recover(RecoverReq {
             channel: ch.clone(),
