@@ -16,6 +16,7 @@
 //! protocol/      ClientMsg / ServerMsg / MessageFrame, stable error codes
 //! channel/       ChannelName / ChannelPattern newtypes, ChannelRecord, ChannelTable snapshot
 //! auth/          JWT verification and minting, roles, admin key, Authorizer
+//! policy/        RLS policies: CREATE POLICY parsed (sqlparser), compiled, evaluated on cores
 //! control/       the control thread: registry and engine owner (redis: publish sequencer);
 //!                core<->control and core<->core messages, the one `message` encoding
 //! engine/        the Engine trait (registry store, history, stats, node fan-out hook); memory
@@ -45,6 +46,7 @@ pub mod core;
 pub mod engine;
 pub mod http;
 pub mod metrics;
+pub mod policy;
 pub mod protocol;
 pub mod runtime;
 pub mod timestamp;

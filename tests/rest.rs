@@ -641,6 +641,14 @@ both_drivers!(permissions_have_the_seed_shape, |driver| {
                 "roles": ["authenticated"],
                 "using": null,
                 "withCheck": "true"
+            }]},
+            "receive": {"policies": [{
+                "policyName": "allow_receive",
+                "tableName": "realtime_messages",
+                "command": "SELECT",
+                "roles": ["public"],
+                "using": "true",
+                "withCheck": null
             }]}
         })
     );

@@ -69,11 +69,15 @@ impl Verifier {
                 role: Role::ProjectAdmin,
                 email: None,
                 expires_at: None,
+                claims: None,
             });
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+        // Decoded once as a JSON document: policies read the whole verified claim set
+        // (`auth.jwt()`); the fields ringcast itself needs are read from it.
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &self.key, &self.validation)
             .map_err(|_| AuthError::Invalid)?;
-        let c = data.claims;
+        let all = Arc::new(data.claims);
+        let c = Claims::deserialize(&*all).map_err(|_| AuthError::Invalid)?;
         if let Some(exp) = c.exp
             && exp <= now_secs()
         {
@@ -91,6 +95,7 @@ impl Verifier {
             role,
             email: c.email,
             expires_at: c.exp,
+            claims: Some(all),
         })
     }
 }

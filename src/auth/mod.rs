@@ -1,12 +1,11 @@
-//! Who a client is (`Identity`, from an HS256 JWT or the admin key) and what it may do
-//! (`Authorizer`, the one place subscribe/publish/admin permissions are decided).
+//! Who a client is: `Identity`, from an HS256 JWT (with its whole verified claim set, for
+//! policies) or the admin key, and its `Role`. What it may do is decided by the policies in
+//! force (`policy`, applied on the cores by `core::access`).
 //!
 //! Verification is CPU-only (HMAC-SHA256) and runs on the core that received the token.
 
-mod authorizer;
 mod jwt;
 
-pub use authorizer::{Authorizer, Permissions, Policy};
 pub use jwt::{AuthError, Claims, Verifier, mint};
 
 use std::sync::Arc;
@@ -44,8 +43,10 @@ pub struct Identity {
     pub user_id: Option<Arc<str>>,
     pub role: Role,
     pub email: Option<String>,
-    /// Unix seconds after which the token is no longer valid (not enforced on live sockets).
+    /// Unix seconds after which the token is no longer valid (`auth.expire_sessions`).
     pub expires_at: Option<u64>,
+    /// Every verified claim of the token (`auth.jwt()` in policies); `None` for the admin key.
+    pub claims: Option<Arc<serde_json::Value>>,
 }
 
 impl Identity {

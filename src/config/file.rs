@@ -17,6 +17,7 @@ pub struct FileConfig {
     pub http: HttpSection,
     pub history: HistorySection,
     pub publish: PublishSection,
+    pub policies: PoliciesSection,
     pub redis: RedisSection,
     pub webhooks: WebhookSection,
     pub postgres: PostgresSection,
@@ -156,6 +157,24 @@ impl Default for HistorySection {
             max_age: "24h".into(),
             max_total_messages: 1_000_000,
             recover_max: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoliciesSection {
+    pub file: String,
+    pub rls_channels: bool,
+    pub rls_messages: bool,
+}
+
+impl Default for PoliciesSection {
+    fn default() -> Self {
+        Self {
+            file: String::new(),
+            rls_channels: true,
+            rls_messages: true,
         }
     }
 }

@@ -71,6 +71,8 @@ pub struct Config {
     pub expire_sessions: bool,
     /// How long before `exp` the `token_expiring` notice is sent.
     pub expire_warning: Duration,
+    /// The access policies in force at start (`[policies]`, or the built-in defaults).
+    pub policies: Policies,
 
     pub max_frame_bytes: usize,
     pub max_payload_bytes: usize,
@@ -203,6 +205,7 @@ pub fn parse_toml(text: &str) -> (FileConfig, Vec<String>) {
             "http" => section(&key, value, &mut out.http, &mut errors),
             "history" => section(&key, value, &mut out.history, &mut errors),
             "publish" => section(&key, value, &mut out.publish, &mut errors),
+            "policies" => section(&key, value, &mut out.policies, &mut errors),
             "redis" => section(&key, value, &mut out.redis, &mut errors),
             "webhooks" => section(&key, value, &mut out.webhooks, &mut errors),
             "postgres" => section(&key, value, &mut out.postgres, &mut errors),
@@ -426,6 +429,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         ));
     }
     let pg = postgres_section(&f.postgres, &mut errs);
+    let policies = policies_section(f, &mut errs);
     if !errs.is_empty() {
         return Err(ConfigErrors(errs));
     }
@@ -456,6 +460,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         anon_publish: f.auth.anon_publish,
         expire_sessions: f.auth.expire_sessions,
         expire_warning,
+        policies,
         max_frame_bytes: f.websocket.max_frame_bytes,
         max_payload_bytes: f.websocket.max_payload_bytes,
         max_subscriptions: f.websocket.max_subscriptions,
@@ -496,6 +501,61 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         log_level: f.log.level.clone(),
         log_format,
     })
+}
+
+/// The policies in force at start, shared by every core (`Debug` prints what `GET
+/// /api/realtime/permissions` reports).
+#[derive(Clone)]
+pub struct Policies(pub std::sync::Arc<crate::policy::PolicySet>);
+
+impl std::fmt::Debug for Policies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.0.policies().iter().map(|p| p.name()).collect();
+        f.debug_struct("Policies")
+            .field("policies", &names)
+            .field("rls", &self.0.rls)
+            .finish()
+    }
+}
+
+/// Builds the policy set of `[policies]`: the built-in defaults (the seed's two policies, with
+/// the `auth.anon_*` switches) when `file` is empty, else the file's `CREATE POLICY`
+/// statements; row level security per table as configured.
+fn policies_section(f: &FileConfig, errs: &mut Vec<String>) -> Policies {
+    use crate::policy::{PolicySet, Rls, parse_policies};
+    let p = &f.policies;
+    let rls = Rls {
+        channels: p.rls_channels,
+        messages: p.rls_messages,
+    };
+    let Some(path) = non_empty(&p.file) else {
+        let mut set = PolicySet::defaults(f.auth.anon_subscribe, f.auth.anon_publish);
+        set.rls = rls;
+        return Policies(std::sync::Arc::new(set));
+    };
+    let mut set = PolicySet::new(rls);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            errs.push(format!("policies.file: {path}: {e}"));
+            return Policies(std::sync::Arc::new(set));
+        }
+    };
+    match parse_policies(&text) {
+        Ok(list) => {
+            for policy in list {
+                if let Err(e) = set.add(policy) {
+                    errs.push(format!("policies.file: {path}: {e}"));
+                }
+            }
+        }
+        Err(e) => {
+            for one in e.0 {
+                errs.push(format!("policies.file: {path}: {one}"));
+            }
+        }
+    }
+    Policies(std::sync::Arc::new(set))
 }
 
 /// Validates `[postgres]`; `None` when `url` is empty (the change stream is off).

@@ -5,6 +5,7 @@
 use std::{
     cell::{Cell, RefCell},
     collections::VecDeque,
+    rc::Rc,
     task::{Context, Poll, Waker},
     time::Instant,
 };
@@ -13,7 +14,7 @@ use monoio::io::{CancelHandle, Canceller};
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use super::out_frame::OutFrame;
-use crate::{channel::ChannelName, control::ConnId, ws::frame};
+use crate::{auth::Identity, channel::ChannelName, control::ConnId, ws::frame};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -232,6 +233,9 @@ pub struct Conn {
     pub http_deadline: Cell<Option<Instant>>,
     pub ping_outstanding: Cell<bool>,
     pub subs: RefCell<Subs>,
+    /// Who the WebSocket authenticated as (`None` before `auth`): policies that decide per
+    /// message (receive) and re-checks after a policy change read it.
+    pub identity: RefCell<Option<Rc<Identity>>>,
     /// Unix seconds at which the session's token expires (`auth.expire_sessions`).
     pub expires_at: Cell<Option<u64>>,
     /// `token_expiring` was sent for the current token.
@@ -254,6 +258,7 @@ impl Conn {
             http_deadline: Cell::new(None),
             ping_outstanding: Cell::new(false),
             subs: RefCell::new(Subs::default()),
+            identity: RefCell::new(None),
             expires_at: Cell::new(None),
             expiry_warned: Cell::new(false),
         }

@@ -112,9 +112,15 @@ impl Core {
         let frame = OutFrame::new(d.frame.clone());
         // The change's row, parsed once, only if some subscriber has a row filter.
         let mut row: Option<ChangeRow> = None;
+        // The message's fields, read once, only if some subscriber's receive policy needs them.
+        let open = self.access.borrow().receive_open();
+        let mut fields = None;
         let mut n = 0u32;
         for m in e.members.values() {
             if db && !wants(m.filter.as_deref(), d, &mut row) {
+                continue;
+            }
+            if !open && !self.may_receive(&m.conn, d, &mut fields) {
                 continue;
             }
             if let Some(h) = &m.held {

@@ -13,9 +13,11 @@
 //! - `recovery` sends a subscriber what it missed (`since`) before its live messages;
 //! - `idempotency` remembers the idempotency keys of the channels this core owns;
 //! - `bucket` is the per-connection publish rate limit (WebSocket and HTTP);
+//! - `access` applies the policies in force to subscribes, publishes and deliveries;
 //! - the sweeper (in `inbox`) enforces auth, idle, HTTP and token-expiry timeouts and sends
 //!   pings.
 
+pub mod access;
 pub mod bucket;
 pub mod conn;
 pub mod gather;
@@ -39,7 +41,7 @@ use std::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    auth::{Authorizer, Verifier},
+    auth::Verifier,
     channel::{ChannelName, ChannelRecord, ChannelTable, ResolveCache},
     config::Config,
     control::{ConnId, ControlMsg, CoreId, CoreMsg, RestOk, RestReq, msg::Interest},
@@ -89,7 +91,8 @@ pub struct Core {
     /// The blocks of multi-frame writes, built once and shared by the writers that need them.
     pub gather: gather::Gather,
     pub verifier: Verifier,
-    pub authorizer: Authorizer,
+    /// The policies in force (replaced as a whole when they change).
+    pub access: RefCell<access::Access>,
     next_conn: Cell<u64>,
     next_sub: Cell<u64>,
     pub shutting_down: Cell<bool>,
@@ -121,10 +124,7 @@ impl Core {
         Self {
             id,
             verifier: Verifier::new(&c.jwt_secret, c.admin_key.as_deref()),
-            authorizer: Authorizer {
-                anon_subscribe: c.anon_subscribe,
-                anon_publish: c.anon_publish,
-            },
+            access: RefCell::new(access::Access::new(c.policies.0.clone())),
             shared,
             table: RefCell::new(table),
             resolved: RefCell::new(ResolveCache::default()),

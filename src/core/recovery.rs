@@ -216,7 +216,7 @@ impl Core {
                     if d.offset != sent + 1 {
                         return self.end_recovery(&conn, &channel, &held);
                     }
-                    if self.wanted(filter.as_ref(), &d)
+                    if self.wanted(&conn, filter.as_ref(), &d)
                         && !self
                             .queue_paced(&conn, &channel, &held, OutFrame::new(d.frame.clone()))
                             .await
@@ -283,10 +283,10 @@ impl Core {
         }
     }
 
-    /// Whether a message passes the member's filter (`db:` channels).
-    fn wanted(&self, filter: Option<&DbFilter>, d: &Delivery) -> bool {
+    /// Whether a message passes the member's filter (`db:` channels) and its receive policy.
+    fn wanted(&self, conn: &Conn, filter: Option<&DbFilter>, d: &Delivery) -> bool {
         let mut row: Option<ChangeRow> = None;
-        !d.channel.is_db() || wants(filter, d, &mut row)
+        (!d.channel.is_db() || wants(filter, d, &mut row)) && self.may_receive(conn, d, &mut None)
     }
 
     /// Waits until the connection's outbound queue has room, then queues `f`; false if the

@@ -214,14 +214,14 @@ fn submit(
             format!("payload exceeds {max} bytes"),
         ));
     }
-    let Some(rec) = core.resolve(&channel) else {
+    if core.resolve(&channel).is_none() {
         return Err(error(
             ErrorCode::ChannelNotFound,
             "Channel not found or not accessible",
         ));
-    };
-    if !core.authorizer.can_publish(who, &rec) {
-        return Err(error(ErrorCode::Forbidden, "Not authorized to publish"));
+    }
+    if !core.may_publish(who, &channel, &item.event, &payload) {
+        return Err(error(ErrorCode::Forbidden, "not allowed by policy"));
     }
     if !bucket.take(Instant::now()) {
         let c = core.cfg();

@@ -120,7 +120,7 @@ async fn dispatch(
         Route::Messages => RestReq::Messages(history_query(&head.query)?),
         Route::Stats => RestReq::Stats(stats_since(&head.query)?),
         Route::Permissions => {
-            let body = serde_json::to_vec(&core.authorizer.permissions())
+            let body = serde_json::to_vec(&core.access.borrow().set.permissions())
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             return Ok(Response::json(200, body));
         }
@@ -146,7 +146,7 @@ fn require_admin(core: &Core, head: &Head) -> Result<(), ApiError> {
         .verifier
         .verify(token.trim())
         .map_err(|e| ApiError::unauthorized(e.to_string()))?;
-    if !core.authorizer.is_admin(&who) {
+    if who.role != crate::auth::Role::ProjectAdmin {
         return Err(ApiError::forbidden("project_admin role required"));
     }
     Ok(())

@@ -140,6 +140,7 @@ impl Session {
                         }
                         conn.expires_at.set(id.expires_at);
                         conn.expiry_warned.set(false);
+                        *conn.identity.borrow_mut() = Some(Rc::new(id.clone()));
                         let f = frame::encode_json(&ServerMsg::AuthSuccess {
                             user_id: id.user_id.as_deref(),
                             role: id.role.as_str(),
@@ -176,10 +177,10 @@ impl Session {
                         Some(channel.as_str()),
                     );
                 };
-                if !core.authorizer.can_subscribe(&who, &rec) {
+                if !core.may_subscribe(&who, &channel, &rec) {
                     return err(
                         ErrorCode::Forbidden,
-                        "Not authorized to subscribe to this channel",
+                        "not allowed by policy",
                         Some(channel.as_str()),
                     );
                 }
@@ -251,15 +252,15 @@ impl Session {
                     );
                 }
                 let rec = core.resolve(&channel);
-                let Some(rec) = rec else {
+                if rec.is_none() {
                     return err(
                         ErrorCode::ChannelNotFound,
                         "Channel not found or not accessible",
                         ch,
                     );
-                };
-                if !core.authorizer.can_publish(&who, &rec) {
-                    return err(ErrorCode::Forbidden, "Not authorized to publish", ch);
+                }
+                if !core.may_publish(&who, &channel, &event, payload) {
+                    return err(ErrorCode::Forbidden, "not allowed by policy", ch);
                 }
                 // Only publishes that would be accepted spend quota.
                 if !self.bucket.take(Instant::now()) {

@@ -1,0 +1,284 @@
+//! Policies end to end over real sockets: a `[policies]` file of `CREATE POLICY` statements
+//! decides who may subscribe, publish and receive; `project_admin` bypasses them; row level
+//! security can be turned off per table; `check-config` reports a bad file.
+
+mod common;
+
+use std::{path::PathBuf, time::Duration};
+
+use common::*;
+use serde_json::{Value, json};
+
+const POLICIES: &str = r#"
+-- Private user channels: user:<id> for that user only.
+CREATE POLICY own_user ON realtime.channels FOR SELECT TO authenticated
+  USING (realtime.channel_name() = 'user:' || auth.uid());
+-- Team channels: team:<name> for members of that team (a claim in the token).
+CREATE POLICY team_member ON realtime.channels FOR SELECT TO authenticated
+  USING (split_part(realtime.channel_name(), ':', 1) = 'team'
+         AND split_part(realtime.channel_name(), ':', 2) = auth.jwt() -> 'app_metadata' ->> 'team');
+-- Public rooms, anon included; and the database changes channel.
+CREATE POLICY rooms ON realtime.channels FOR SELECT TO anon, authenticated
+  USING (pattern = 'room:*');
+CREATE POLICY orders_feed ON realtime.channels FOR SELECT TO authenticated
+  USING (realtime.channel_name() = 'db:orders');
+-- Publish only your own events.
+CREATE POLICY own_events ON realtime.messages FOR INSERT TO authenticated
+  WITH CHECK (payload ->> 'user_id' = auth.uid());
+-- Receive: everything, except database changes of other users' orders.
+CREATE POLICY own_orders ON realtime.messages FOR SELECT TO authenticated
+  USING (channel_name NOT LIKE 'db:%' OR payload -> 'new' ->> 'user_id' = auth.uid());
+"#;
+
+fn policies_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringcast-policies-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn node_with(
+    driver: &str,
+    text: &str,
+    tweak: impl FnOnce(&mut ringcast::config::FileConfig),
+) -> TestServer {
+    let path = policies_file(&format!("{driver}-{}.sql", text.len()), text);
+    let node = TestServer::builder(driver)
+        .with(|f| {
+            f.policies.file = path.display().to_string();
+            tweak(f);
+        })
+        .start();
+    for p in ["user:*", "team:*", "room:*", "db:*"] {
+        node.channel(p);
+    }
+    node
+}
+
+/// A token with extra claims (`app_metadata`), as an auth service would mint it.
+fn token_with(sub: &str, role: &str, extra: Value) -> String {
+    let mut claims = json!({"sub": sub, "role": role, "exp": 4_000_000_000u64});
+    claims
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+fn client_as(node: &TestServer, token: &str) -> Ws {
+    let mut ws = node.ws();
+    ws.auth(token);
+    ws
+}
+
+fn subscribe_result(ws: &mut Ws, ch: &str) -> Value {
+    ws.send(json!({"type": "subscribe", "channel": ch}));
+    ws.recv()
+}
+
+fn assert_denied(v: &Value) {
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["code"], "FORBIDDEN", "{v}");
+    assert_eq!(v["message"], "not allowed by policy", "{v}");
+}
+
+both_drivers!(private_user_and_team_channels, |driver| {
+    let node = node_with(driver, POLICIES, |_| {});
+    let mut u1 = client_as(
+        &node,
+        &token_with(
+            "u1",
+            "authenticated",
+            json!({"app_metadata": {"team": "red"}}),
+        ),
+    );
+    assert_eq!(subscribe_result(&mut u1, "user:u1")["type"], "subscribed");
+    assert_denied(&subscribe_result(&mut u1, "user:u2"));
+    assert_eq!(subscribe_result(&mut u1, "team:red")["type"], "subscribed");
+    assert_denied(&subscribe_result(&mut u1, "team:blue"));
+    assert_eq!(
+        subscribe_result(&mut u1, "room:lobby")["type"],
+        "subscribed"
+    );
+    // Without the claim, no team.
+    let mut u2 = client_as(&node, &token("u2", "authenticated"));
+    assert_denied(&subscribe_result(&mut u2, "team:red"));
+    // anon: only what a policy grants it.
+    let mut anon = client_as(&node, &token("visitor", "anon"));
+    assert_eq!(
+        subscribe_result(&mut anon, "room:lobby")["type"],
+        "subscribed"
+    );
+    assert_denied(&subscribe_result(&mut anon, "user:visitor"));
+    // project_admin bypasses policies.
+    let mut admin = node.admin();
+    assert_eq!(
+        subscribe_result(&mut admin, "user:u2")["type"],
+        "subscribed"
+    );
+    // A denied subscribe changed nothing: u1 receives nothing from user:u2.
+    let mut p = client_as(&node, &token("u2", "authenticated"));
+    p.publish("room:lobby", "hi", json!({"user_id": "u2"}));
+    assert_eq!(u1.expect("message")["channel"], "room:lobby");
+    u1.expect_silence(Duration::from_millis(100));
+});
+
+#[test]
+fn publish_only_your_own_events_over_websocket_and_http() {
+    let node = node_with("io_uring", POLICIES, |_| {});
+    let mut sub = node.admin();
+    sub.subscribe("room:lobby");
+    let t = token("u1", "authenticated");
+    let mut u1 = client_as(&node, &t);
+    u1.publish("room:lobby", "e", json!({"user_id": "u1", "text": "mine"}));
+    for bad in [
+        json!({"user_id": "u2"}),
+        json!({"text": "no user"}),
+        json!("not an object"),
+    ] {
+        u1.send(json!({"type": "publish", "channel": "room:lobby", "event": "e", "payload": bad}));
+        assert_denied(&u1.expect("error"));
+    }
+    let (st, v) = http(
+        node.addr,
+        "POST",
+        "/api/realtime/messages",
+        Some(&t),
+        Some(json!({"channel": "room:lobby", "event": "e", "payload": {"user_id": "u9"}})),
+    );
+    assert_eq!((st, v["error"].as_str()), (403, Some("FORBIDDEN")), "{v}");
+    let (st, _) = http(
+        node.addr,
+        "POST",
+        "/api/realtime/messages",
+        Some(&t),
+        Some(json!({"channel": "room:lobby", "event": "e", "payload": {"user_id": "u1"}})),
+    );
+    assert_eq!(st, 201);
+    // Exactly the two allowed publishes were delivered and stored.
+    assert_eq!(sub.expect("message")["payload"]["text"], "mine");
+    assert_eq!(sub.expect("message")["payload"]["user_id"], "u1");
+    sub.expect_silence(Duration::from_millis(100));
+    let (_, hist) = node.http("GET", "/api/realtime/messages?channelName=room:lobby", None);
+    assert_eq!(hist.as_array().unwrap().len(), 2);
+}
+
+both_drivers!(receive_policies_filter_each_subscriber, |driver| {
+    let node = node_with(driver, POLICIES, |_| {});
+    let mut u1 = client_as(&node, &token("u1", "authenticated"));
+    let mut u2 = client_as(&node, &token("u2", "authenticated"));
+    u1.subscribe("db:orders");
+    u2.subscribe("db:orders");
+    u1.subscribe("room:lobby");
+    u2.subscribe("room:lobby");
+    let mut admin = node.admin();
+    for owner in ["u1", "u2", "u1"] {
+        admin.publish(
+            "db:orders",
+            "INSERT",
+            json!({"table": "orders", "new": {"user_id": owner, "total": 3}}),
+        );
+    }
+    admin.publish("room:lobby", "e", json!({"any": 1}));
+    let got = |ws: &mut Ws, n: usize| -> Vec<(String, u64)> {
+        (0..n)
+            .map(|_| {
+                let m = ws.expect("message");
+                (
+                    m["channel"].as_str().unwrap().to_string(),
+                    m["offset"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        got(&mut u1, 3),
+        vec![
+            ("db:orders".into(), 1),
+            ("db:orders".into(), 3),
+            ("room:lobby".into(), 1)
+        ]
+    );
+    assert_eq!(
+        got(&mut u2, 2),
+        vec![("db:orders".into(), 2), ("room:lobby".into(), 1)]
+    );
+    u1.expect_silence(Duration::from_millis(100));
+    u2.expect_silence(Duration::from_millis(100));
+    // Recovery applies the same decision to the history it replays.
+    let epoch = {
+        let mut s = client_as(&node, &token("u2", "authenticated"));
+        s.subscribe("room:x")["epoch"].as_str().unwrap().to_string()
+    };
+    let mut back = client_as(&node, &token("u2", "authenticated"));
+    back.send(json!({"type": "subscribe", "channel": "db:orders", "since": {"offset": 0, "epoch": epoch}}));
+    assert_eq!(back.expect("subscribed")["recovered"], true);
+    assert_eq!(back.expect("message")["offset"], 2);
+    back.expect_silence(Duration::from_millis(100));
+});
+
+#[test]
+fn row_level_security_off_allows_everything_on_that_table() {
+    let node = node_with("legacy", POLICIES, |f| f.policies.rls_channels = false);
+    let mut anon = client_as(&node, &token("visitor", "anon"));
+    assert_eq!(
+        subscribe_result(&mut anon, "user:someone")["type"],
+        "subscribed"
+    );
+    // Publishing still follows its policies (RLS stays on for realtime.messages).
+    anon.send(json!({"type": "publish", "channel": "user:someone", "event": "e", "payload": {}}));
+    assert_denied(&anon.expect("error"));
+    let (_, perms) = node.http("GET", "/api/realtime/permissions", None);
+    let names: Vec<&str> = perms["subscribe"]["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["policyName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["own_user", "team_member", "rooms", "orders_feed"]);
+    let own = &perms["subscribe"]["policies"][0];
+    assert_eq!(
+        own["using"], "realtime.channel_name() = 'user:' || auth.uid()",
+        "as written"
+    );
+    assert_eq!(own["roles"], json!(["authenticated"]));
+    assert_eq!(
+        perms["publish"]["policies"][0]["withCheck"],
+        "payload ->> 'user_id' = auth.uid()"
+    );
+}
+
+#[test]
+fn a_bad_policies_file_is_refused_with_every_problem() {
+    let bad = policies_file(
+        "bad.sql",
+        "CREATE POLICY a ON realtime.channels FOR SELECT USING (now() > 1);\n\
+         CREATE POLICY b ON public.users FOR SELECT USING (true);\n\
+         CREATE POLICY c ON realtime.channels FOR SELECT USING (EXISTS (SELECT 1));",
+    );
+    let cfg = policies_file(
+        "bad.toml",
+        &format!("[policies]\nfile = \"{}\"\n", bad.display()),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("now"), "{text}");
+    assert!(
+        text.contains("public.users") || text.contains("users"),
+        "{text}"
+    );
+    assert!(text.contains("statement 3"), "{text}");
+    assert!(text.contains("line 1, column"), "{text}");
+}
