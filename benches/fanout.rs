@@ -54,7 +54,8 @@ fn setup(
         });
         let table = Arc::new(ChannelTable::build(1, [record]));
         let (peer, _inbox) = tokio::sync::mpsc::channel(1);
-        let core = Rc::new(Core::new(0, shared, table, tx, vec![peer]));
+        let policies = shared.config.policies.0.clone();
+        let core = Rc::new(Core::new(0, shared, table, policies, tx, vec![peer]));
         let ch = ChannelName::parse("bench:1").unwrap();
         let mut conns = Vec::with_capacity(n);
         for _ in 0..n {

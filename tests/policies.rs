@@ -282,3 +282,125 @@ fn a_bad_policies_file_is_refused_with_every_problem() {
     assert!(text.contains("statement 3"), "{text}");
     assert!(text.contains("line 1, column"), "{text}");
 }
+
+fn expect_unsubscribed_by_policy(ws: &mut Ws, ch: &str) {
+    let m = ws.expect("unsubscribed");
+    assert_eq!(m["channel"], ch, "{m}");
+    assert_eq!(m["reason"], "not allowed by policy", "{m}");
+}
+
+const OWN_USER: &str = "CREATE POLICY own_user ON realtime.channels FOR SELECT TO authenticated USING (realtime.channel_name() = 'user:' || auth.uid())";
+
+both_drivers!(policies_managed_at_run_time, |driver| {
+    let node = TestServer::start(driver);
+    node.channel("user:*");
+    let mut mine = client_as(&node, &token("u1", "authenticated"));
+    mine.subscribe("user:u1");
+    let mut theirs = client_as(&node, &token("u1", "authenticated"));
+    theirs.subscribe("user:u2");
+    // Add a private-channel policy: 201 with the policy as GET /permissions shows it.
+    let (st, v) = node.http(
+        "POST",
+        "/api/realtime/permissions/policies",
+        Some(json!({ "sql": OWN_USER })),
+    );
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["policyName"], "own_user");
+    assert_eq!(
+        v["using"],
+        "realtime.channel_name() = 'user:' || auth.uid()"
+    );
+    // A duplicate name, bad SQL, an unsupported construct: clear errors, nothing changed.
+    let (st, v) = node.http(
+        "POST",
+        "/api/realtime/permissions/policies",
+        Some(json!({ "sql": OWN_USER })),
+    );
+    assert_eq!(st, 409, "{v}");
+    let (st, v) = node.http(
+        "POST",
+        "/api/realtime/permissions/policies",
+        Some(json!({"sql": "CREATE POLICY x ON realtime.channels FOR SELECT USING (now() > 1)"})),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("now"), "{v}");
+    // Removing the default subscribe policy leaves only own_user: the subscriber of another
+    // user's channel is unsubscribed with the reason; the owner keeps its subscription.
+    let (st, _) = node.http(
+        "DELETE",
+        "/api/realtime/permissions/policies/allow_authenticated_subscribe",
+        None,
+    );
+    assert_eq!(st, 204);
+    expect_unsubscribed_by_policy(&mut theirs, "user:u2");
+    assert_denied(&subscribe_result(&mut theirs, "user:u2"));
+    let mut admin = node.admin();
+    admin.publish("user:u1", "e", json!(1));
+    assert_eq!(mine.expect("message")["channel"], "user:u1");
+    let (st, _) = node.http("DELETE", "/api/realtime/permissions/policies/nope", None);
+    assert_eq!(st, 404);
+    let (_, perms) = node.http("GET", "/api/realtime/permissions", None);
+    assert_eq!(perms["subscribe"]["policies"].as_array().unwrap().len(), 1);
+    // Row level security off on realtime.channels: everyone may subscribe again.
+    let (st, v) = node.http(
+        "PUT",
+        "/api/realtime/permissions/rls",
+        Some(json!({"channels": false, "messages": true})),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        subscribe_result(&mut theirs, "user:u2")["type"],
+        "subscribed"
+    );
+    let (st, _) = node.http(
+        "PUT",
+        "/api/realtime/permissions/rls",
+        Some(json!({"channels": false})),
+    );
+    assert_eq!(st, 400, "both tables are given");
+    // Only project_admin manages policies.
+    let (st, _) = http(
+        node.addr,
+        "POST",
+        "/api/realtime/permissions/policies",
+        Some(&token("u1", "authenticated")),
+        Some(json!({ "sql": OWN_USER })),
+    );
+    assert_eq!(st, 403);
+});
+
+#[test]
+fn a_policy_change_reaches_every_node() {
+    let redis = common::redis::RedisServer::start();
+    let a = TestServer::builder("io_uring").redis(&redis.url()).start();
+    let b = TestServer::builder("legacy").redis(&redis.url()).start();
+    a.channel("user:*");
+    eventually("channel on B", Duration::from_secs(5), || {
+        let (_, l) = b.http("GET", "/api/realtime/channels", None);
+        l.as_array().is_some_and(|l| !l.is_empty())
+    });
+    let mut theirs = client_as(&b, &token("u1", "authenticated"));
+    theirs.subscribe("user:u2");
+    let (st, _) = a.http(
+        "POST",
+        "/api/realtime/permissions/policies",
+        Some(json!({ "sql": OWN_USER })),
+    );
+    assert_eq!(st, 201);
+    let (st, _) = a.http(
+        "DELETE",
+        "/api/realtime/permissions/policies/allow_authenticated_subscribe",
+        None,
+    );
+    assert_eq!(st, 204);
+    // Node B applies it: its subscriber is told, and new subscribes are decided by it.
+    expect_unsubscribed_by_policy(&mut theirs, "user:u2");
+    assert_denied(&subscribe_result(&mut theirs, "user:u2"));
+    let (_, perms) = b.http("GET", "/api/realtime/permissions", None);
+    assert_eq!(perms["subscribe"]["policies"][0]["policyName"], "own_user");
+    // A node started later takes the saved set, not its configuration's defaults.
+    let c = TestServer::builder("io_uring").redis(&redis.url()).start();
+    let mut late = client_as(&c, &token("u1", "authenticated"));
+    assert_denied(&subscribe_result(&mut late, "user:u2"));
+    assert_eq!(subscribe_result(&mut late, "user:u1")["type"], "subscribed");
+}

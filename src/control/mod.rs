@@ -14,6 +14,7 @@
 
 mod interest;
 pub mod msg;
+pub mod policies;
 mod recover;
 mod registry;
 
@@ -67,6 +68,10 @@ pub struct Control<E: Engine> {
     reads: Arc<tokio::sync::Semaphore>,
     /// Recovering subscribers' reads, shared between those asking for the same range.
     recovery: recover::RecoveryReads,
+    /// The policies in force, pushed to the cores with every table.
+    policies: Arc<crate::policy::PolicySet>,
+    /// The engine's saved document of `policies`, if they came from (or went to) the engine.
+    policies_doc: Option<String>,
     /// A housekeeping pass (`Engine::maintain`) is running.
     maintaining: std::rc::Rc<std::cell::Cell<bool>>,
     /// Channels whose engine subscription is being set up (`interest`).
@@ -85,6 +90,8 @@ impl<E: Engine> Control<E> {
         webhooks: Option<WebhookTx>,
     ) -> Result<Self, crate::engine::EngineError> {
         let records = engine.load_channels().await?;
+        let (policies, policies_doc) =
+            policies::initial(&mut engine, &shared.config.policies.0).await;
         let (settled_tx, settled_rx) = mpsc::channel(interest::SETTLED_QUEUE);
         Ok(Self {
             engine,
@@ -94,6 +101,8 @@ impl<E: Engine> Control<E> {
             last: HashMap::new(),
             epochs: HashMap::new(),
             recovery: recover::RecoveryReads::new(),
+            policies,
+            policies_doc,
             appends: Arc::new(tokio::sync::Semaphore::new(shared.config.engine_queue)),
             reads: Arc::new(tokio::sync::Semaphore::new(READS)),
             maintaining: Default::default(),
@@ -109,6 +118,11 @@ impl<E: Engine> Control<E> {
     /// The table the cores start with.
     pub fn table(&self) -> Arc<crate::channel::ChannelTable> {
         self.registry.table()
+    }
+
+    /// The policies the cores start with.
+    pub fn policies(&self) -> Arc<crate::policy::PolicySet> {
+        self.policies.clone()
     }
 
     /// Serves until every core has hung up. Must run inside a `LocalSet` (pipelined
@@ -413,6 +427,7 @@ impl<E: Engine> Control<E> {
             let (tx, rx) = tokio::sync::oneshot::channel();
             if c.send(CoreMsg::Snapshot {
                 table: table.clone(),
+                policies: self.policies.clone(),
                 done: tx,
             })
             .await

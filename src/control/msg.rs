@@ -252,6 +252,8 @@ pub enum RestReq {
     DeleteChannel(Uuid),
     Messages(HistoryQuery),
     Stats(Option<Timestamp>),
+    /// `project_admin`: add or delete a policy, or turn row level security on or off.
+    Policies(super::policies::PolicyReq),
 }
 
 /// A successful REST answer: status and JSON body (empty for 204).
@@ -279,9 +281,11 @@ pub enum CoreMsg {
         conn: ConnId,
         frame: Bytes,
     },
-    /// A new channel table; `done` is answered once the core has applied it.
+    /// A new channel table and the policies in force with it; `done` is answered once the
+    /// core has applied them.
     Snapshot {
         table: Arc<ChannelTable>,
+        policies: Arc<crate::policy::PolicySet>,
         done: oneshot::Sender<()>,
     },
 }

@@ -184,6 +184,7 @@ pub(super) async fn handle_rest<E: Engine>(
         RestReq::Messages(_) | RestReq::Stats(_) => {
             unreachable!("reads are answered by `spawn_read`")
         }
+        RestReq::Policies(p) => super::policies::handle(c, p).await,
     }
 }
 
@@ -239,20 +240,23 @@ async fn stored<E: Engine>(
     json(status, &rec)
 }
 
-/// Reloads the registry from the engine (a change announced by any node).
+/// Reloads the registry and the policies from the engine (a change announced by any node).
 pub(super) async fn reload<E: Engine>(c: &mut Control<E>) {
-    match c.engine.load_channels().await {
-        Ok(records) => {
-            if c.registry.replace(records) {
-                c.shared.metrics.control.registry_changes_total.inc();
-                c.push_table().await;
-            }
+    let channels = match c.engine.load_channels().await {
+        Ok(records) => c.registry.replace(records),
+        Err(e) => {
+            tracing::warn!(error = %e, "registry reload failed; keeping the current table");
+            false
         }
-        Err(e) => tracing::warn!(error = %e, "registry reload failed; keeping the current table"),
+    };
+    let policies = super::policies::refresh(c).await;
+    if channels || policies {
+        c.shared.metrics.control.registry_changes_total.inc();
+        c.push_table().await;
     }
 }
 
-async fn changed<E: Engine>(c: &mut Control<E>) {
+pub(super) async fn changed<E: Engine>(c: &mut Control<E>) {
     c.registry.rebuild();
     c.shared.metrics.control.registry_changes_total.inc();
     c.push_table().await;

@@ -96,6 +96,35 @@ impl<'a> ReceiveRow<'a> {
 }
 
 impl Core {
+    /// After the policies changed: every subscription the subscribe policy no longer allows
+    /// ends with `unsubscribed` and the reason.
+    pub(super) fn recheck_subscriptions(&self) {
+        let conns: Vec<_> = self.conns.borrow().values().cloned().collect();
+        for c in conns {
+            let who = c.identity.borrow().clone();
+            let Some(who) = who else { continue };
+            let chans: Vec<ChannelName> = c.subs.borrow().channels().cloned().collect();
+            for ch in chans {
+                // Channels that no longer resolve were dropped with the table.
+                let Some(rec) = self.resolve(&ch) else {
+                    continue;
+                };
+                if self.may_subscribe(&who, &ch, &rec) {
+                    continue;
+                }
+                self.unsubscribe(&c, &ch);
+                self.push(
+                    &c,
+                    frame::encode_json(&crate::protocol::ServerMsg::Unsubscribed {
+                        channel: ch.as_str(),
+                        reason: Some("not allowed by policy"),
+                        r#ref: None,
+                    }),
+                );
+            }
+        }
+    }
+
     /// Whether `who` may subscribe to `ch` (resolved to the enabled record `rec`).
     pub fn may_subscribe(&self, who: &Identity, ch: &ChannelName, rec: &ChannelRecord) -> bool {
         let auth = auth_info(who);

@@ -3,7 +3,7 @@
 //! tables), and the sweeper, which enforces auth, idle, HTTP and token-expiry timeouts and
 //! sends keep-alive pings. Neither awaits anything but its own queue or timer.
 
-use std::{mem, rc::Rc, time::Instant};
+use std::{mem, rc::Rc, sync::Arc, time::Instant};
 
 use tokio::sync::mpsc;
 use tungstenite::protocol::frame::coding::{CloseCode, Control, OpCode};
@@ -69,9 +69,18 @@ impl Core {
                     self.push(&c, frame);
                 }
             }
-            CoreMsg::Snapshot { table, done } => {
+            CoreMsg::Snapshot {
+                table,
+                policies,
+                done,
+            } => {
                 *self.table.borrow_mut() = table;
                 self.drop_unresolvable();
+                let changed = !Arc::ptr_eq(&self.access.borrow().set, &policies);
+                if changed {
+                    *self.access.borrow_mut() = super::access::Access::new(policies);
+                    self.recheck_subscriptions();
+                }
                 let _ = done.send(());
             }
         }

@@ -112,6 +112,7 @@ impl Core {
         id: CoreId,
         shared: Arc<NodeShared>,
         table: Arc<ChannelTable>,
+        policies: Arc<crate::policy::PolicySet>,
         control: mpsc::Sender<ControlMsg>,
         peers: Vec<mpsc::Sender<CoreMsg>>,
     ) -> Self {
@@ -124,7 +125,7 @@ impl Core {
         Self {
             id,
             verifier: Verifier::new(&c.jwt_secret, c.admin_key.as_deref()),
-            access: RefCell::new(access::Access::new(c.policies.0.clone())),
+            access: RefCell::new(access::Access::new(policies)),
             shared,
             table: RefCell::new(table),
             resolved: RefCell::new(ResolveCache::default()),

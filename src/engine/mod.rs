@@ -367,6 +367,18 @@ pub trait Engine {
         None
     }
 
+    /// The policy set last saved at run time (`PoliciesDoc` JSON); `None`: never saved, the
+    /// configuration's policies apply.
+    async fn load_policies(&mut self) -> Result<Option<String>, EngineError> {
+        Ok(None)
+    }
+
+    /// Saves the whole policy set (`PoliciesDoc` JSON), announced to every node like a
+    /// registry change.
+    async fn save_policies(&mut self, _doc: &str) -> Result<(), EngineError> {
+        Ok(())
+    }
+
     /// The engine's event stream, taken once by the control thread.
     fn take_events(&mut self) -> Option<tokio::sync::mpsc::Receiver<EngineEvent>> {
         None

@@ -9,7 +9,10 @@ use uuid::Uuid;
 use super::{ApiError, Head, Response, publish, request::query_pairs};
 use crate::{
     channel::{CreateChannel, UpdateChannel},
-    control::{RestOk, RestReq},
+    control::{
+        RestOk, RestReq,
+        policies::{PolicyReq, RlsDoc},
+    },
     core::{Core, bucket::Bucket},
     engine::HistoryQuery,
     timestamp::Timestamp,
@@ -27,6 +30,9 @@ enum Route {
     PublishBatch,
     Stats,
     Permissions,
+    Policies,
+    Policy(String),
+    Rls,
 }
 
 fn match_path(path: &str) -> Option<(Route, &'static str)> {
@@ -42,7 +48,15 @@ fn match_path(path: &str) -> Option<(Route, &'static str)> {
         "/api/realtime/messages/batch" => (Route::PublishBatch, "POST"),
         "/api/realtime/messages/stats" => (Route::Stats, "GET"),
         "/api/realtime/permissions" => (Route::Permissions, "GET"),
+        "/api/realtime/permissions/policies" => (Route::Policies, "POST"),
+        "/api/realtime/permissions/rls" => (Route::Rls, "PUT"),
         _ => {
+            if let Some(name) = p.strip_prefix("/api/realtime/permissions/policies/") {
+                if name.is_empty() || name.contains('/') {
+                    return None;
+                }
+                return Some((Route::Policy(name.to_string()), "DELETE"));
+            }
             let id = p.strip_prefix("/api/realtime/channels/")?;
             if id.is_empty() || id.contains('/') {
                 return None;
@@ -124,6 +138,17 @@ async fn dispatch(
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             return Ok(Response::json(200, body));
         }
+        Route::Policies => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct NewPolicy {
+                sql: String,
+            }
+            let b: NewPolicy = json_body(&body)?;
+            RestReq::Policies(PolicyReq::Add(b.sql))
+        }
+        Route::Policy(name) => RestReq::Policies(PolicyReq::Delete(percent_decoded(&name)?)),
+        Route::Rls => RestReq::Policies(PolicyReq::Rls(json_body::<RlsDoc>(&body)?)),
         Route::Health | Route::Metrics | Route::PublishBatch => {
             unreachable!("answered above")
         }
@@ -150,6 +175,25 @@ fn require_admin(core: &Core, head: &Head) -> Result<(), ApiError> {
         return Err(ApiError::forbidden("project_admin role required"));
     }
     Ok(())
+}
+
+/// A path segment with `%XX` escapes decoded (policy names may hold spaces).
+fn percent_decoded(seg: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::bad_request(format!("`{seg}`: bad percent-encoding"));
+    let b = seg.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = seg.get(i + 1..i + 3).ok_or_else(bad)?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

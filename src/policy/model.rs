@@ -109,6 +109,25 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The policy as one `CREATE POLICY` statement that parses back to it (how the engine
+    /// stores policies added at run time).
+    pub fn to_sql(&self) -> String {
+        let mut s = format!(
+            "CREATE POLICY \"{}\" ON {} FOR {} TO {}",
+            self.name.replace('"', "\"\""),
+            self.table.sql_name(),
+            self.command.as_str(),
+            self.role_names.join(", ")
+        );
+        if let Some(u) = &self.using {
+            s.push_str(&format!(" USING ({u})"));
+        }
+        if let Some(c) = &self.with_check {
+            s.push_str(&format!(" WITH CHECK ({c})"));
+        }
+        s
+    }
+
     /// Exactly one `CREATE POLICY` statement.
     pub fn parse(sql: &str) -> Result<Self, super::PolicyErrors> {
         let mut all = super::parse_policies(sql)?;

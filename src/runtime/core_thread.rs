@@ -25,6 +25,8 @@ pub struct CoreStart {
     pub shared: Arc<NodeShared>,
     pub listener: std::net::TcpListener,
     pub table: Arc<ChannelTable>,
+    /// The policies in force at start (the control thread's: saved at run time, or configured).
+    pub policies: Arc<crate::policy::PolicySet>,
     pub control: mpsc::Sender<ControlMsg>,
     /// Every core's inbox (index = core id), for forwarded publishes and deliveries.
     pub peers: Vec<mpsc::Sender<CoreMsg>>,
@@ -86,6 +88,7 @@ async fn core_main(s: CoreStart, driver: &'static str) {
         s.id,
         s.shared.clone(),
         s.table,
+        s.policies,
         s.control,
         s.peers,
     ));

@@ -22,6 +22,7 @@ use crate::{
         redis::{RedisEngine, RedisRetention},
     },
     metrics::Metrics,
+    policy::PolicySet,
     webhook::{Backend, WebhookPool},
 };
 
@@ -216,7 +217,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
                 }
             });
         })?;
-    let table = table_rx
+    let (table, policies) = table_rx
         .recv()
         .map_err(|_| StartError::Engine("control thread died".into()))?
         .map_err(StartError::Engine)?;
@@ -241,6 +242,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
             shared: shared.clone(),
             listener,
             table: table.clone(),
+            policies: policies.clone(),
             control: control_tx.clone(),
             peers: peers.clone(),
             inbox,
@@ -294,11 +296,15 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     Ok(handle)
 }
 
+/// What the cores start with: the channel table and the policies in force.
+type Initial = (Arc<ChannelTable>, Arc<PolicySet>);
+
 /// What the control thread needs to serve, whichever engine it runs.
 struct ControlStart {
     cores: Vec<mpsc::Sender<CoreMsg>>,
     shared: Arc<NodeShared>,
-    table_tx: std::sync::mpsc::Sender<Result<Arc<ChannelTable>, String>>,
+    /// The table and the policies the cores start with, or why the engine did not start.
+    table_tx: std::sync::mpsc::Sender<Result<Initial, String>>,
     rx: mpsc::Receiver<ControlMsg>,
     stop: oneshot::Receiver<()>,
     webhooks: Option<crate::webhook::WebhookTx>,
@@ -308,7 +314,7 @@ impl ControlStart {
     async fn serve<E: Engine>(self, engine: E) {
         match Control::new(engine, self.cores, self.shared, self.webhooks).await {
             Ok(c) => {
-                let _ = self.table_tx.send(Ok(c.table()));
+                let _ = self.table_tx.send(Ok((c.table(), c.policies())));
                 tokio::select! {
                     _ = c.run(self.rx) => {}
                     _ = self.stop => {}

@@ -63,6 +63,9 @@ pub fn name_of_live(chan: &str) -> Option<&str> {
 pub const CHANNELS: &str = "rc:{reg}:channels";
 pub const PATTERNS: &str = "rc:{reg}:patterns";
 pub const VERSION: &str = "rc:{reg}:version";
+/// The policy set saved at run time (JSON: `control::policies::PoliciesDoc`), beside the
+/// registry: it shares its version and announcements.
+pub const POLICIES: &str = "rc:{reg}:policies";
 /// Registry changes are announced here (the message is the new version).
 pub const REGISTRY_EVENTS: &str = "rc:{reg}:events";
 /// Every message of every channel, newest last: the index of `GET /messages` and stats

@@ -415,6 +415,23 @@ impl Engine for RedisEngine {
         Ok(())
     }
 
+    async fn load_policies(&mut self) -> Result<Option<String>, EngineError> {
+        self.client.get(keys::POLICIES).await.map_err(unavailable)
+    }
+
+    async fn save_policies(&mut self, doc: &str) -> Result<(), EngineError> {
+        let _: i64 = self
+            .client
+            .eval(
+                scripts::SAVE_POLICIES,
+                vec![keys::POLICIES, keys::VERSION],
+                vec![doc, keys::REGISTRY_EVENTS],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     fn append(&self, m: NewMessage) -> AppendFuture {
         self.batcher.append(m)
     }

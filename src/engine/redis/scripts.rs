@@ -239,6 +239,15 @@ redis.call('PUBLISH', ARGV[5], v)
 return v
 "#;
 
+/// Save the policy set. KEYS: policies, version. ARGV: the set's JSON, events channel.
+/// Returns the new version.
+pub const SAVE_POLICIES: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1])
+local v = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[2], v)
+return v
+"#;
+
 /// Delete a channel. KEYS: channels, patterns, version. ARGV: id, pattern, events channel.
 pub const DELETE: &str = r#"
 redis.call('HDEL', KEYS[1], ARGV[1])
