@@ -29,6 +29,7 @@ fn setup(
             sequencing: ringcast::engine::Sequencing::Engine,
             node_id: "bench".into(),
             epoch: "bench".into(),
+            jwks: None,
         });
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
         monoio::spawn(async move {

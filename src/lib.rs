@@ -15,7 +15,8 @@
 //! http/          request parsing, routing and REST handlers, ApiError -> status mapping
 //! protocol/      ClientMsg / ServerMsg / MessageFrame, stable error codes
 //! channel/       ChannelName / ChannelPattern newtypes, ChannelRecord, ChannelTable snapshot
-//! auth/          JWT verification and minting, roles, admin key, Authorizer
+//! auth/          JWT verification (HS256; RS256/ES256/EdDSA with a PEM key or a JWKS kept
+//!                fresh by the `ringcast-jwks` thread) and minting, roles, admin key
 //! policy/        RLS policies: CREATE POLICY parsed (sqlparser), compiled, evaluated on cores
 //! control/       the control thread: registry and engine owner (redis: publish sequencer);
 //!                core<->control and core<->core messages, the one `message` encoding

@@ -1,9 +1,17 @@
-//! HS256 JWT verification and minting (jsonwebtoken, `rust_crypto` backend), and the admin key.
+//! JWT verification (jsonwebtoken, `rust_crypto` backend), HS256 minting, and the admin key.
 //!
-//! Only HS256 is accepted: `alg: none` and every other algorithm fail. `sub` is required,
-//! `role` defaults to `authenticated`, `exp` is enforced (no leeway) when present.
+//! Accepted: HS256 with the project secret, and, when configured, RS256 / ES256 / EdDSA with
+//! the key of `auth.jwt_public_key_file` or a key of the JWKS at `auth.jwks_url` (`auth::keys`).
+//! `alg: none` and every other algorithm fail. For every token: `sub` is required, `role`
+//! defaults to `authenticated`, `exp` is enforced (no leeway) when present. Public-key tokens
+//! only: `iss` must equal `auth.jwt_issuer` and `aud` (a string or an array) must contain
+//! `auth.jwt_audience`, when those are set (the project's own HS256 tokens carry neither).
+//!
+//! Runs on the core that received the token, CPU only: a JWKS `kid` this core does not know
+//! asks the `ringcast-jwks` thread for a refresh without waiting, and the token is refused.
 
 use std::{
+    cell::RefCell,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -11,7 +19,10 @@ use std::{
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::{Identity, Role};
+use super::{
+    Identity, Role, TokenClaims,
+    keys::{JwksStore, KeySet, PUBLIC_ALGORITHMS, PublicKey},
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -36,12 +47,35 @@ pub struct Claims {
     pub email: Option<String>,
 }
 
-/// Verifies bearer credentials. Cheap to share: one per core (`Arc` inside).
+/// Verifies bearer credentials. One per core (`Arc`s inside, and this core's copy of the
+/// JWKS key set).
 #[derive(Clone)]
 pub struct Verifier {
     key: Arc<DecodingKey>,
     validation: Arc<Validation>,
     admin_key: Option<Arc<str>>,
+    public: Option<Arc<Public>>,
+    /// This core's JWKS key set and the store generation it was read at.
+    jwks_seen: RefCell<(u64, Arc<KeySet>)>,
+}
+
+/// `PublicKeys` and one `Validation` per accepted algorithm, built once.
+struct Public {
+    keys: PublicKeys,
+    validations: [(Algorithm, Validation); 3],
+}
+
+/// How RS256 / ES256 / EdDSA tokens are verified (`[auth]`).
+#[derive(Debug, Default)]
+pub struct PublicKeys {
+    /// `auth.jwt_public_key_file`.
+    pub file: Option<PublicKey>,
+    /// `auth.jwks_url`: the set the `ringcast-jwks` thread keeps fresh.
+    pub jwks: Option<Arc<JwksStore>>,
+    /// `auth.jwt_issuer`: required `iss`.
+    pub issuer: Option<String>,
+    /// `auth.jwt_audience`: required in `aud`.
+    pub audience: Option<String>,
 }
 
 impl Verifier {
@@ -56,7 +90,20 @@ impl Verifier {
             ),
             validation: Arc::new(validation),
             admin_key: admin_key.map(Arc::from),
+            public: None,
+            jwks_seen: RefCell::new((0, Arc::new(KeySet::default()))),
         }
+    }
+
+    /// Also accepts public-key tokens (nothing changes when `keys` has no key).
+    pub fn with_public_keys(mut self, keys: PublicKeys) -> Self {
+        if keys.file.is_some() || keys.jwks.is_some() {
+            self.public = Some(Arc::new(Public {
+                keys,
+                validations: PUBLIC_ALGORITHMS.map(|a| (a, public_validation(a))),
+            }));
+        }
+        self
     }
 
     /// A JWT or the admin key.
@@ -72,12 +119,32 @@ impl Verifier {
                 claims: None,
             });
         }
-        // Decoded once as a JSON document: policies read the whole verified claim set
-        // (`auth.jwt()`); the fields ringcast itself needs are read from it.
-        let data = jsonwebtoken::decode::<serde_json::Value>(token, &self.key, &self.validation)
-            .map_err(|_| AuthError::Invalid)?;
-        let all = Arc::new(data.claims);
-        let c = Claims::deserialize(&*all).map_err(|_| AuthError::Invalid)?;
+        // HS256 (the header is read only when public keys may apply): the fields ringcast
+        // needs are decoded, and the whole claim set is kept for policies (`auth.jwt()`),
+        // decoded only if one reads it.
+        let hs256 = match self.public {
+            None => true,
+            Some(_) => {
+                jsonwebtoken::decode_header(token)
+                    .map_err(|_| AuthError::Invalid)?
+                    .alg
+                    == Algorithm::HS256
+            }
+        };
+        let (c, all) = if hs256 {
+            let c = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+                .map_err(|_| AuthError::Invalid)?
+                .claims;
+            (c, TokenClaims::of_verified(token))
+        } else {
+            let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
+            let public = self.public.as_deref().ok_or(AuthError::Invalid)?;
+            let claims = self.verify_public(public, token, header.alg, header.kid.as_deref())?;
+            check_iss_aud(&public.keys, &claims)?;
+            let c = Claims::deserialize(&claims).map_err(|_| AuthError::Invalid)?;
+            (c, TokenClaims::decoded(claims))
+        };
+        let all = Arc::new(all);
         if let Some(exp) = c.exp
             && exp <= now_secs()
         {
@@ -98,6 +165,82 @@ impl Verifier {
             claims: Some(all),
         })
     }
+}
+
+impl Verifier {
+    /// An RS256 / ES256 / EdDSA token: the file key, then the JWKS keys that match its header.
+    fn verify_public(
+        &self,
+        public: &Public,
+        token: &str,
+        alg: Algorithm,
+        kid: Option<&str>,
+    ) -> Result<serde_json::Value, AuthError> {
+        let Some((_, validation)) = public.validations.iter().find(|(a, _)| *a == alg) else {
+            return Err(AuthError::Invalid);
+        };
+        let public = &public.keys;
+        let decode = |k: &PublicKey| {
+            jsonwebtoken::decode::<serde_json::Value>(token, &k.key, validation)
+                .ok()
+                .map(|d| d.claims)
+        };
+        if let Some(k) = public.file.as_ref().filter(|k| k.alg == alg)
+            && let Some(claims) = decode(k)
+        {
+            return Ok(claims);
+        }
+        let Some(store) = &public.jwks else {
+            return Err(AuthError::Invalid);
+        };
+        let set = {
+            let mut seen = self.jwks_seen.borrow_mut();
+            let generation = store.generation();
+            if seen.0 != generation {
+                *seen = (generation, store.current());
+            }
+            seen.1.clone()
+        };
+        let mut known = false;
+        for k in set.candidates(alg, kid) {
+            known = true;
+            if let Some(claims) = decode(k) {
+                return Ok(claims);
+            }
+        }
+        if !known && kid.is_some() {
+            // Perhaps a rotation: the next token with this kid finds the new set.
+            store.request_refresh();
+        }
+        Err(AuthError::Invalid)
+    }
+}
+
+fn public_validation(alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.validate_exp = false; // as HS256: checked by `verify`, without leeway, only when present
+    v.required_spec_claims.clear();
+    v.validate_aud = false; // checked by `check_iss_aud`
+    v
+}
+
+fn check_iss_aud(public: &PublicKeys, claims: &serde_json::Value) -> Result<(), AuthError> {
+    if let Some(iss) = &public.issuer
+        && claims.get("iss").and_then(|v| v.as_str()) != Some(iss.as_str())
+    {
+        return Err(AuthError::Invalid);
+    }
+    if let Some(aud) = &public.audience {
+        let ok = match claims.get("aud") {
+            Some(serde_json::Value::String(s)) => s == aud,
+            Some(serde_json::Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(aud)),
+            _ => false,
+        };
+        if !ok {
+            return Err(AuthError::Invalid);
+        }
+    }
+    Ok(())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -186,5 +329,36 @@ mod tests {
         // header {"alg":"none","typ":"JWT"} . {"sub":"u"} . (empty signature)
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1In0.";
         assert_eq!(v.verify(none), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn public_key_tokens_carry_their_claims_and_algorithms_do_not_mix() {
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let enc = EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap();
+        let file = PublicKey::from_pem(kp.public_key_pem().as_bytes()).unwrap();
+        assert_eq!(file.alg, Algorithm::ES256);
+        let v = Verifier::new("s3cret", None).with_public_keys(PublicKeys {
+            file: Some(file),
+            ..PublicKeys::default()
+        });
+        let claims = serde_json::json!({"sub": "u1", "role": "anon", "team": "red"});
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &enc).unwrap();
+        let id = v.verify(&t).unwrap();
+        assert_eq!(id.role, Role::Anon);
+        assert_eq!(id.claims.as_deref().and_then(|c| c.get()), Some(&claims));
+        // The public key as an HMAC secret (the classic confusion) is not the project secret.
+        let pem = kp.public_key_pem();
+        let confused = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v.verify(&confused), Err(AuthError::Invalid));
+        // Without public keys configured, an ES256 token is refused.
+        assert_eq!(
+            Verifier::new("s3cret", None).verify(&t),
+            Err(AuthError::Invalid)
+        );
     }
 }

@@ -1,12 +1,20 @@
-//! Who a client is: `Identity`, from an HS256 JWT (with its whole verified claim set, for
-//! policies) or the admin key, and its `Role`. What it may do is decided by the policies in
-//! force (`policy`, applied on the cores by `core::access`).
+//! Who a client is: `Identity`, from a JWT (HS256 with the project secret, or RS256 / ES256 /
+//! EdDSA with a configured public key or JWKS; with its whole verified claim set, for policies)
+//! or the admin key, and its `Role`. What it may do is decided by the policies in force
+//! (`policy`, applied on the cores by `core::access`).
 //!
-//! Verification is CPU-only (HMAC-SHA256) and runs on the core that received the token.
+//! - `jwt`: verification, on the core that received the token, CPU only;
+//! - `keys`: public keys (PEM file, JWKS set) and how the cores share the JWKS set;
+//! - `jwks`: the `ringcast-jwks` thread that fetches the JWKS (never on a core).
 
+mod claims;
+pub mod jwks;
 mod jwt;
+pub mod keys;
 
-pub use jwt::{AuthError, Claims, Verifier, mint};
+pub use claims::TokenClaims;
+pub use jwt::{AuthError, Claims, PublicKeys, Verifier, mint};
+pub use keys::{JwksStore, KeySet, PublicKey};
 
 use std::sync::Arc;
 
@@ -46,7 +54,7 @@ pub struct Identity {
     /// Unix seconds after which the token is no longer valid (`auth.expire_sessions`).
     pub expires_at: Option<u64>,
     /// Every verified claim of the token (`auth.jwt()` in policies); `None` for the admin key.
-    pub claims: Option<Arc<serde_json::Value>>,
+    pub claims: Option<Arc<TokenClaims>>,
 }
 
 impl Identity {

@@ -70,6 +70,11 @@ pub struct AuthSection {
     pub anon_publish: bool,
     pub expire_sessions: bool,
     pub expire_warning: String,
+    pub jwt_public_key_file: String,
+    pub jwks_url: String,
+    pub jwks_refresh: String,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
 }
 
 /// The development secret `serve` falls back to, with a loud warning.
@@ -85,6 +90,11 @@ impl Default for AuthSection {
             anon_publish: false,
             expire_sessions: true,
             expire_warning: "60s".into(),
+            jwt_public_key_file: String::new(),
+            jwks_url: String::new(),
+            jwks_refresh: "5m".into(),
+            jwt_issuer: String::new(),
+            jwt_audience: String::new(),
         }
     }
 }

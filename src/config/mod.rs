@@ -71,6 +71,16 @@ pub struct Config {
     pub expire_sessions: bool,
     /// How long before `exp` the `token_expiring` notice is sent.
     pub expire_warning: Duration,
+    /// RS256 / ES256 / EdDSA key from `auth.jwt_public_key_file` (read and checked here).
+    pub jwt_public_key: Option<crate::auth::PublicKey>,
+    /// `auth.jwks_url` (http or https); `None`: no JWKS.
+    pub jwks_url: Option<String>,
+    /// How often the JWKS is fetched again (besides on an unknown `kid`).
+    pub jwks_refresh: Duration,
+    /// Required `iss` of public-key tokens.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` (one of) of public-key tokens.
+    pub jwt_audience: Option<String>,
     /// The access policies in force at start (`[policies]`, or the built-in defaults).
     pub policies: Policies,
 
@@ -273,6 +283,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
     let retry_max = dur("webhooks.retry_max", &f.webhooks.retry_max);
     let claim_after = dur("webhooks.claim_after", &f.webhooks.claim_after);
     let expire_warning = dur("auth.expire_warning", &f.auth.expire_warning);
+    let jwks_refresh = dur("auth.jwks_refresh", &f.auth.jwks_refresh);
     let idempotency_window = dur("publish.idempotency_window", &f.publish.idempotency_window);
 
     let listen = f.server.listen.parse::<SocketAddr>().unwrap_or_else(|e| {
@@ -341,6 +352,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
     if f.auth.jwt_secret.is_empty() {
         errs.push("auth.jwt_secret: must not be empty".into());
     }
+    let (jwt_public_key, jwks_url) = public_keys_section(&f.auth, jwks_refresh, &mut errs);
     let positive = [
         (
             "server.io_uring_entries",
@@ -460,6 +472,11 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         anon_publish: f.auth.anon_publish,
         expire_sessions: f.auth.expire_sessions,
         expire_warning,
+        jwt_public_key,
+        jwks_url,
+        jwks_refresh,
+        jwt_issuer: non_empty(&f.auth.jwt_issuer),
+        jwt_audience: non_empty(&f.auth.jwt_audience),
         policies,
         max_frame_bytes: f.websocket.max_frame_bytes,
         max_payload_bytes: f.websocket.max_payload_bytes,
@@ -556,6 +573,52 @@ fn policies_section(f: &FileConfig, errs: &mut Vec<String>) -> Policies {
         }
     }
     Policies(std::sync::Arc::new(set))
+}
+
+/// Checks the public-key settings of `[auth]`: the PEM file (read and parsed now), the JWKS
+/// URL (http or https, with a host), the refresh period, and that `jwt_issuer` /
+/// `jwt_audience` have a public key to apply to.
+fn public_keys_section(
+    a: &file::AuthSection,
+    refresh: Duration,
+    errs: &mut Vec<String>,
+) -> (Option<crate::auth::PublicKey>, Option<String>) {
+    let key = non_empty(&a.jwt_public_key_file).and_then(|path| {
+        let pem = std::fs::read(&path)
+            .map_err(|e| errs.push(format!("auth.jwt_public_key_file: `{path}`: {e}")))
+            .ok()?;
+        crate::auth::PublicKey::from_pem(&pem)
+            .map_err(|e| errs.push(format!("auth.jwt_public_key_file: `{path}`: {e}")))
+            .ok()
+    });
+    let url = non_empty(&a.jwks_url);
+    if let Some(u) = &url {
+        let ok = u.parse::<http::Uri>().ok().is_some_and(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+        });
+        if !ok {
+            errs.push(format!(
+                "auth.jwks_url: `{u}` is not an http:// or https:// URL with a host"
+            ));
+        }
+    }
+    if refresh < Duration::from_secs(1) && !errs.iter().any(|e| e.starts_with("auth.jwks_refresh"))
+    {
+        errs.push("auth.jwks_refresh: must be at least 1s".into());
+    }
+    let no_key = a.jwt_public_key_file.trim().is_empty() && url.is_none();
+    for (k, v) in [
+        ("jwt_issuer", &a.jwt_issuer),
+        ("jwt_audience", &a.jwt_audience),
+    ] {
+        if no_key && !v.trim().is_empty() {
+            errs.push(format!(
+                "auth.{k}: checked on public-key tokens only; set auth.jwt_public_key_file or \
+                 auth.jwks_url"
+            ));
+        }
+    }
+    (key, url)
 }
 
 /// Validates `[postgres]`; `None` when `url` is empty (the change stream is off).
@@ -712,6 +775,52 @@ mod tests {
             errs.iter()
                 .all(|e| e.starts_with("postgres.") && !e.contains("hunter2"))
         );
+    }
+
+    #[test]
+    fn public_key_settings_are_checked_and_every_error_listed() {
+        let c = Config::defaults();
+        assert!(c.jwt_public_key.is_none() && c.jwks_url.is_none());
+        assert_eq!(c.jwks_refresh, Duration::from_secs(300));
+        let dir = std::env::temp_dir().join(format!("ringcast-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("bad.pem");
+        std::fs::write(
+            &bad,
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
+        let mut f = FileConfig::default();
+        f.auth.jwt_public_key_file = bad.display().to_string();
+        f.auth.jwks_url = "ftp://keys.example/jwks.json".into();
+        f.auth.jwks_refresh = "10ms".into();
+        let errs = validate(&f).unwrap_err().0;
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(
+            errs[0].starts_with("auth.jwt_public_key_file: `"),
+            "{errs:?}"
+        );
+        assert!(errs[0].contains("not an RSA, EC P-256 or Ed25519 public key"));
+        assert!(errs[1].starts_with("auth.jwks_url: `ftp://"), "{errs:?}");
+        assert!(errs[2].starts_with("auth.jwks_refresh"), "{errs:?}");
+        let mut f = FileConfig::default();
+        f.auth.jwt_public_key_file = dir.join("missing.pem").display().to_string();
+        f.auth.jwks_url = "not a url".into();
+        let errs = validate(&f).unwrap_err().0;
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        let mut f = FileConfig::default();
+        f.auth.jwt_issuer = "https://issuer".into();
+        f.auth.jwt_audience = "app".into();
+        let errs = validate(&f).unwrap_err().0;
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        f.auth.jwks_url = "https://issuer/.well-known/jwks.json".into();
+        let c = validate(&f).unwrap();
+        assert_eq!(
+            c.jwks_url.as_deref(),
+            Some("https://issuer/.well-known/jwks.json")
+        );
+        assert_eq!(c.jwt_issuer.as_deref(), Some("https://issuer"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub fn auth_info(who: &Identity) -> AuthInfo<'_> {
         claims: who
             .claims
             .as_deref()
+            .and_then(|c| c.get())
             .map_or_else(LazyJson::absent, LazyJson::parsed),
     }
 }

@@ -73,6 +73,8 @@ pub struct NodeShared {
     /// Memory engine: the epoch of every channel's history on this node (history starts
     /// empty at every start, so a new process means a new epoch).
     pub epoch: Arc<str>,
+    /// The JWKS key set (`auth.jwks_url`), kept fresh by the `ringcast-jwks` thread.
+    pub jwks: Option<Arc<crate::auth::JwksStore>>,
 }
 
 pub struct Core {
@@ -124,7 +126,14 @@ impl Core {
         ));
         Self {
             id,
-            verifier: Verifier::new(&c.jwt_secret, c.admin_key.as_deref()),
+            verifier: Verifier::new(&c.jwt_secret, c.admin_key.as_deref()).with_public_keys(
+                crate::auth::PublicKeys {
+                    file: c.jwt_public_key.clone(),
+                    jwks: shared.jwks.clone(),
+                    issuer: c.jwt_issuer.clone(),
+                    audience: c.jwt_audience.clone(),
+                },
+            ),
             access: RefCell::new(access::Access::new(policies)),
             shared,
             table: RefCell::new(table),

@@ -53,6 +53,8 @@ pub struct ServerHandle {
     webhooks: Option<WebhookPool>,
     /// The database change stream, when `[postgres]` is set.
     cdc: Option<crate::cdc::CdcHandle>,
+    /// The `ringcast-jwks` thread, when `auth.jwks_url` is set.
+    jwks: Option<crate::auth::jwks::JwksHandle>,
 }
 
 impl ServerHandle {
@@ -95,6 +97,9 @@ impl ServerHandle {
         if let Some(w) = self.webhooks.take() {
             w.shutdown(deadline);
         }
+        if let Some(mut j) = self.jwks.take() {
+            j.stop();
+        }
     }
 }
 
@@ -110,6 +115,16 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     let addr = listeners[0]
         .local_addr()
         .map_err(|e| StartError::Core(e.to_string()))?;
+    // Before the cores, so the first key set is there when they accept.
+    let (jwks_store, jwks) = match &config.jwks_url {
+        Some(url) => {
+            let (store, requests) = crate::auth::JwksStore::new();
+            let handle =
+                crate::auth::jwks::start(url, config.jwks_refresh, store.clone(), requests)?;
+            (Some(store), Some(handle))
+        }
+        None => (None, None),
+    };
     let shared = Arc::new(NodeShared {
         metrics: Metrics::new(workers),
         engine_name: match config.engine {
@@ -122,6 +137,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         },
         node_id: config.node_id.clone(),
         epoch: crate::engine::new_epoch(),
+        jwks: jwks_store,
         config,
     });
     let cfg = &shared.config;
@@ -270,6 +286,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         control: Some(control),
         webhooks,
         cdc: None,
+        jwks,
     };
     for _ in 0..workers {
         match ready_rx.recv() {

@@ -2,6 +2,7 @@
 //! clients (tungstenite over std sockets), raw HTTP over real sockets, and `eventually`.
 #![allow(dead_code)]
 
+pub mod jwks;
 pub mod postgres;
 pub mod process;
 pub mod receiver;
