@@ -14,48 +14,6 @@ use std::{
 use common::*;
 use serde_json::{Value, json};
 
-/// Publishes `total` messages on `ch` from a connection of its own, one every `gap`.
-pub fn steady_publisher(
-    addr: std::net::SocketAddr,
-    ch: &str,
-    total: u64,
-    gap: Duration,
-) -> thread::JoinHandle<()> {
-    let ch = ch.to_string();
-    thread::spawn(move || {
-        let mut p = Ws::connect(addr);
-        p.auth(&token("publisher", "authenticated"));
-        for k in 1..=total {
-            let ack = p.publish(&ch, "tick", json!({ "k": k }));
-            assert_eq!(ack["offset"], k, "{ack}");
-            thread::sleep(gap);
-        }
-    })
-}
-
-/// Reads frames until a `message` with `offset`; returns the offsets of the messages read.
-fn read_until(ws: &mut Ws, offset: u64) -> Vec<u64> {
-    let mut seen = Vec::new();
-    loop {
-        let m = ws.recv();
-        if m["type"] != "message" {
-            continue;
-        }
-        let o = m["offset"].as_u64().unwrap();
-        seen.push(o);
-        if o >= offset {
-            return seen;
-        }
-    }
-}
-
-fn subscribe_since(ws: &mut Ws, ch: &str, offset: u64, epoch: &str) -> Value {
-    ws.send(
-        json!({"type": "subscribe", "channel": ch, "since": {"offset": offset, "epoch": epoch}}),
-    );
-    ws.expect("subscribed")
-}
-
 both_drivers!(recovery_at_the_seam_under_a_steady_rate, |driver| {
     let node = TestServer::builder(driver)
         .with(|f| {
@@ -72,7 +30,7 @@ both_drivers!(recovery_at_the_seam_under_a_steady_rate, |driver| {
         assert_eq!(first["offset"], 0);
         let epoch = first["epoch"].as_str().unwrap().to_string();
         assert_eq!(epoch.len(), 8, "{first}");
-        let publisher = steady_publisher(node.addr, ch, total, Duration::ZERO);
+        let publisher = steady_publisher(node.addr, ch, 1, total, Duration::ZERO);
         let got = read_until(&mut sub, 40);
         let last = *got.last().unwrap();
         drop(sub);
@@ -261,7 +219,7 @@ fn a_subscriber_far_behind_catches_up_paced_without_being_dropped() {
     // Live messages published during the catch-up follow the recovered ones. The client
     // reads nothing for a while: the catch-up waits for room, the live messages pass what
     // may be held and are read from history instead.
-    let publisher = steady_publisher_from(node.addr, "far:1", 2001, 3000);
+    let publisher = steady_publisher(node.addr, "far:1", 2001, 3000, Duration::ZERO);
     thread::sleep(Duration::from_millis(500));
     assert_eq!(read_until(&mut s, 3000), (1..=3000).collect::<Vec<_>>());
     publisher.join().unwrap();
@@ -269,23 +227,6 @@ fn a_subscriber_far_behind_catches_up_paced_without_being_dropped() {
     assert_eq!(node.metric("ringcast_slow_consumer_closes_total"), 0);
     assert!(node.metric("ringcast_recovered_messages_total") >= 2000);
     assert!(node.metric("ringcast_recovery_overflows_total") >= 1);
-}
-
-fn steady_publisher_from(
-    addr: std::net::SocketAddr,
-    ch: &str,
-    from: u64,
-    to: u64,
-) -> thread::JoinHandle<()> {
-    let ch = ch.to_string();
-    thread::spawn(move || {
-        let mut p = Ws::connect(addr);
-        p.auth(&token("publisher2", "authenticated"));
-        for k in from..=to {
-            let ack = p.publish(&ch, "tick", json!({ "k": k }));
-            assert_eq!(ack["offset"], k, "{ack}");
-        }
-    })
 }
 
 #[test]

@@ -34,49 +34,6 @@ fn node(driver: &str, url: &str) -> TestServer {
         .start()
 }
 
-/// Publishes `from..=to` on `ch` through `addr`, one every `gap`, checking each ack.
-fn steady_publisher(
-    addr: std::net::SocketAddr,
-    ch: &str,
-    from: u64,
-    to: u64,
-    gap: Duration,
-) -> thread::JoinHandle<()> {
-    let ch = ch.to_string();
-    thread::spawn(move || {
-        let mut p = Ws::connect(addr);
-        p.auth(&token("publisher", "authenticated"));
-        for k in from..=to {
-            let ack = p.publish(&ch, "tick", json!({ "k": k }));
-            assert_eq!(ack["offset"], k, "{ack}");
-            thread::sleep(gap);
-        }
-    })
-}
-
-/// Reads `message` frames until `offset`; returns their offsets.
-fn read_until(ws: &mut Ws, offset: u64) -> Vec<u64> {
-    let mut seen = Vec::new();
-    loop {
-        let m = ws.recv();
-        if m["type"] != "message" {
-            continue;
-        }
-        let o = m["offset"].as_u64().unwrap();
-        seen.push(o);
-        if o >= offset {
-            return seen;
-        }
-    }
-}
-
-fn subscribe_since(ws: &mut Ws, ch: &str, offset: u64, epoch: &str) -> Value {
-    ws.send(
-        json!({"type": "subscribe", "channel": ch, "since": {"offset": offset, "epoch": epoch}}),
-    );
-    ws.expect("subscribed")
-}
-
 /// Subscribes on one node, drops away mid-stream, recovers on the other while `publish_on`
 /// keeps publishing: every offset exactly once, in order.
 fn recover_across_nodes(a: &TestServer, b: &TestServer, ch: &str) {

@@ -298,3 +298,50 @@ pub fn raw_http(addr: SocketAddr, req: &[u8]) -> (u16, String) {
     let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
     (status, body.to_string())
 }
+
+/// Publishes `from..=to` on `ch` through `addr` from a connection of its own, one every
+/// `gap`, checking that each ack carries the expected offset.
+pub fn steady_publisher(
+    addr: SocketAddr,
+    ch: &str,
+    from: u64,
+    to: u64,
+    gap: Duration,
+) -> std::thread::JoinHandle<()> {
+    let ch = ch.to_string();
+    std::thread::spawn(move || {
+        let mut p = Ws::connect(addr);
+        p.auth(&token("publisher", "authenticated"));
+        for k in from..=to {
+            let ack = p.publish(&ch, "tick", json!({ "k": k }));
+            assert_eq!(ack["offset"], k, "{ack}");
+            if !gap.is_zero() {
+                std::thread::sleep(gap);
+            }
+        }
+    })
+}
+
+/// Reads frames until a `message` with `offset`; returns the offsets of the messages read.
+pub fn read_until(ws: &mut Ws, offset: u64) -> Vec<u64> {
+    let mut seen = Vec::new();
+    loop {
+        let m = ws.recv();
+        if m["type"] != "message" {
+            continue;
+        }
+        let o = m["offset"].as_u64().unwrap();
+        seen.push(o);
+        if o >= offset {
+            return seen;
+        }
+    }
+}
+
+/// Subscribes with `since` (recovery); returns the `subscribed` frame.
+pub fn subscribe_since(ws: &mut Ws, ch: &str, offset: u64, epoch: &str) -> Value {
+    ws.send(
+        json!({"type": "subscribe", "channel": ch, "since": {"offset": offset, "epoch": epoch}}),
+    );
+    ws.expect("subscribed")
+}
