@@ -9,7 +9,8 @@
 //!   the subscriber's core, over the frame already encoded for everyone. When every role may
 //!   receive unconditionally (the defaults), a delivery checks one flag and nothing more;
 //!   otherwise the frame's fields are read once per message and core, and each subscriber's
-//!   decision reuses them (and the payload, parsed once if a policy reads it).
+//!   decision reuses them; a policy that reads the payload parses it once per subscriber
+//!   (each decision has its own `LazyJson`: BENCHMARKS.md, "Policies: the cost of deciding").
 
 use std::{borrow::Cow, sync::Arc};
 
