@@ -1,8 +1,8 @@
-//! Public-key tokens: ES256 and EdDSA verified with a PEM key file, a JWKS served by a real
-//! HTTP server with key rotation (an unknown `kid` is refused once and triggers a refresh),
-//! expired / wrong-issuer / wrong-audience tokens refused, and HS256 still accepted alongside.
-//! Key pairs are made at test time with rcgen (EC P-256, Ed25519). RS256 is not exercised
-//! here: rcgen's ring backend cannot generate RSA keys, and no RSA generator is in the tree.
+//! Public-key tokens: RS256, ES256 and EdDSA verified with a PEM key file, a JWKS served by a
+//! real HTTP server with key rotation (an unknown `kid` is refused once and triggers a
+//! refresh), expired / wrong-issuer / wrong-audience tokens refused, and HS256 still accepted
+//! alongside. Key pairs are made at test time: EC P-256 and Ed25519 with rcgen, RSA-3072
+//! with the `rsa` crate.
 
 mod common;
 
@@ -34,6 +34,9 @@ struct TestKey {
 
 impl TestKey {
     fn new(alg: Algorithm, kid: &str) -> Self {
+        if alg == Algorithm::RS256 {
+            return Self::rsa(kid);
+        }
         type FromPem = fn(&[u8]) -> jsonwebtoken::errors::Result<EncodingKey>;
         let (rc_alg, from_pem): (_, FromPem) = match alg {
             Algorithm::ES256 => (&rcgen::PKCS_ECDSA_P256_SHA256, EncodingKey::from_ec_pem),
@@ -50,7 +53,33 @@ impl TestKey {
         }
     }
 
+    fn rsa(kid: &str) -> Self {
+        use rsa::{
+            Generate,
+            pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding},
+        };
+        // 3072 bits, from the OS RNG.
+        let key = rsa::PrivateKey::generate();
+        let private = key.to_pkcs8_pem(LineEnding::LF).expect("private pem");
+        let public = key.to_public_key();
+        Self {
+            alg: Algorithm::RS256,
+            kid: kid.into(),
+            enc: EncodingKey::from_rsa_pem(private.as_bytes()).expect("private key"),
+            public_pem: public
+                .to_public_key_pem(LineEnding::LF)
+                .expect("public pem"),
+            public_raw: Vec::new(),
+        }
+    }
+
     fn jwk(&self) -> Value {
+        if self.alg == Algorithm::RS256 {
+            let public = DecodingKey::from_rsa_pem(self.public_pem.as_bytes()).expect("rsa pem");
+            let mut jwk = Jwk::from_decoding_key(&public, Some(self.alg)).expect("jwk");
+            jwk.common.key_id = Some(self.kid.clone());
+            return serde_json::to_value(jwk).unwrap();
+        }
         let public = match self.alg {
             Algorithm::ES256 => DecodingKey::from_ec_der(&self.public_raw),
             _ => DecodingKey::from_ed_der(&self.public_raw),
@@ -100,7 +129,7 @@ fn accepted(s: &TestServer, token: &str) -> bool {
 }
 
 both_drivers!(pem_key_files_verify_es256_and_eddsa, |driver| {
-    for alg in [Algorithm::ES256, Algorithm::EdDSA] {
+    for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
         let key = TestKey::new(alg, "unused");
         let other = TestKey::new(alg, "unused");
         let path = pem_file(&format!("{alg:?}-{driver}"), &key.public_pem);
@@ -127,7 +156,8 @@ both_drivers!(pem_key_files_verify_es256_and_eddsa, |driver| {
 both_drivers!(jwks_rotation_refreshes_on_an_unknown_kid, |driver| {
     let a = TestKey::new(Algorithm::ES256, "key-a");
     let b = TestKey::new(Algorithm::EdDSA, "key-b");
-    let server = JwksServer::start(jwks(&[&a]));
+    let r = TestKey::new(Algorithm::RS256, "key-r");
+    let server = JwksServer::start(jwks(&[&a, &r]));
     let s = TestServer::builder(driver)
         .with(|f| {
             f.auth.jwks_url = server.url();
@@ -137,6 +167,8 @@ both_drivers!(jwks_rotation_refreshes_on_an_unknown_kid, |driver| {
     assert_eq!(server.fetches(), 1, "fetched once at start");
     let mut ws = s.ws();
     assert_eq!(ws.auth(&a.token("alice"))["userId"], "alice");
+    let mut ws = s.ws();
+    assert_eq!(ws.auth(&r.token("rita"))["userId"], "rita");
     // No kid: every key of the algorithm is tried.
     let mut ws = s.ws();
     assert_eq!(
@@ -157,10 +189,11 @@ both_drivers!(jwks_rotation_refreshes_on_an_unknown_kid, |driver| {
         Duration::from_secs(5),
         || accepted(&s, &b.token("bob")),
     );
-    // A removed key stops working on every core (workers = 2: try several sockets).
+    // Removed keys stop working on every core (workers = 2: try several sockets).
     for _ in 0..4 {
         let mut ws = s.ws();
         expect_invalid_token(&mut ws, &a.token("alice"));
+        expect_invalid_token(&mut ws, &r.token("rita"));
     }
     // HS256 still works alongside.
     s.client("carol");

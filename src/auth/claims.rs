@@ -45,6 +45,12 @@ impl TokenClaims {
     }
 }
 
+impl crate::policy::JsonSource for TokenClaims {
+    fn json(&self) -> Option<&serde_json::Value> {
+        self.get()
+    }
+}
+
 impl std::fmt::Debug for TokenClaims {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenClaims").finish_non_exhaustive()

@@ -9,8 +9,10 @@
 //!   the subscriber's core, over the frame already encoded for everyone. When every role may
 //!   receive unconditionally (the defaults), a delivery checks one flag and nothing more;
 //!   otherwise the frame's fields are read once per message and core, and each subscriber's
-//!   decision reuses them; a policy that reads the payload parses it once per subscriber
-//!   (each decision has its own `LazyJson`: BENCHMARKS.md, "Policies: the cost of deciding").
+//!   decision reuses them; a policy that reads the payload parses it once per message and
+//!   core, on first read, and every subscriber's decision shares that parse.
+//! - The caller's claims (`auth.jwt()`) are decoded only when a policy reads them, once per
+//!   connection.
 
 use std::{borrow::Cow, sync::Arc};
 
@@ -35,8 +37,7 @@ pub fn auth_info(who: &Identity) -> AuthInfo<'_> {
         claims: who
             .claims
             .as_deref()
-            .and_then(|c| c.get())
-            .map_or_else(LazyJson::absent, LazyJson::parsed),
+            .map_or_else(LazyJson::absent, |c| LazyJson::lent(c)),
     }
 }
 
@@ -73,16 +74,21 @@ struct FrameFields<'a> {
     sender_id: Option<Cow<'a, str>>,
 }
 
-/// One message's row for receive decisions, read from its frame once per core.
+/// One message's row for receive decisions, read from its frame once per core; its payload
+/// is parsed on the first decision that reads it and shared by the rest.
 pub struct ReceiveRow<'a> {
     fields: Option<FrameFields<'a>>,
+    payload: LazyJson<'a>,
 }
 
 impl<'a> ReceiveRow<'a> {
     pub fn of(d: &'a Delivery) -> Self {
-        Self {
-            fields: serde_json::from_slice(frame::payload_of(&d.frame)).ok(),
-        }
+        let fields: Option<FrameFields<'a>> =
+            serde_json::from_slice(frame::payload_of(&d.frame)).ok();
+        let payload = fields
+            .as_ref()
+            .map_or_else(LazyJson::absent, |f| LazyJson::raw(f.payload.get()));
+        Self { fields, payload }
     }
 
     fn row(&self, channel: &'a str) -> Option<MessageRow<'_>> {
@@ -90,7 +96,7 @@ impl<'a> ReceiveRow<'a> {
         Some(MessageRow {
             channel_name: channel,
             event_name: &f.event,
-            payload: LazyJson::raw(f.payload.get()),
+            payload: LazyJson::lent(&self.payload),
             sender_type: &f.sender_type,
             sender_id: f.sender_id.as_deref(),
         })

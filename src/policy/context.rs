@@ -5,6 +5,8 @@
 //! `AuthInfo` once per connection to share those parses between decisions.
 //!
 //! Per-core values: `LazyJson` caches in a `OnceCell`, so it is `Send` but not `Sync`.
+//! A document owned elsewhere (a token's claims, a payload parsed once per message and shared
+//! by every subscriber's decision) is lent through `JsonSource` and still parsed only when read.
 
 use std::cell::OnceCell;
 
@@ -12,12 +14,35 @@ use serde_json::Value as Json;
 
 use crate::auth::Role;
 
-/// A JSON document given as raw text and parsed on first use, or given already parsed.
-#[derive(Debug, Default)]
+/// Something that yields a JSON document on demand, parsing it at most once.
+pub trait JsonSource {
+    fn json(&self) -> Option<&Json>;
+}
+
+/// A JSON document given as raw text and parsed on first use, given already parsed, or
+/// lent by a `JsonSource` that parses it on first use.
+#[derive(Default)]
 pub struct LazyJson<'a> {
     raw: Option<&'a str>,
     given: Option<&'a Json>,
+    source: Option<&'a dyn JsonSource>,
     parsed: OnceCell<Option<Json>>,
+}
+
+impl std::fmt::Debug for LazyJson<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyJson")
+            .field("raw", &self.raw)
+            .field("given", &self.given)
+            .field("lent", &self.source.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl JsonSource for LazyJson<'_> {
+    fn json(&self) -> Option<&Json> {
+        self.get()
+    }
 }
 
 impl<'a> LazyJson<'a> {
@@ -37,6 +62,15 @@ impl<'a> LazyJson<'a> {
         }
     }
 
+    /// A document owned by `source` and parsed there on first read, so every `LazyJson`
+    /// lent the same source shares one parse.
+    pub fn lent(source: &'a dyn JsonSource) -> Self {
+        Self {
+            source: Some(source),
+            ..Self::default()
+        }
+    }
+
     /// No document: policies read NULL.
     pub fn absent() -> Self {
         Self::default()
@@ -45,6 +79,9 @@ impl<'a> LazyJson<'a> {
     pub(crate) fn get(&self) -> Option<&Json> {
         if let Some(v) = self.given {
             return Some(v);
+        }
+        if let Some(s) = self.source {
+            return s.json();
         }
         let raw = self.raw?;
         self.parsed
@@ -108,5 +145,15 @@ mod tests {
         assert!(LazyJson::absent().get().is_none());
         let v = serde_json::json!([1]);
         assert_eq!(LazyJson::parsed(&v).get(), Some(&v));
+    }
+
+    #[test]
+    fn lent_documents_share_one_parse() {
+        let owner = LazyJson::raw(r#"{"a":1}"#);
+        let (x, y) = (LazyJson::lent(&owner), LazyJson::lent(&owner));
+        assert!(owner.parsed.get().is_none(), "lending parses nothing");
+        assert_eq!(x.get().unwrap()["a"], 1);
+        assert!(std::ptr::eq(x.get().unwrap(), y.get().unwrap()));
+        assert!(std::ptr::eq(x.get().unwrap(), owner.get().unwrap()));
     }
 }

@@ -94,7 +94,7 @@ mod tokens;
 #[cfg(test)]
 mod tests;
 
-pub use context::{AuthInfo, ChannelRow, Ctx, LazyJson, MessageRow};
+pub use context::{AuthInfo, ChannelRow, Ctx, JsonSource, LazyJson, MessageRow};
 pub use error::{Duplicate, PolicyError, PolicyErrors, Pos};
 pub use model::{Command, Policy, Roles, Table};
 pub use parse::parse_policies;
