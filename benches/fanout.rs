@@ -61,7 +61,7 @@ fn setup(
         let mut conns = Vec::with_capacity(n);
         for _ in 0..n {
             let c = core.register();
-            core.subscribe(&c, &ch, None, None)
+            core.subscribe(&c, &ch, None, None, false)
                 .await
                 .expect("subscribe");
             conns.push(c);
@@ -75,7 +75,7 @@ fn fanout(c: &mut Criterion) {
         .enable_timer()
         .build()
         .unwrap();
-    let frame = ringcast::ws::frame::encode(
+    let frame = ringcast::frame::encode(
         tungstenite::protocol::frame::coding::OpCode::Data(
             tungstenite::protocol::frame::coding::Data::Text,
         ),
@@ -90,6 +90,7 @@ fn fanout(c: &mut Criterion) {
             event: Arc::from("e"),
             schema: None,
             frame: frame.clone(),
+            sio: None,
         };
         let mut sink: Vec<ringcast::core::out_frame::OutFrame> = Vec::with_capacity(4);
         g.throughput(Throughput::Elements(n as u64));

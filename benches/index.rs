@@ -26,6 +26,7 @@ fn index(c: &mut Criterion) {
                 conn,
                 filter: None,
                 held: None,
+                presence: None,
             },
         );
     }
@@ -40,6 +41,7 @@ fn index(c: &mut Criterion) {
                     conn: extra.clone(),
                     filter: None,
                     held: None,
+                    presence: None,
                 },
             );
             idx.remove(black_box(&probe), extra.id)

@@ -5,8 +5,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ringcast::{
+    frame,
     protocol::{MessageFrame, ServerMsg, parse_client},
-    ws::frame,
 };
 use serde_json::value::RawValue;
 

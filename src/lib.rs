@@ -8,15 +8,21 @@
 //! main.rs        CLI -> Config -> logging -> runtime::start; the only place that exits
 //! config/        raw serde file types (file), clap CLI with env fallbacks (cli), validated Config
 //! runtime/       listeners (SO_REUSEPORT per core), core threads, control thread, shutdown
-//! core/          a core: connections (conn), subscription index (index), inbox + sweeper
-//!                (inbox), one accepted connection's HTTP loop (serve), the publishes of the
-//!                channels it owns (sequencer), the writes in flight (send_gate)
-//! ws/            upgrade handshake, RFC 6455 framing (frame), session (reader), writer task
+//! serve.rs       one accepted connection: HTTP keep-alive, then the WebSocket front end it
+//!                upgrades to (`/realtime`: ws, `/socket.io/`: sio)
+//! core/          a core: connections (conn, socket), subscription index (index), inbox +
+//!                sweeper (inbox), the publishes of the channels it owns (sequencer), the writes
+//!                in flight (send_gate), presence of its subscribers (presence)
+//! frame.rs       RFC 6455 framing, shared by both front ends and the encoders
+//! ws/            the raw protocol front end: upgrade handshake, session (reader), writer task
+//! sio/           the Socket.IO front end (InsForge SDK): Engine.IO / Socket.IO codec,
+//!                session, the Socket.IO encoding of deliveries and presence events
 //! http/          request parsing, routing and REST handlers, ApiError -> status mapping
 //! protocol/      ClientMsg / ServerMsg / MessageFrame, stable error codes
 //! channel/       ChannelName / ChannelPattern newtypes, ChannelRecord, ChannelTable snapshot
 //! auth/          JWT verification (HS256; RS256/ES256/EdDSA with a PEM key or a JWKS kept
 //!                fresh by the `ringcast-jwks` thread) and minting, roles, admin key
+//! presence/      channel members: the authority's counts (Book), join/leave events
 //! policy/        RLS policies: CREATE POLICY parsed (sqlparser), compiled, evaluated on cores
 //! control/       the control thread: registry and engine owner (redis: publish sequencer);
 //!                core<->control and core<->core messages, the one `message` encoding
@@ -45,11 +51,15 @@ pub mod config;
 pub mod control;
 pub mod core;
 pub mod engine;
+pub mod frame;
 pub mod http;
 pub mod metrics;
 pub mod policy;
+pub mod presence;
 pub mod protocol;
 pub mod runtime;
+pub mod serve;
+pub mod sio;
 pub mod timestamp;
 pub mod webhook;
 pub mod ws;

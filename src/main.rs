@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => serve(ServeArgs::default()),
-        Some(Command::Serve(a)) => serve(a),
+        Some(Command::Serve(a)) => serve(*a),
         Some(Command::CheckConfig { config }) => return check_config(&config),
         Some(Command::Token(t)) => token(t),
     };

@@ -58,6 +58,7 @@ macro_rules! metric_block {
 metric_block!(CoreMetrics {
     connections: "gauge", "Open TCP connections (HTTP and WebSocket).";
     ws_connections: "gauge", "Open WebSocket connections.";
+    socketio_connections: "gauge", "Open Socket.IO connections (part of the WebSocket connections).";
     subscriptions: "gauge", "Active channel subscriptions.";
     connections_total: "counter", "Connections accepted.";
     http_requests_total: "counter", "HTTP requests answered.";
@@ -81,6 +82,8 @@ metric_block!(CoreMetrics {
     recovery_overflows_total: "counter", "Catch-ups whose held live messages passed the outbound queue bounds: dropped and read from history instead.";
     http_publishes_total: "counter", "Publishes received over HTTP (single and batch items).";
     sessions_expired_total: "counter", "WebSockets closed (1008) because their token expired.";
+    presence_dropped_total: "counter", "Presence joins, leaves or events dropped because a queue on their way was full.";
+    socketio_reencoded_total: "counter", "Messages whose Socket.IO frame a core built itself (the message was encoded before the node had Socket.IO connections).";
 });
 
 metric_block!(ControlMetrics {
@@ -378,6 +381,12 @@ impl Metrics {
             cdc_tables: Default::default(),
             cdc_delays: Default::default(),
         }
+    }
+
+    /// Whether any core has a Socket.IO connection open (deliveries are then encoded for
+    /// Socket.IO too, once, where they are encoded for the raw protocol).
+    pub fn has_socketio(&self) -> bool {
+        self.cores.iter().any(|c| c.socketio_connections.get() > 0)
     }
 
     /// Prometheus text exposition; per-core values are summed.

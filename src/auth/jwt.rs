@@ -54,6 +54,8 @@ pub struct Verifier {
     key: Arc<DecodingKey>,
     validation: Arc<Validation>,
     admin_key: Option<Arc<str>>,
+    /// `auth.anon_key`: a static key that authenticates as `anon` with no user id.
+    anon_key: Option<Arc<str>>,
     public: Option<Arc<Public>>,
     /// This core's JWKS key set and the store generation it was read at.
     jwks_seen: RefCell<(u64, Arc<KeySet>)>,
@@ -90,9 +92,16 @@ impl Verifier {
             ),
             validation: Arc::new(validation),
             admin_key: admin_key.map(Arc::from),
+            anon_key: None,
             public: None,
             jwks_seen: RefCell::new((0, Arc::new(KeySet::default()))),
         }
+    }
+
+    /// Also accepts `key` as the anon key (InsForge's `anon_...`): role `anon`, no user id.
+    pub fn with_anon_key(mut self, key: Option<&str>) -> Self {
+        self.anon_key = key.map(Arc::from);
+        self
     }
 
     /// Also accepts public-key tokens (nothing changes when `keys` has no key).
@@ -114,6 +123,17 @@ impl Verifier {
             return Ok(Identity {
                 user_id: None,
                 role: Role::ProjectAdmin,
+                email: None,
+                expires_at: None,
+                claims: None,
+            });
+        }
+        if let Some(k) = &self.anon_key
+            && constant_time_eq(k.as_bytes(), token.as_bytes())
+        {
+            return Ok(Identity {
+                user_id: None,
+                role: Role::Anon,
                 email: None,
                 expires_at: None,
                 claims: None,
@@ -293,6 +313,11 @@ mod tests {
         assert_eq!(id.user_id.as_deref(), Some("u1"));
         assert_eq!(id.role, Role::Authenticated);
         assert_eq!(v.verify("adminkey").unwrap().role, Role::ProjectAdmin);
+        assert!(v.verify("anon_k").is_err(), "no anon key configured");
+        let v = Verifier::new("s3cret", Some("adminkey")).with_anon_key(Some("anon_k"));
+        let anon = v.verify("anon_k").unwrap();
+        assert_eq!((anon.role, anon.user_id), (Role::Anon, None));
+        assert!(v.verify("anon_").is_err());
         let wrong = mint(
             "other",
             "u1",

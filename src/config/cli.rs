@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the broker (the default when no subcommand is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate a config file, print every error at once, exit 0 (valid) or 1.
     CheckConfig {
         #[arg(long, env = "RINGCAST_CONFIG")]
@@ -47,6 +47,9 @@ pub struct ServeArgs {
     pub jwt_secret: Option<String>,
     #[arg(long, env = "RINGCAST_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
+    /// A static key that authenticates as `anon` (InsForge's anon key).
+    #[arg(long, env = "RINGCAST_ANON_KEY", hide_env_values = true)]
+    pub anon_key: Option<String>,
     #[arg(long, env = "RINGCAST_NODE_ID")]
     pub node_id: Option<String>,
     #[arg(long, env = "RINGCAST_WEBHOOK_SECRET", hide_env_values = true)]
@@ -94,6 +97,7 @@ impl ServeArgs {
         set(&mut f.redis.url, &self.redis_url);
         set(&mut f.auth.jwt_secret, &self.jwt_secret);
         set(&mut f.auth.admin_key, &self.admin_key);
+        set(&mut f.auth.anon_key, &self.anon_key);
         set(&mut f.server.node_id, &self.node_id);
         set(&mut f.webhooks.secret, &self.webhook_secret);
         set(&mut f.postgres.url, &self.postgres_url);

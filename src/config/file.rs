@@ -18,6 +18,8 @@ pub struct FileConfig {
     pub history: HistorySection,
     pub publish: PublishSection,
     pub policies: PoliciesSection,
+    pub socketio: SocketIoSection,
+    pub presence: PresenceSection,
     pub redis: RedisSection,
     pub webhooks: WebhookSection,
     pub postgres: PostgresSection,
@@ -65,6 +67,7 @@ impl Default for ServerSection {
 pub struct AuthSection {
     pub jwt_secret: String,
     pub admin_key: String,
+    pub anon_key: String,
     pub auth_timeout: String,
     pub anon_subscribe: bool,
     pub anon_publish: bool,
@@ -85,6 +88,7 @@ impl Default for AuthSection {
         Self {
             jwt_secret: DEV_JWT_SECRET.into(),
             admin_key: String::new(),
+            anon_key: String::new(),
             auth_timeout: "10s".into(),
             anon_subscribe: false,
             anon_publish: false,
@@ -127,6 +131,42 @@ impl Default for WebSocketSection {
             outbound_queue_frames: 4096,
             outbound_queue_bytes: 4 << 20,
             read_buffer_bytes: 512,
+        }
+    }
+}
+
+/// `[socketio]`: the Socket.IO front end at `/socket.io/` (the InsForge SDK's protocol).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketIoSection {
+    pub enabled: bool,
+    pub ping_interval: String,
+    pub ping_timeout: String,
+}
+
+impl Default for SocketIoSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ping_interval: "25s".into(),
+            ping_timeout: "20s".into(),
+        }
+    }
+}
+
+/// `[presence]`: who is subscribed to a channel, shared by every node (redis engine).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceSection {
+    pub heartbeat: String,
+    pub ttl: String,
+}
+
+impl Default for PresenceSection {
+    fn default() -> Self {
+        Self {
+            heartbeat: "5s".into(),
+            ttl: "15s".into(),
         }
     }
 }

@@ -64,6 +64,8 @@ pub struct Config {
 
     pub jwt_secret: String,
     pub admin_key: Option<String>,
+    /// A static key that authenticates as `anon` (InsForge's anon key, `anon_...`).
+    pub anon_key: Option<String>,
     pub auth_timeout: Duration,
     pub anon_subscribe: bool,
     pub anon_publish: bool,
@@ -94,6 +96,17 @@ pub struct Config {
     pub outbound_queue_frames: usize,
     pub outbound_queue_bytes: usize,
     pub read_buffer_bytes: usize,
+
+    /// The Socket.IO front end (`/socket.io/`) is served.
+    pub socketio: bool,
+    /// Engine.IO `pingInterval`: the server pings this often.
+    pub sio_ping_interval: Duration,
+    /// Engine.IO `pingTimeout`: a ping unanswered this long closes the connection.
+    pub sio_ping_timeout: Duration,
+    /// Redis engine: each node refreshes its presence members this often...
+    pub presence_heartbeat: Duration,
+    /// ...and a member not refreshed for this long is gone (its node died).
+    pub presence_ttl: Duration,
 
     pub max_header_bytes: usize,
     pub max_body_bytes: usize,
@@ -285,6 +298,10 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
     let expire_warning = dur("auth.expire_warning", &f.auth.expire_warning);
     let jwks_refresh = dur("auth.jwks_refresh", &f.auth.jwks_refresh);
     let idempotency_window = dur("publish.idempotency_window", &f.publish.idempotency_window);
+    let sio_ping_interval = dur("socketio.ping_interval", &f.socketio.ping_interval);
+    let sio_ping_timeout = dur("socketio.ping_timeout", &f.socketio.ping_timeout);
+    let presence_heartbeat = dur("presence.heartbeat", &f.presence.heartbeat);
+    let presence_ttl = dur("presence.ttl", &f.presence.ttl);
 
     let listen = f.server.listen.parse::<SocketAddr>().unwrap_or_else(|e| {
         errs.push(format!(
@@ -423,10 +440,20 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         ("webhooks.retry_max", retry_max),
         ("webhooks.claim_after", claim_after),
         ("publish.idempotency_window", idempotency_window),
+        ("socketio.ping_interval", sio_ping_interval),
+        ("socketio.ping_timeout", sio_ping_timeout),
+        ("presence.heartbeat", presence_heartbeat),
+        ("presence.ttl", presence_ttl),
     ] {
         if d.is_zero() && !errs.iter().any(|e| e.starts_with(key)) {
             errs.push(format!("{key}: must be greater than 0"));
         }
+    }
+    if presence_ttl <= presence_heartbeat * 2 && !errs.iter().any(|e| e.starts_with("presence")) {
+        errs.push("presence.ttl: must be more than twice presence.heartbeat".into());
+    }
+    if !f.auth.anon_key.is_empty() && f.auth.anon_key == f.auth.admin_key {
+        errs.push("auth.anon_key: must differ from auth.admin_key".into());
     }
     if f.webhooks.workers > 16 {
         errs.push("webhooks.workers: at most 16".into());
@@ -467,6 +494,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         send_gate,
         jwt_secret: f.auth.jwt_secret.clone(),
         admin_key: non_empty(&f.auth.admin_key),
+        anon_key: non_empty(&f.auth.anon_key),
         auth_timeout,
         anon_subscribe: f.auth.anon_subscribe,
         anon_publish: f.auth.anon_publish,
@@ -488,6 +516,11 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         outbound_queue_frames: f.websocket.outbound_queue_frames,
         outbound_queue_bytes: f.websocket.outbound_queue_bytes,
         read_buffer_bytes: f.websocket.read_buffer_bytes,
+        socketio: f.socketio.enabled,
+        sio_ping_interval,
+        sio_ping_timeout,
+        presence_heartbeat,
+        presence_ttl,
         max_header_bytes: f.http.max_header_bytes,
         max_body_bytes: f.http.max_body_bytes,
         header_timeout,

@@ -15,6 +15,7 @@
 mod interest;
 pub mod msg;
 pub mod policies;
+mod presence;
 mod recover;
 mod registry;
 
@@ -78,6 +79,8 @@ pub struct Control<E: Engine> {
     subscribing: interest::SubscribingMap,
     /// Counts subscription set-ups (tells a stale one from the current one).
     generation: u64,
+    /// Redis engine: the members of this node's channels (`presence`).
+    presence: crate::presence::Book,
     settled_tx: interest::SettledTx,
     settled_rx: Option<mpsc::Receiver<interest::Settled>>,
 }
@@ -108,6 +111,7 @@ impl<E: Engine> Control<E> {
             maintaining: Default::default(),
             subscribing: HashMap::new(),
             generation: 0,
+            presence: crate::presence::Book::default(),
             settled_tx,
             settled_rx: Some(settled_rx),
             shared,
@@ -265,7 +269,8 @@ impl<E: Engine> Control<E> {
         };
         // Inserted if missing: a channel whose head could not be read is tracked from here.
         self.last.insert(channel.clone(), offset);
-        let d = Arc::new(Delivery::encoded(channel, offset, frame_json));
+        let sio = self.shared.metrics.has_socketio();
+        let d = Arc::new(Delivery::encoded(channel, offset, frame_json, sio));
         self.fan_out(bits, d).await;
     }
 
@@ -282,6 +287,7 @@ impl<E: Engine> Control<E> {
             ControlMsg::Publish(p) => self.publish(*p).await,
             ControlMsg::Stored(s) => self.store(*s).await,
             ControlMsg::Interest(i) => interest::change(self, i),
+            ControlMsg::Presence(op) => presence::apply(self, op),
             ControlMsg::Audience(updates) => self.engine.add_audience(&updates).await,
             ControlMsg::Rest { req, reply } => match req {
                 RestReq::Messages(_) | RestReq::Stats(_) => registry::spawn_read(self, req, reply),
@@ -490,7 +496,10 @@ async fn reply(
         return;
     }
     let frame = match r {
-        Ok(a) => p.ack(&a),
+        Ok(a) => match p.ack(&a) {
+            Some(f) => f,
+            None => return,
+        },
         Err((code, message)) => p.error(code, message),
     };
     if let Some(c) = core {

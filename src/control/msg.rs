@@ -28,10 +28,10 @@ use uuid::Uuid;
 use crate::{
     channel::{ChannelName, ChannelRecord, ChannelTable, CreateChannel, UpdateChannel},
     engine::{Appended, ChannelPos, HistoryQuery, MessageRecord, NewMessage, SourcePos},
+    frame,
     http::ApiError,
     protocol::{ErrorCode, MessageFrame, ServerMsg},
     timestamp::Timestamp,
-    ws::frame,
 };
 
 /// Index of a core thread (0..workers).
@@ -64,6 +64,8 @@ pub enum ControlMsg {
     Source(SourceBatch),
     /// A recovering subscriber's missed messages (`Engine::range`).
     Recover(RecoverReq),
+    /// Redis engine: a presence join or leave from a core.
+    Presence(crate::presence::Op),
 }
 
 /// Reads `(after, upto]` of a channel's history for a subscriber that recovers.
@@ -104,6 +106,8 @@ pub struct PublishReq {
     pub idempotency_key: Option<Arc<str>>,
     /// Set for an HTTP publish: the answer goes here instead of to a connection.
     pub http: Option<oneshot::Sender<PubAnswer>>,
+    /// The publisher's protocol: how its answer is encoded.
+    pub proto: crate::protocol::Proto,
 }
 
 impl PublishReq {
@@ -136,19 +140,24 @@ impl PublishReq {
             source: Some(m.pos),
             idempotency_key: None,
             http: None,
+            proto: crate::protocol::Proto::Raw,
         }
     }
 
-    /// The `published` ack for this request.
-    pub fn ack(&self, a: &Appended) -> Bytes {
+    /// The `published` ack for this request (`None`: a Socket.IO publish is not answered
+    /// when it succeeds, as in InsForge).
+    pub fn ack(&self, a: &Appended) -> Option<Bytes> {
+        if self.proto == crate::protocol::Proto::SocketIo {
+            return None;
+        }
         let mut id = uuid::Uuid::encode_buffer();
-        frame::encode_json(&ServerMsg::Published {
+        Some(frame::encode_json(&ServerMsg::Published {
             message_id: a.id.hyphenated().encode_lower(&mut id),
             channel: self.channel.as_str(),
             event: &self.event,
             offset: a.offset,
             r#ref: self.r#ref.as_deref(),
-        })
+        }))
     }
 
     /// Answers an HTTP publisher (`true`), or leaves the answer to the caller's frame
@@ -165,6 +174,9 @@ impl PublishReq {
 
     /// An error frame answering this request.
     pub fn error(&self, code: crate::protocol::ErrorCode, message: &str) -> Bytes {
+        if self.proto == crate::protocol::Proto::SocketIo {
+            return crate::sio::encode::error(Some(self.channel.as_str()), code, message);
+        }
         frame::encode_json(&ServerMsg::Error {
             message,
             code: code.as_str(),
@@ -281,6 +293,10 @@ pub enum CoreMsg {
         conn: ConnId,
         frame: Bytes,
     },
+    /// Memory engine: a presence join or leave for the core that owns the channel.
+    Presence(crate::presence::Op),
+    /// A member joined or left a channel this core has subscribers of.
+    PresenceEvent(Arc<crate::presence::Event>),
     /// A new channel table and the policies in force with it; `done` is answered once the
     /// core has applied them.
     Snapshot {
@@ -298,16 +314,34 @@ pub struct Delivery {
     /// `payload.schema` of `db:` channel messages, for subscription filters.
     pub schema: Option<Box<str>>,
     pub frame: Bytes,
+    /// The Socket.IO frame (`sio::encode::message`), built with `frame` when the node has
+    /// Socket.IO connections; otherwise a core that finds one builds it.
+    pub sio: Option<Bytes>,
 }
 
 impl Delivery {
-    /// Encodes a sequenced message once, for every subscriber on every core.
-    pub fn new(m: &NewMessage, a: &Appended) -> Self {
+    /// Encodes a sequenced message once, for every subscriber on every core; `sio`: in the
+    /// Socket.IO encoding too.
+    pub fn new(m: &NewMessage, a: &Appended, sio: bool) -> Self {
         let mut id = uuid::Uuid::encode_buffer();
         let ts = a.created_at.rfc3339();
+        let message_id = a.id.hyphenated().encode_lower(&mut id);
+        let sio = sio.then(|| {
+            crate::sio::encode::message(
+                &m.event,
+                m.payload.get(),
+                &crate::sio::encode::MessageMeta {
+                    channel: m.channel_name.as_str(),
+                    message_id,
+                    sender_type: m.sender_type,
+                    sender_id: m.sender_id.as_deref(),
+                    timestamp: ts.as_str(),
+                },
+            )
+        });
         let frame = frame::encode_json(&MessageFrame {
             kind: "message",
-            message_id: a.id.hyphenated().encode_lower(&mut id),
+            message_id,
             channel: m.channel_name.as_str(),
             event: &m.event,
             payload: &m.payload,
@@ -327,11 +361,13 @@ impl Delivery {
             event: m.event.clone(),
             schema,
             frame,
+            sio,
         }
     }
 
-    /// A message that arrived already encoded (`frame_json`, from another node or history).
-    pub fn encoded(channel: ChannelName, offset: u64, frame_json: &[u8]) -> Self {
+    /// A message that arrived already encoded (`frame_json`, from another node or history);
+    /// `sio`: in the Socket.IO encoding too.
+    pub fn encoded(channel: ChannelName, offset: u64, frame_json: &[u8], sio: bool) -> Self {
         // Filters only apply to `db:` channels: only those need the event and schema.
         let (event, schema) = if channel.is_db() {
             event_and_schema(frame_json)
@@ -344,6 +380,11 @@ impl Delivery {
             event,
             schema,
             frame: frame::encode(OpCode::Data(Data::Text), frame_json),
+            sio: if sio {
+                crate::sio::encode::message_from_raw(frame_json)
+            } else {
+                None
+            },
         }
     }
 }

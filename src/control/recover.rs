@@ -175,6 +175,8 @@ async fn read_page(
                 channel.clone(),
                 m.offset,
                 &msg::frame_json_of(m),
+                // Recovery is a raw-protocol feature: Socket.IO clients never ask for it.
+                false,
             ))
         })
         .collect();

@@ -24,8 +24,8 @@ use crate::{
     auth::{Identity, Role},
     channel::{ChannelName, ChannelRecord},
     control::Delivery,
+    frame,
     policy::{Action, AuthInfo, ChannelRow, Ctx, LazyJson, MessageRow, PolicySet},
-    ws::frame,
 };
 
 /// The caller as policies see it.

@@ -14,7 +14,7 @@ use monoio::io::{CancelHandle, Canceller};
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use super::out_frame::OutFrame;
-use crate::{auth::Identity, channel::ChannelName, control::ConnId, ws::frame};
+use crate::{auth::Identity, channel::ChannelName, control::ConnId, frame};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -27,6 +27,8 @@ pub enum Phase {
     /// A close frame is queued or the socket is done; nothing more is read or queued.
     Closing,
 }
+
+pub use crate::protocol::Proto;
 
 /// The outbound queue was past its bound: the caller closes the connection (1013).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,6 +242,12 @@ pub struct Conn {
     pub expires_at: Cell<Option<u64>>,
     /// `token_expiring` was sent for the current token.
     pub expiry_warned: Cell<bool>,
+    pub proto: Cell<Proto>,
+    /// The socket's id (Socket.IO `sid`; the presence id of a member with no user id),
+    /// made on first use.
+    socket_id: RefCell<Option<Rc<str>>>,
+    /// Socket.IO: when the unanswered Engine.IO ping was sent.
+    pub ping_sent: Cell<Option<Instant>>,
 }
 
 impl Conn {
@@ -261,7 +269,28 @@ impl Conn {
             identity: RefCell::new(None),
             expires_at: Cell::new(None),
             expiry_warned: Cell::new(false),
+            proto: Cell::new(Proto::Raw),
+            socket_id: RefCell::new(None),
+            ping_sent: Cell::new(None),
         }
+    }
+
+    pub fn is_sio(&self) -> bool {
+        self.proto.get() == Proto::SocketIo
+    }
+
+    /// A random id for this socket, unique across nodes (20 base64url characters).
+    pub fn socket_id(&self) -> Rc<str> {
+        self.socket_id
+            .borrow_mut()
+            .get_or_insert_with(|| {
+                use base64::Engine as _;
+                let id = uuid::Uuid::new_v4();
+                let s =
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&id.as_bytes()[..15]);
+                Rc::from(s)
+            })
+            .clone()
     }
 
     pub fn cancel_handle(&self) -> CancelHandle {

@@ -12,9 +12,9 @@ use super::{Core, conn::Phase, out_frame::OutFrame};
 use crate::{
     channel::ChannelName,
     control::{ControlMsg, CoreMsg, Delivery, msg::Interest},
+    frame,
     protocol::{DbFilter, ServerMsg, row_filter::ChangeRow},
     timestamp::Timestamp,
-    ws::frame,
 };
 
 /// Messages applied per wake-up before the audience batch is flushed.
@@ -63,6 +63,8 @@ impl Core {
                     let _ = d.send(pos);
                 }
             }
+            CoreMsg::Presence(op) => self.apply_presence(op),
+            CoreMsg::PresenceEvent(ev) => self.deliver_presence(&ev),
             CoreMsg::Reply { conn, frame } => {
                 let c = self.conns.borrow().get(&conn).cloned();
                 if let Some(c) = c {
@@ -124,12 +126,23 @@ impl Core {
         // The message's fields, read once, only if some subscriber's receive policy needs them.
         let open = self.access.borrow().receive_open();
         let mut fields = None;
+        // The Socket.IO frame, shared like `frame`, only if some subscriber speaks Socket.IO.
+        let mut sio: Option<Option<OutFrame>> = None;
         let mut n = 0u32;
         for m in e.members.values() {
             if db && !wants(m.filter.as_deref(), d, &mut row) {
                 continue;
             }
             if !open && !self.may_receive(&m.conn, d, &mut fields) {
+                continue;
+            }
+            if m.conn.is_sio() {
+                let f = sio.get_or_insert_with(|| self.sio_frame(d));
+                if let Some(f) = f
+                    && self.push(&m.conn, f.clone())
+                {
+                    n += 1;
+                }
                 continue;
             }
             if let Some(h) = &m.held {
@@ -152,6 +165,16 @@ impl Core {
         n
     }
 
+    /// The Socket.IO frame of a delivery: the one built with it, or (the node had no
+    /// Socket.IO connection then) built here once for this core's subscribers.
+    fn sio_frame(&self, d: &Delivery) -> Option<OutFrame> {
+        if let Some(b) = &d.sio {
+            return Some(OutFrame::new(b.clone()));
+        }
+        self.metrics().socketio_reencoded_total.inc();
+        crate::sio::encode::message_from_raw(frame::payload_of(&d.frame)).map(OutFrame::new)
+    }
+
     /// After a new table: subscribers of channels that no longer resolve to an enabled record
     /// get `unsubscribed` and stop receiving.
     fn drop_unresolvable(&self) {
@@ -167,13 +190,19 @@ impl Core {
                 reason: Some("channel disabled or deleted"),
                 r#ref: None,
             }));
-            for m in &members {
+            let had = !members.is_empty();
+            for m in members {
                 if m.conn.subs.borrow_mut().remove(&ch).is_some() {
                     self.metrics().subscriptions.sub(1);
                 }
-                self.push(&m.conn, frame.clone());
+                if let Some(key) = m.presence.clone() {
+                    self.presence_left(&ch, key);
+                }
+                if !m.conn.is_sio() {
+                    self.push(&m.conn, frame.clone());
+                }
             }
-            if self.index.borrow().get(&ch).is_none() && !members.is_empty() {
+            if self.index.borrow().get(&ch).is_none() && had {
                 self.withdraw_interest(ch);
             }
         }
@@ -203,6 +232,10 @@ impl Core {
                     if phase == Phase::Ready && cfg.expire_sessions && self.expire(&c, unix_now) {
                         continue;
                     }
+                    if c.is_sio() {
+                        self.sweep_sio(&c, phase, now, unix_now);
+                        continue;
+                    }
                     let idle = now.duration_since(c.last_seen.get());
                     if phase == Phase::Unauthed && now.duration_since(c.opened) >= cfg.auth_timeout
                     {
@@ -220,6 +253,42 @@ impl Core {
 }
 
 impl Core {
+    /// Engine.IO heartbeat of one Socket.IO connection: the server pings every
+    /// `socketio.ping_interval` whatever else is sent (the client's timer is reset only by
+    /// pings) and closes a connection whose pong has not come within `socketio.ping_timeout`.
+    /// The auth timeout applies until the Socket.IO CONNECT succeeds. An expired token
+    /// (`auth.expire_sessions`) closes the WebSocket, and the SDK reconnects with a fresh
+    /// token and resubscribes (a Socket.IO DISCONNECT would stop it from reconnecting).
+    fn sweep_sio(&self, c: &super::conn::Conn, phase: Phase, now: Instant, unix_now: i64) {
+        let cfg = self.cfg();
+        if phase == Phase::Unauthed && now.duration_since(c.opened) >= cfg.auth_timeout {
+            c.close(CloseCode::Policy, "authentication timeout", false);
+            return;
+        }
+        if phase == Phase::Ready
+            && cfg.expire_sessions
+            && c.expires_at.get().is_some_and(|exp| unix_now >= exp as i64)
+        {
+            self.metrics().sessions_expired_total.inc();
+            c.close(CloseCode::Policy, "token expired", false);
+            return;
+        }
+        match c.ping_sent.get() {
+            Some(at) if c.ping_outstanding.get() => {
+                if now.duration_since(at) >= cfg.sio_ping_timeout {
+                    c.close(CloseCode::Away, "ping timeout", false);
+                }
+            }
+            Some(at) if now.duration_since(at) < cfg.sio_ping_interval => {}
+            None if now.duration_since(c.opened) < cfg.sio_ping_interval => {}
+            _ => {
+                c.ping_outstanding.set(true);
+                c.ping_sent.set(Some(now));
+                self.push(c, crate::sio::packet::ping());
+            }
+        }
+    }
+
     /// Token expiry of one session (`auth.expire_sessions`): `token_expiring` once within
     /// `auth.expire_warning` of `exp`, then a 1008 close at `exp`. True if it was closed.
     fn expire(&self, c: &super::conn::Conn, unix_now: i64) -> bool {
@@ -268,10 +337,16 @@ pub(super) fn wants(filter: Option<&DbFilter>, d: &Delivery, row: &mut Option<Ch
 /// Runs `sweep` periodically: often enough for the shortest configured timeout.
 pub async fn run_sweeper(core: Rc<Core>) {
     let cfg = core.cfg();
-    let shortest = [cfg.auth_timeout, cfg.header_timeout, cfg.ping_interval]
-        .into_iter()
-        .min()
-        .unwrap_or_default();
+    let shortest = [
+        cfg.auth_timeout,
+        cfg.header_timeout,
+        cfg.ping_interval,
+        cfg.sio_ping_interval,
+        cfg.sio_ping_timeout,
+    ]
+    .into_iter()
+    .min()
+    .unwrap_or_default();
     let period = (shortest / 4).clamp(
         std::time::Duration::from_millis(20),
         std::time::Duration::from_secs(1),

@@ -28,6 +28,9 @@ pub struct Member {
     pub filter: Option<Box<DbFilter>>,
     /// Set while the member catches up: its live messages wait here.
     pub held: Option<Rc<Held>>,
+    /// The subscription takes part in presence (Socket.IO always; raw with `presence:
+    /// true`): its member key, and it receives presence events.
+    pub presence: Option<crate::presence::Key>,
 }
 
 /// Live messages of a member that is still being sent what it missed, in offset order.
@@ -127,13 +130,14 @@ impl SubIndex {
         self.channels.get(ch).is_some_and(|e| e.confirmed)
     }
 
-    /// Removes a member; returns true if the channel entry is now gone (withdraw interest).
-    pub fn remove(&mut self, ch: &ChannelName, conn: ConnId) -> bool {
+    /// Removes a member; returns it, and true if the channel entry is now gone (withdraw
+    /// interest).
+    pub fn remove(&mut self, ch: &ChannelName, conn: ConnId) -> (Option<Member>, bool) {
         let Some(e) = self.channels.get_mut(ch) else {
-            return false;
+            return (None, false);
         };
-        e.members.remove(&conn);
-        self.drop_if_unused(ch)
+        let m = e.members.remove(&conn);
+        (m, self.drop_if_unused(ch))
     }
 
     /// Removes every member of a channel; returns them.

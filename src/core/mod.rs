@@ -2,7 +2,7 @@
 //! its subscription index, its copy of the channel table, its counters. `Rc`/`Cell`/`RefCell`
 //! only; nothing here is shared with another core, and nothing here awaits remote I/O.
 //!
-//! - `serve` runs one accepted connection (HTTP keep-alive, or WebSocket after upgrade);
+//! - `socket` holds a connection's socket halves and the cancellable read;
 //! - `sequencer` orders and fans out the publishes of the channels this core owns (memory
 //!   engine), or hands publishes to the control thread (redis engine);
 //! - `inbox` applies what the control thread and the other cores send (deliveries, replies,
@@ -13,6 +13,8 @@
 //! - `recovery` sends a subscriber what it missed (`since`) before its live messages;
 //! - `idempotency` remembers the idempotency keys of the channels this core owns;
 //! - `bucket` is the per-connection publish rate limit (WebSocket and HTTP);
+//! - `presence` counts this core's sockets per channel member and delivers presence events
+//!   (and, memory engine, keeps the members of the channels this core owns);
 //! - `access` applies the policies in force to subscribes, publishes and deliveries;
 //! - the sweeper (in `inbox`) enforces auth, idle, HTTP and token-expiry timeouts and sends
 //!   pings.
@@ -25,10 +27,11 @@ mod idempotency;
 pub mod inbox;
 pub mod index;
 pub mod out_frame;
+mod presence;
 pub mod recovery;
 pub mod send_gate;
 pub mod sequencer;
-pub mod serve;
+pub mod socket;
 
 use std::{
     cell::{Cell, RefCell},
@@ -95,6 +98,10 @@ pub struct Core {
     pub verifier: Verifier,
     /// The policies in force (replaced as a whole when they change).
     pub access: RefCell<access::Access>,
+    /// This core's sockets per (channel, presence member).
+    presence_local: RefCell<HashMap<(ChannelName, crate::presence::Key), u32>>,
+    /// Memory engine: the members of the channels this core owns.
+    presence_book: RefCell<crate::presence::Book>,
     next_conn: Cell<u64>,
     next_sub: Cell<u64>,
     pub shutting_down: Cell<bool>,
@@ -126,14 +133,14 @@ impl Core {
         ));
         Self {
             id,
-            verifier: Verifier::new(&c.jwt_secret, c.admin_key.as_deref()).with_public_keys(
-                crate::auth::PublicKeys {
+            verifier: Verifier::new(&c.jwt_secret, c.admin_key.as_deref())
+                .with_anon_key(c.anon_key.as_deref())
+                .with_public_keys(crate::auth::PublicKeys {
                     file: c.jwt_public_key.clone(),
                     jwks: shared.jwks.clone(),
                     issuer: c.jwt_issuer.clone(),
                     audience: c.jwt_audience.clone(),
-                },
-            ),
+                }),
             access: RefCell::new(access::Access::new(policies)),
             shared,
             table: RefCell::new(table),
@@ -145,6 +152,8 @@ impl Core {
             sequencer,
             send_gate,
             gather: gather::Gather::default(),
+            presence_local: RefCell::new(HashMap::new()),
+            presence_book: RefCell::new(crate::presence::Book::default()),
             next_conn: Cell::new(1),
             next_sub: Cell::new(1),
             shutting_down: Cell::new(false),
@@ -188,9 +197,12 @@ impl Core {
         self.metrics().connections.sub(1);
         let subs: Vec<ChannelName> = conn.subs.borrow_mut().drain();
         self.metrics().subscriptions.sub(subs.len() as u64);
-        let mut idx = self.index.borrow_mut();
         for ch in subs {
-            if idx.remove(&ch, conn.id) {
+            let (m, emptied) = self.index.borrow_mut().remove(&ch, conn.id);
+            if let Some(key) = m.and_then(|m| m.presence) {
+                self.presence_left(&ch, key);
+            }
+            if emptied {
                 self.withdraw_interest(ch);
             }
         }
@@ -215,9 +227,15 @@ impl Core {
         ch: &ChannelName,
         filter: Option<DbFilter>,
         since: Option<Since>,
+        presence: bool,
     ) -> Result<Subscribed, SubscribeError> {
-        if let Some(n) = conn.subs.borrow().get(ch) {
-            return Ok(self.already_subscribed(conn, ch, n, since));
+        let existing = conn.subs.borrow().get(ch);
+        if let Some(n) = existing {
+            let mut s = self.already_subscribed(conn, ch, n, since);
+            if presence {
+                s.members = Some(self.presence_snapshot(conn, ch).await);
+            }
+            return Ok(s);
         }
         if conn.subs.borrow().len() >= self.cfg().max_subscriptions {
             return Err(SubscribeError::TooMany);
@@ -264,22 +282,33 @@ impl Core {
             (pos, plan)
         };
         let held = plan.held(pos.offset);
+        let presence_member = presence.then(|| {
+            let who = conn.identity.borrow();
+            let uid = who.as_ref().and_then(|w| w.user_id.clone());
+            crate::presence::Member::of(uid.as_deref(), &conn.socket_id())
+        });
         self.index.borrow_mut().entry(ch).members.insert(
             conn.id,
             Member {
                 conn: conn.clone(),
                 filter: filter.clone().map(Box::new),
                 held: held.clone(),
+                presence: presence_member.as_ref().map(|(k, _)| k.clone()),
             },
         );
         conn.subs.borrow_mut().insert(ch.clone(), n);
         self.metrics().subscriptions.inc();
         let id = self.subscription_id(n);
+        let members = match presence_member {
+            Some((key, member)) => Some(self.presence_join(conn, ch, key, member).await),
+            None => None,
+        };
         match held {
             None => Ok(Subscribed {
                 id,
                 recovery: plan.answer_without_read(),
                 pos,
+                members,
             }),
             Some(held) => {
                 let r = self.start_recovery(ch, plan, &pos, held, filter).await;
@@ -288,6 +317,7 @@ impl Core {
                         id,
                         recovery: Some(recovery),
                         pos,
+                        members,
                     }),
                     Err(()) => {
                         self.unsubscribe(conn, ch);
@@ -309,7 +339,11 @@ impl Core {
             return false;
         }
         self.metrics().subscriptions.sub(1);
-        if self.index.borrow_mut().remove(ch, conn.id) {
+        let (m, emptied) = self.index.borrow_mut().remove(ch, conn.id);
+        if let Some(key) = m.and_then(|m| m.presence) {
+            self.presence_left(ch, key);
+        }
+        if emptied {
             self.withdraw_interest(ch.clone());
         }
         true

@@ -31,8 +31,8 @@ use crate::{
     channel::ChannelName,
     control::{ControlMsg, Delivery, msg::RecoverReq, msg::Recovered},
     engine::ChannelPos,
+    frame,
     protocol::{DbFilter, ServerMsg, Since, row_filter::ChangeRow},
-    ws::frame,
 };
 
 /// Messages read from history at once for one recovering subscriber.
@@ -46,6 +46,8 @@ pub struct Subscribed {
     pub id: Rc<str>,
     pub pos: ChannelPos,
     pub recovery: Option<Recovery>,
+    /// With presence: the channel's members after this subscriber joined.
+    pub members: Option<Vec<crate::presence::Member>>,
 }
 
 pub struct Recovery {
@@ -149,6 +151,7 @@ impl Core {
                 catch_up: None,
             }),
             pos,
+            members: None,
         }
     }
 

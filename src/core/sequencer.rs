@@ -248,6 +248,11 @@ impl Core {
         }
     }
 
+    /// The cores (bits) with subscribers of `ch`, a channel this core owns.
+    pub(super) fn sequencer_cores(&self, ch: &ChannelName) -> u64 {
+        self.sequencer.cores(ch)
+    }
+
     /// Whether this core must tell `ch`'s owner about its subscribers, and which core that is.
     pub(super) fn interest_owner(&self, ch: &ChannelName) -> Option<CoreId> {
         let owner = owner_of(ch, self.peers.len());
@@ -322,7 +327,7 @@ impl Core {
             self.metrics().idempotency_evicted_total.add(evicted);
         }
         let msg = req.message(&rec);
-        let d = Arc::new(Delivery::new(&msg, &at));
+        let d = Arc::new(Delivery::new(&msg, &at, self.shared.metrics.has_socketio()));
         // A local ack is only queued here (written after this turn); a remote one is sent
         // after the message entered the control thread's queue (see the module header).
         let remote = match reply {
@@ -397,7 +402,11 @@ impl Core {
                 req.answer_http(|| PubAnswer::Published(*at));
             }
             ReplyTo::Source => {}
-            to => self.answer(to, req.ack(at), false),
+            to => {
+                if let Some(f) = req.ack(at) {
+                    self.answer(to, f, false)
+                }
+            }
         }
     }
 

@@ -192,13 +192,8 @@ fn submit(
             format!("invalid channel `{}`: {e}", item.channel),
         )
     })?;
-    let max_event = crate::protocol::MAX_EVENT_LEN;
-    if item.event.is_empty() || item.event.len() > max_event {
-        return Err(error(
-            ErrorCode::InvalidMessage,
-            format!("`event` must be 1..={max_event} bytes"),
-        ));
-    }
+    crate::protocol::check_event_name(&item.event)
+        .map_err(|m| error(ErrorCode::InvalidMessage, m))?;
     if let Some(k) = &item.idempotency_key {
         check_idempotency_key(k).map_err(|m| error(ErrorCode::InvalidMessage, m))?;
         debug_assert!(k.len() <= MAX_IDEMPOTENCY_KEY);
@@ -247,6 +242,7 @@ fn submit(
         source: None,
         idempotency_key: item.idempotency_key.map(|k| Arc::from(k.as_ref())),
         http: Some(tx),
+        proto: crate::protocol::Proto::Raw,
     };
     match core.publish(req) {
         Ok(()) => Ok(Pending {

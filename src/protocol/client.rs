@@ -29,6 +29,7 @@ struct Wire<'a> {
     payload: Option<&'a RawValue>,
     filter: Option<DbFilter>,
     since: Option<Since>,
+    presence: Option<bool>,
     #[serde(rename = "idempotencyKey", borrow)]
     idempotency_key: Option<Cow<'a, str>>,
 }
@@ -118,6 +119,8 @@ pub enum ClientMsg<'a> {
         filter: Option<DbFilter>,
         /// Recover what was missed since this position first.
         since: Option<Since>,
+        /// The channel's members in `subscribed`, then `presence` frames.
+        presence: bool,
     },
     Unsubscribe {
         channel: ChannelName,
@@ -139,6 +142,36 @@ pub struct Inbound<'a> {
 }
 
 pub const MAX_EVENT_LEN: usize = 255;
+
+/// Event names no publish may use, on any protocol: Socket.IO clients drop the connection on
+/// the first six (`parse error`), and the InsForge SDK reads the rest as its own events
+/// (`error`, `realtime:error`, presence), so a message with one of them could not reach
+/// SDK subscribers as what it is.
+pub const RESERVED_EVENTS: [&str; 10] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+    "error",
+    "realtime:error",
+    "presence:join",
+    "presence:leave",
+];
+
+/// Why `event` cannot be published, if it cannot.
+pub fn check_event_name(event: &str) -> Result<(), String> {
+    if event.is_empty() || event.len() > MAX_EVENT_LEN {
+        return Err(format!("`event` must be 1..={MAX_EVENT_LEN} bytes"));
+    }
+    if RESERVED_EVENTS.contains(&event) {
+        return Err(format!(
+            "`event` `{event}` is reserved (Socket.IO and the InsForge SDK use it)"
+        ));
+    }
+    Ok(())
+}
 
 /// Parses one text frame. On error, the returned `ProtocolError` carries the `ref` if any.
 pub fn parse_client(text: &str) -> Result<Inbound<'_>, ProtocolError> {
@@ -202,6 +235,7 @@ impl<'a> ClientMsg<'a> {
         match kind.as_ref() {
             "auth" => {
                 reject(w.since.is_some(), "since")?;
+                reject(w.presence.is_some(), "presence")?;
                 reject(w.idempotency_key.is_some(), "idempotencyKey")?;
                 reject(w.channel.is_some(), "channel")?;
                 reject(w.event.is_some(), "event")?;
@@ -222,6 +256,7 @@ impl<'a> ClientMsg<'a> {
                     channel: channel(w.channel)?,
                     filter: w.filter,
                     since: w.since,
+                    presence: w.presence.unwrap_or(false),
                 })
             }
             "unsubscribe" => {
@@ -230,6 +265,7 @@ impl<'a> ClientMsg<'a> {
                 reject(w.payload.is_some(), "payload")?;
                 reject(w.filter.is_some(), "filter")?;
                 reject(w.since.is_some(), "since")?;
+                reject(w.presence.is_some(), "presence")?;
                 reject(w.idempotency_key.is_some(), "idempotencyKey")?;
                 Ok(Self::Unsubscribe {
                     channel: channel(w.channel)?,
@@ -239,16 +275,13 @@ impl<'a> ClientMsg<'a> {
                 reject(w.token.is_some(), "token")?;
                 reject(w.filter.is_some(), "filter")?;
                 reject(w.since.is_some(), "since")?;
+                reject(w.presence.is_some(), "presence")?;
                 if let Some(k) = &w.idempotency_key {
                     check_idempotency_key(k).map_err(invalid)?;
                 }
                 let channel = channel(w.channel)?;
                 let event = w.event.ok_or_else(|| invalid("missing field `event`"))?;
-                if event.is_empty() || event.len() > MAX_EVENT_LEN {
-                    return Err(invalid(format!(
-                        "`event` must be 1..={MAX_EVENT_LEN} bytes"
-                    )));
-                }
+                check_event_name(&event).map_err(invalid)?;
                 Ok(Self::Publish {
                     channel,
                     event,

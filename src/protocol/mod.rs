@@ -8,8 +8,17 @@ pub mod row_filter;
 mod server;
 
 pub use client::{
-    ClientMsg, DbFilter, Inbound, MAX_EVENT_LEN, MAX_IDEMPOTENCY_KEY, Since, check_idempotency_key,
-    parse_client,
+    ClientMsg, DbFilter, Inbound, MAX_EVENT_LEN, MAX_IDEMPOTENCY_KEY, RESERVED_EVENTS, Since,
+    check_event_name, check_idempotency_key, parse_client,
 };
 pub use error::{ErrorCode, ProtocolError};
-pub use server::{ChannelPosition, MessageFrame, ServerMsg};
+
+/// Which front end a client speaks: what its answers and deliveries are encoded as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// The raw ringcast protocol (`/realtime`).
+    Raw,
+    /// Engine.IO / Socket.IO (`/socket.io/`, the InsForge SDK).
+    SocketIo,
+}
+pub use server::{ChannelPosition, MessageFrame, PresenceSnapshot, ServerMsg};

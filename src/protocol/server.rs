@@ -38,8 +38,18 @@ pub enum ServerMsg<'a> {
         /// With `recovered: false`: the first offset still retained (history before it is gone).
         #[serde(rename = "firstOffset", skip_serializing_if = "Option::is_none")]
         first_offset: Option<u64>,
+        /// Present when the subscribe asked for presence: the channel's members.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        presence: Option<PresenceSnapshot<'a>>,
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         r#ref: Option<&'a RawValue>,
+    },
+    /// A member joined or left a channel the subscriber asked presence for.
+    Presence {
+        channel: &'a str,
+        /// `join` or `leave`.
+        event: &'a str,
+        member: &'a crate::presence::Member,
     },
     Unsubscribed {
         channel: &'a str,
@@ -91,4 +101,10 @@ pub struct MessageFrame<'a> {
     pub sender_type: &'a str,
     pub timestamp: &'a str,
     pub offset: u64,
+}
+
+/// The members of a channel, in `subscribed` (and the Socket.IO subscribe ack).
+#[derive(Debug, Serialize)]
+pub struct PresenceSnapshot<'a> {
+    pub members: &'a [crate::presence::Member],
 }

@@ -15,7 +15,7 @@ use crate::{
     core::{
         Core, NodeShared,
         conn::{Conn, Phase},
-        inbox, send_gate, serve,
+        inbox, send_gate,
     },
     protocol::{ChannelPosition, ServerMsg},
 };
@@ -102,7 +102,7 @@ async fn core_main(s: CoreStart, driver: &'static str) {
         monoio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    monoio::spawn(serve::serve(core.clone(), stream));
+                    monoio::spawn(crate::serve::serve(core.clone(), stream));
                 }
                 Err(e) => {
                     tracing::warn!(core = s.id, error = %e, "accept failed");
@@ -138,7 +138,7 @@ fn reconnect_frame(core: &Core, c: &Conn) -> Option<bytes::Bytes> {
             ))
         })
         .collect();
-    Some(crate::ws::frame::encode_json(&ServerMsg::Reconnect {
+    Some(crate::frame::encode_json(&ServerMsg::Reconnect {
         channels,
     }))
 }

@@ -1,11 +1,11 @@
-//! WebSocket connections: the upgrade handshake, RFC 6455 framing (`frame`), the session that
-//! reads and answers client messages (`session`) and the writer task that drains the
-//! connection's outbox in batches (`writer`). Runs on a core; never awaits remote I/O.
+//! WebSocket connections of the raw ringcast protocol: the upgrade handshake, the session
+//! that reads and answers client messages (`session`) and the writer task that drains the
+//! connection's outbox in batches (`writer`, shared with the Socket.IO front end). Runs on a
+//! core; never awaits remote I/O.
 
-pub mod frame;
 pub mod handshake;
 mod session;
-mod writer;
+pub mod writer;
 
 use std::rc::Rc;
 
@@ -13,24 +13,46 @@ use bytes::BytesMut;
 
 use crate::core::{
     Core,
-    conn::{Conn, Phase},
+    conn::{Conn, Phase, Proto},
     inbox::CLOSE_GRACE,
-    serve::{Reader, Writer},
+    socket::{Reader, Writer},
 };
 
 /// Runs an upgraded connection to its end. `buf` holds bytes read past the HTTP head.
 pub async fn run(core: Rc<Core>, conn: Rc<Conn>, rd: Reader, wr: Writer, buf: BytesMut) {
-    conn.phase.set(Phase::Unauthed);
-    conn.touch(std::time::Instant::now());
-    core.metrics().ws_connections.inc();
-    let writer = monoio::spawn(writer::run(core.clone(), conn.clone(), wr));
+    let writer = open(&core, &conn, wr, Proto::Raw);
     let mut rd = rd;
     session::run(&core, &conn, &mut rd, buf).await;
+    close(&core, &conn, writer).await;
+}
+
+/// Marks an upgraded connection open for `proto` and starts its writer task.
+pub fn open(
+    core: &Rc<Core>,
+    conn: &Rc<Conn>,
+    wr: Writer,
+    proto: Proto,
+) -> monoio::task::JoinHandle<()> {
+    conn.phase.set(Phase::Unauthed);
+    conn.proto.set(proto);
+    conn.touch(std::time::Instant::now());
+    core.metrics().ws_connections.inc();
+    if proto == Proto::SocketIo {
+        core.metrics().socketio_connections.inc();
+    }
+    monoio::spawn(writer::run(core.clone(), conn.clone(), wr))
+}
+
+/// After the session ended: forgets the connection and lets the writer finish.
+pub async fn close(core: &Rc<Core>, conn: &Rc<Conn>, writer: monoio::task::JoinHandle<()>) {
     if !conn.is_closing() {
         conn.abort();
     }
-    core.unregister(&conn);
+    core.unregister(conn);
     core.metrics().ws_connections.sub(1);
+    if conn.is_sio() {
+        core.metrics().socketio_connections.sub(1);
+    }
     // The close frame may wait behind a write to a peer that does not read (a slow consumer
     // closed with 1013): it gets `CLOSE_GRACE` to drain, then the socket is forced off.
     monoio::select! {

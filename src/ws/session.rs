@@ -10,7 +10,7 @@ use std::{rc::Rc, sync::Arc, time::Instant};
 use bytes::BytesMut;
 use tungstenite::protocol::frame::coding::{CloseCode, Control, OpCode};
 
-use super::frame::{self, FrameDecoder, Incoming};
+use crate::frame::{self, FrameDecoder, Incoming};
 use crate::{
     auth::Identity,
     control::PublishReq,
@@ -19,7 +19,7 @@ use crate::{
         bucket::Bucket,
         conn::{Conn, Phase},
         sequencer::Refused,
-        serve::{Reader, read_more},
+        socket::{Reader, read_more},
     },
     protocol::{ClientMsg, ErrorCode, ProtocolError, ServerMsg, parse_client},
 };
@@ -168,6 +168,7 @@ impl Session {
                 channel,
                 filter,
                 since,
+                presence,
             } => {
                 let rec = core.resolve(&channel);
                 let Some(rec) = rec else {
@@ -187,7 +188,7 @@ impl Session {
                 // Boxed: the only wait in handling a message. Inline, its state would make
                 // every frame's (boxed, below `run`) future over 1 KiB, past glibc's per-thread
                 // cache, and each publish would pay a `malloc_consolidate` (~20 % of a core).
-                match Box::pin(core.subscribe(conn, &channel, filter, since)).await {
+                match Box::pin(core.subscribe(conn, &channel, filter, since, presence)).await {
                     Ok(sub) => {
                         let (recovered, first_offset, catch_up) = match sub.recovery {
                             Some(r) => (Some(r.recovered), r.first_offset, r.catch_up),
@@ -200,6 +201,10 @@ impl Session {
                             epoch: &sub.pos.epoch,
                             recovered,
                             first_offset,
+                            presence: sub
+                                .members
+                                .as_deref()
+                                .map(|members| crate::protocol::PresenceSnapshot { members }),
                             r#ref: r,
                         });
                         core.push(conn, f);
@@ -286,6 +291,7 @@ impl Session {
                     source: None,
                     idempotency_key: idempotency_key.map(|k| Arc::from(k.as_ref())),
                     http: None,
+                    proto: crate::protocol::Proto::Raw,
                 };
                 match core.publish(req) {
                     Ok(()) => {}

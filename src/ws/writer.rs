@@ -10,7 +10,7 @@ use std::{future::poll_fn, rc::Rc};
 
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
-use crate::core::{Core, conn::Conn, out_frame::OutFrame, serve::Writer};
+use crate::core::{Core, conn::Conn, out_frame::OutFrame, socket::Writer};
 
 const MAX_BATCH: usize = 256 << 10;
 

@@ -25,6 +25,21 @@ pub fn encode_json<T: serde::Serialize + ?Sized>(value: &T) -> Bytes {
     finish(buf, OpCode::Data(Data::Text))
 }
 
+/// An empty text frame body to write into (behind the room for the header); `text_frame`
+/// turns it into the frame without copying. For bodies that are not one `Serialize` value
+/// (the Socket.IO encodings).
+pub fn text_buf(capacity: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(HEADER_ROOM + capacity);
+    buf.resize(HEADER_ROOM, 0);
+    buf
+}
+
+/// The text frame of a body written into a `text_buf`.
+pub fn text_frame(buf: Vec<u8>) -> Bytes {
+    debug_assert!(buf.len() >= HEADER_ROOM);
+    finish(buf, OpCode::Data(Data::Text))
+}
+
 /// A control or data frame with an arbitrary (small) payload.
 pub fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {
     let mut buf = Vec::with_capacity(HEADER_ROOM + payload.len());

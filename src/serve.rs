@@ -1,43 +1,25 @@
 //! One accepted TCP connection: HTTP/1.1 keep-alive requests until it upgrades to a WebSocket
-//! on `/realtime` or closes. Head and body sizes are bounded; a client that sends nothing (or
+//! (the raw protocol on `/realtime`, Socket.IO on `/socket.io/`) or closes. Head and body sizes are bounded; a client that sends nothing (or
 //! too slowly) is cut off by the sweeper through `Conn::http_deadline`.
 
 use std::{rc::Rc, time::Instant};
 
 use bytes::{Buf, BytesMut};
 use monoio::{
-    buf::IoBufMut,
-    io::{AsyncWriteRentExt, CancelableAsyncReadRent, OwnedReadHalf, OwnedWriteHalf, Splitable},
+    io::{AsyncWriteRentExt, Splitable},
     net::TcpStream,
 };
 
-use super::{Core, conn::Conn};
 use crate::{
+    core::{
+        Core,
+        conn::Conn,
+        socket::{Reader, Writer, read_more},
+    },
     http::{self, ApiError, Head, Response, request},
-    ws,
+    protocol::Proto,
+    sio, ws,
 };
-
-pub type Reader = OwnedReadHalf<TcpStream>;
-pub type Writer = OwnedWriteHalf<TcpStream>;
-
-/// Reads more bytes into `buf` (cancellable by the sweeper). `Ok(0)`: peer closed.
-pub async fn read_more(
-    rd: &mut Reader,
-    buf: &mut BytesMut,
-    conn: &Conn,
-    want: usize,
-) -> std::io::Result<usize> {
-    if buf.capacity() - buf.len() < want {
-        buf.reserve(want);
-    }
-    let len = buf.len();
-    let owned = std::mem::take(buf);
-    let (res, slice) = rd
-        .cancelable_read(owned.slice_mut(len..), conn.cancel_handle())
-        .await;
-    *buf = slice.into_inner();
-    res
-}
 
 pub async fn serve(core: Rc<Core>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
@@ -47,24 +29,28 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream) {
     if max > 0 && core.node_connections() > max as u64 {
         let e = ApiError::unavailable("connection limit reached");
         let _ = wr.write_all(Response::error(&e).encode(false)).await;
-    } else if let Some(buf) = http_loop(&core, &conn, &mut rd, &mut wr).await {
-        ws::run(core.clone(), conn.clone(), rd, wr, buf).await;
+    } else if let Some((buf, proto)) = http_loop(&core, &conn, &mut rd, &mut wr).await {
+        match proto {
+            Proto::Raw => ws::run(core.clone(), conn.clone(), rd, wr, buf).await,
+            Proto::SocketIo => sio::run(core.clone(), conn.clone(), rd, wr, buf).await,
+        }
         return;
     }
     core.unregister(&conn);
     let _ = monoio::io::AsyncWriteRent::shutdown(&mut wr).await;
 }
 
-/// Serves requests; returns the leftover buffer if the connection upgraded to a WebSocket.
+/// Serves requests; returns the leftover buffer and the front end if the connection upgraded
+/// to a WebSocket.
 async fn http_loop(
     core: &Rc<Core>,
     conn: &Rc<Conn>,
     rd: &mut Reader,
     wr: &mut Writer,
-) -> Option<BytesMut> {
+) -> Option<(BytesMut, Proto)> {
     let cfg = core.cfg();
     let mut buf = BytesMut::with_capacity(cfg.read_buffer_bytes.max(1024));
-    let mut bucket = super::bucket::Bucket::new(cfg.publish_rate, cfg.publish_burst);
+    let mut bucket = crate::core::bucket::Bucket::new(cfg.publish_rate, cfg.publish_burst);
     conn.http_deadline
         .set(Some(Instant::now() + cfg.header_timeout));
     loop {
@@ -76,12 +62,23 @@ async fn http_loop(
                 return None;
             }
         };
-        if is_ws_path(&head.path) {
-            return match ws::handshake::response(&head) {
+        let proto = if is_ws_path(&head.path) {
+            Some(Proto::Raw)
+        } else if cfg.socketio && sio::handshake::is_path(&head.path) {
+            Some(Proto::SocketIo)
+        } else {
+            None
+        };
+        if let Some(proto) = proto {
+            let checked = match proto {
+                Proto::Raw => Ok(()),
+                Proto::SocketIo => sio::handshake::check(&head),
+            };
+            return match checked.and_then(|()| ws::handshake::response(&head)) {
                 Ok(resp) => {
                     let (res, _) = wr.write_all(resp).await;
                     conn.http_deadline.set(None);
-                    res.ok().map(|_| buf)
+                    res.ok().map(|_| (buf, proto))
                 }
                 Err(e) => {
                     let mut r = Response::error(&e);
