@@ -5,7 +5,7 @@
 
 use std::{fmt, net::SocketAddr, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -207,6 +207,29 @@ pub struct FanoutArgs {
     /// unless --allow-remote). Fails if the pattern already exists without exactly these URLs.
     #[arg(long = "webhook-url")]
     pub webhook_urls: Vec<String>,
+    /// The subscribers' protocol: `raw` (the broker's own, on --url), `socketio` (Engine.IO v4
+    /// / Socket.IO v5 on /socket.io/ at the same host and port, as the InsForge SDK speaks
+    /// it) or `mixed` (half each, reported per protocol). Publishers always speak raw.
+    #[arg(long, value_enum, default_value_t = Protocol::Raw)]
+    pub protocol: Protocol,
+}
+
+/// The subscribers' protocol in `fanout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    Raw,
+    Socketio,
+    Mixed,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Raw => "raw",
+            Protocol::Socketio => "socketio",
+            Protocol::Mixed => "mixed",
+        }
+    }
 }
 
 #[derive(Debug, Args)]

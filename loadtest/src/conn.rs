@@ -1,7 +1,7 @@
 //! Opening one broker connection: TCP from a chosen 127.0.0.x source, TCP_NODELAY, the
 //! WebSocket handshake with small buffers, `auth`, and optionally `subscribe`. Also the
 //! connect context each worker thread uses (targets, tokens, concurrency, counters).
-//! Subscribers use [`RawWs`]; publishers and held connections use tokio-tungstenite; HTTP
+//! Subscribers use [`RawWs`] (raw protocol, or Socket.IO through [`sio`]); publishers and held connections use tokio-tungstenite; HTTP
 //! publishers a plain TCP connection.
 
 use std::{cell::RefCell, net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
@@ -21,6 +21,7 @@ use crate::{
     rawws::{Frame, RawWs},
     scan::{self, Kind},
     shared::Shared,
+    sio,
     stats::ThreadStats,
     target::{Target, source_for},
     token::Minter,
@@ -168,6 +169,39 @@ impl Net {
                 .await
                 .context("subscribe")?;
             Ok((ws, reply))
+        })
+        .await
+    }
+
+    /// A Socket.IO subscriber ([`RawWs`]): the upgrade on [`sio::PATH`] at the node's host and
+    /// port (whatever --url's path), then [`sio::handshake`] with the same JWT as raw
+    /// subscribers, subscribed to `channel`. Counted like the others.
+    pub async fn connect_sio(
+        &self,
+        idx: usize,
+        sub: &str,
+        channel: &str,
+        sem: &Semaphore,
+        stats: &Rc<RefCell<ThreadStats>>,
+    ) -> Option<(RawWs, sio::Open)> {
+        let t = &self.targets[idx % self.targets.len()];
+        self.guarded(idx, sem, stats, async {
+            let token = self.minter.mint(sub, "authenticated")?;
+            let tcp = tcp(t, source_for(t, idx, self.sources)).await?;
+            let mut ws = RawWs::handshake(tcp, &t.host, sio::PATH)
+                .await
+                .with_context(|| {
+                    format!(
+                        "Socket.IO WebSocket handshake with ws://{}{} (is the broker's \
+                         Socket.IO front end on?)",
+                        t.host,
+                        sio::PATH
+                    )
+                })?;
+            let open = sio::handshake(&mut ws, &token, channel)
+                .await
+                .context("Socket.IO handshake")?;
+            Ok((ws, open))
         })
         .await
     }

@@ -17,6 +17,7 @@ mod rest;
 mod runner;
 mod scan;
 mod shared;
+mod sio;
 mod stats;
 mod target;
 mod token;

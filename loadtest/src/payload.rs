@@ -2,6 +2,10 @@
 //! where P = `{"ts":<unix nanos>,"seq":SEQ,"pad":"xx.."}` padded so that P is `size` bytes
 //! (or as small as it can be when `size` is below the minimum); the payload alone for HTTP
 //! publishes. Also the wall clock in nanos.
+//!
+//! A tagged publisher ([`Publish::tagged`], `fanout` with Socket.IO subscribers) also writes
+//! its index, `{"ts":..,"seq":..,"pub":J,"pad":".."}`: Socket.IO deliveries carry no offset,
+//! so those subscribers check each publisher's `seq` order apart, and need to know whose it is.
 
 use std::{
     fmt::Write,
@@ -21,6 +25,8 @@ pub struct Publish {
     prefix: String,
     size: usize,
     pad: String,
+    /// The publisher index written as `"pub"` after `seq`, if tagged.
+    publisher: Option<usize>,
 }
 
 impl Publish {
@@ -29,7 +35,14 @@ impl Publish {
             prefix: format!(r#"{{"type":"publish","channel":"{channel}","event":"e","ref":"#),
             size,
             pad: String::new(),
+            publisher: None,
         }
+    }
+
+    /// Also write `"pub":j` into every payload (after `seq`, so `ts` and `seq` keep their places).
+    pub fn tagged(mut self, j: usize) -> Self {
+        self.publisher = Some(j);
+        self
     }
 
     /// The frame text for sequence `seq` sent at `ts` nanos.
@@ -44,7 +57,11 @@ impl Publish {
     /// The payload alone (also what an HTTP publish carries): `size` bytes of JSON.
     pub fn payload(&mut self, seq: u64, ts: u64) -> String {
         let mut p = String::with_capacity(self.size.max(64));
-        let _ = write!(p, r#"{{"ts":{ts},"seq":{seq},"pad":""#);
+        let _ = write!(p, r#"{{"ts":{ts},"seq":{seq},"#);
+        if let Some(j) = self.publisher {
+            let _ = write!(p, r#""pub":{j},"#);
+        }
+        p.push_str(r#""pad":""#);
         let fixed = p.len() + 2; // closing `"}`
         let want = self.size.saturating_sub(fixed);
         if self.pad.len() < want {
@@ -59,7 +76,7 @@ impl Publish {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scan;
+    use crate::scan::{self, TsFinder};
 
     #[test]
     fn payload_is_padded_and_scannable() {
@@ -77,6 +94,26 @@ mod tests {
         assert_eq!(
             scan::send_ts(delivered.as_bytes()),
             Some(1_700_000_000_000_000_000)
+        );
+    }
+
+    #[test]
+    fn tagged_payload_keeps_size_and_order() {
+        let mut b = Publish::new("lt:x:0", 100).tagged(3);
+        let p = b.payload(9, 1_700_000_000_000_000_000);
+        assert_eq!(p.len(), 100);
+        assert!(
+            p.starts_with(r#"{"ts":1700000000000000000,"seq":9,"pub":3,"pad":"x"#),
+            "{p}"
+        );
+        let f = b.frame(9, 5);
+        let v: serde_json::Value = serde_json::from_str(&f).expect("valid json");
+        assert_eq!(v["payload"]["pub"], 3);
+        let t = TsFinder::default();
+        assert_eq!(
+            t.seq(f.as_bytes()),
+            Some(9),
+            "the raw seq fallback still finds it"
         );
     }
 

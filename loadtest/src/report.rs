@@ -53,10 +53,43 @@ impl Pct {
     }
 }
 
+/// One subscriber protocol's part of a `fanout` run (`by_protocol`).
+#[derive(Debug, Default, Serialize)]
+pub struct ProtoReport {
+    /// `"raw"` or `"socketio"`.
+    pub protocol: &'static str,
+    pub subs: usize,
+    pub connected: u64,
+    /// Subscribers whose connection ended before the run did.
+    pub disconnects: u64,
+    pub delivered: u64,
+    pub expected: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+    pub beyond_acked: u64,
+    pub unparsed: u64,
+    /// `"offset"` / `"seq"` (raw, as the run's `order_check`), `"publisher_seq"` (socketio:
+    /// each publisher's payload `seq`, apart).
+    pub order_check: &'static str,
+    pub deliveries_per_sec: f64,
+    pub latency_ms: Pct,
+    /// Socket.IO only: deliveries from a publisher of another channel, presence events
+    /// received (ignored), Engine.IO pings answered, and subscribers that went longer than
+    /// pingInterval + pingTimeout without a ping.
+    pub misrouted: Option<u64>,
+    pub presence_events: Option<u64>,
+    pub pings: Option<u64>,
+    pub ping_timeouts: Option<u64>,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub mode: &'static str,
     pub ok: bool,
+    /// `fanout`: the subscribers' protocol, `"raw"`, `"socketio"` or `"mixed"` (publishers
+    /// always speak raw). `null` in the other modes.
+    pub protocol: Option<&'static str>,
     pub urls: Vec<String>,
     pub threads: usize,
     pub subs: usize,
@@ -101,6 +134,9 @@ pub struct Report {
     /// Per second of the run (from the first delivery): deliveries, how many took over 10 ms,
     /// and the slowest. A few bad seconds mean stalls; late ones everywhere, a steady spread.
     pub latency_by_second: Vec<SecondRow>,
+    /// `fanout`: the same counts per subscriber protocol (one entry per protocol in the run).
+    /// The totals above add them up; broker CPU is not split (it is one process).
+    pub by_protocol: Vec<ProtoReport>,
 
     pub server_cpu_pct: Option<f64>,
     /// The kernel-time part of `server_cpu_pct`.
@@ -252,6 +288,52 @@ impl Outcome for SinkReport {
     }
 }
 
+impl ProtoReport {
+    /// Its rows in the table: the whole split when the run has more than one protocol
+    /// (`split`), else only what the totals do not show (Socket.IO's own counters).
+    fn rows(&self, split: bool, row: &mut impl FnMut(&str, String)) {
+        let p = self.protocol;
+        if split {
+            row(
+                p,
+                format!(
+                    "{} subs ({} connected, {} dropped), {} of {} expected ({:.0}/s)",
+                    self.subs,
+                    self.connected,
+                    self.disconnects,
+                    self.delivered,
+                    self.expected,
+                    self.deliveries_per_sec
+                ),
+            );
+            row(
+                "  lost/dup/reord",
+                format!(
+                    "{} / {} / {}  (beyond last ack {}, unparsed {}, order check {})",
+                    self.lost,
+                    self.duplicated,
+                    self.reordered,
+                    self.beyond_acked,
+                    self.unparsed,
+                    self.order_check
+                ),
+            );
+            row("  latency ms", self.latency_ms.line());
+        }
+        if let (Some(pings), Some(timeouts)) = (self.pings, self.ping_timeouts) {
+            row(
+                if split { "  socket.io" } else { "socket.io" },
+                format!(
+                    "{pings} pings answered, {timeouts} ping timeouts, {} presence events, {} \
+                     misrouted",
+                    self.presence_events.unwrap_or(0),
+                    self.misrouted.unwrap_or(0)
+                ),
+            );
+        }
+    }
+}
+
 fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
 }
@@ -313,6 +395,10 @@ impl Report {
                 row("order check", o.to_string());
             }
             row("latency ms", self.latency_ms.line());
+            let split = self.by_protocol.len() > 1;
+            for p in &self.by_protocol {
+                p.rows(split, &mut row);
+            }
         }
         if let Some(cpu) = self.server_cpu_pct {
             let per = self
@@ -369,8 +455,9 @@ impl Report {
             } else {
                 format!("{}", self.rate)
             };
+            let proto = self.protocol.map(|p| format!(" ({p})")).unwrap_or_default();
             format!(
-                "{} subs, {} publishers @ {rate}/s, {} channel(s), {} B payload",
+                "{} subs{proto}, {} publishers @ {rate}/s, {} channel(s), {} B payload",
                 self.subs, self.publishers, self.channels, self.size
             )
         };

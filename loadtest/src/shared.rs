@@ -19,10 +19,33 @@ pub enum Phase {
     Connect,
     /// Publishers send until `until`.
     Run { until: Instant },
-    /// Publishers are done: subscribers finish once they hold `targets[channel]`.
-    Drain { targets: Arc<Vec<u64>> },
+    /// Publishers are done: subscribers finish once they hold `targets[channel]` (raw), or
+    /// every publisher `j` of their channel's `seqs[j]` (Socket.IO: no offsets).
+    Drain {
+        targets: Arc<Vec<u64>>,
+        seqs: Arc<Vec<SeqTarget>>,
+    },
     /// Everyone stops now.
     Stop,
+}
+
+/// What one publisher's subscribers are owed, by its own numbering (payload `seq`, also the
+/// publish `ref`): every seq up to the highest acknowledged one, except those refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeqTarget {
+    /// The highest seq acknowledged with `published`.
+    pub max: u64,
+    /// Seqs answered with an error (`RATE_LIMITED`, ..): never stored, never delivered.
+    /// Sorted, no repeats.
+    pub refused: Vec<u64>,
+}
+
+impl SeqTarget {
+    /// How many messages this publisher's subscribers should each receive.
+    pub fn owed(&self) -> u64 {
+        let refused = self.refused.iter().filter(|&&k| k <= self.max).count() as u64;
+        self.max - refused
+    }
 }
 
 pub struct Shared {
@@ -43,6 +66,8 @@ pub struct Shared {
     pub max_offset: Vec<AtomicU64>,
     /// Per channel: acknowledged publishes.
     pub acked_per_channel: Vec<AtomicU64>,
+    /// Per publisher index: its [`SeqTarget`], set once when it is done.
+    seq_targets: Mutex<Vec<SeqTarget>>,
     /// When the last connection of the connect phase finished (µs after `t0`).
     pub last_connect_us: AtomicU64,
     pub t0: Instant,
@@ -67,6 +92,7 @@ impl Shared {
             pubs_done: AtomicU64::new(0),
             max_offset: (0..channels).map(|_| AtomicU64::new(0)).collect(),
             acked_per_channel: (0..channels).map(|_| AtomicU64::new(0)).collect(),
+            seq_targets: Mutex::new(Vec::new()),
             last_connect_us: AtomicU64::new(0),
             t0: Instant::now(),
             first_error: Mutex::new(None),
@@ -84,6 +110,27 @@ impl Shared {
         {
             *g = Some(e.into());
         }
+    }
+
+    /// Publisher `j` is done: what its subscribers are owed.
+    pub fn set_seq_target(&self, j: usize, t: SeqTarget) {
+        if let Ok(mut v) = self.seq_targets.lock() {
+            if v.len() <= j {
+                v.resize(j + 1, SeqTarget::default());
+            }
+            v[j] = t;
+        }
+    }
+
+    /// Every publisher's [`SeqTarget`] (nothing owed for those that never reported).
+    pub fn seq_targets(&self, publishers: usize) -> Vec<SeqTarget> {
+        let mut v = self
+            .seq_targets
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default();
+        v.resize(publishers.max(v.len()), SeqTarget::default());
+        v
     }
 
     pub fn first_error(&self) -> Option<String> {

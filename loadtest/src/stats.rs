@@ -1,5 +1,8 @@
 //! Counting: per-subscriber offset tracking (loss, duplicates, reordering), per-thread
-//! histograms (latency, connect, ack; all in microseconds) and their merge.
+//! histograms (latency, connect, ack; all in microseconds) and their merge. Socket.IO
+//! subscribers track each publisher's `seq` instead of the channel's offsets (the same
+//! [`Tracker`], one per publisher), and count apart ([`SioStats`]) so that a mixed run reports
+//! each protocol.
 
 use std::collections::BTreeSet;
 
@@ -59,10 +62,22 @@ impl Tracker {
         self.next > target && self.missing.is_empty()
     }
 
+    /// Everything up to `target` but the `refused` keys (sorted) has arrived.
+    pub fn complete_except(&self, target: u64, refused: &[u64]) -> bool {
+        self.next > target
+            && self.lost_untracked == 0
+            && self.missing.len() <= refused.len()
+            && self
+                .missing
+                .iter()
+                .all(|k| refused.binary_search(k).is_ok())
+    }
+
     /// What this subscriber was owed up to `target` and did not get.
     pub fn result(&self, channel: usize) -> SubResult {
         SubResult {
             channel,
+            publisher: None,
             next: self.next,
             missing: self.missing.iter().copied().collect(),
             lost_untracked: self.lost_untracked,
@@ -76,6 +91,9 @@ impl Tracker {
 #[derive(Debug, Clone)]
 pub struct SubResult {
     pub channel: usize,
+    /// Socket.IO subscribers: the publisher whose `seq` this tracked (one result per
+    /// publisher of the channel). `None`: the channel's offsets (raw).
+    pub publisher: Option<usize>,
     next: u64,
     missing: Vec<u64>,
     lost_untracked: u64,
@@ -85,8 +103,21 @@ pub struct SubResult {
 
 impl SubResult {
     pub fn lost(&self, target: u64) -> u64 {
-        let gaps = self.missing.iter().filter(|&&k| k <= target).count() as u64;
-        gaps + self.lost_untracked + target.saturating_sub(self.next - 1)
+        self.lost_except(target, &[])
+    }
+
+    /// Like [`lost`](Self::lost), not counting the `refused` keys (sorted): they were never
+    /// stored, so never owed.
+    pub fn lost_except(&self, target: u64, refused: &[u64]) -> u64 {
+        let owed = |k: u64| k <= target && refused.binary_search(&k).is_err();
+        let gaps = self.missing.iter().filter(|&&k| owed(k)).count() as u64;
+        let tail = target.saturating_sub(self.next - 1).saturating_sub(
+            refused
+                .iter()
+                .filter(|&&k| k >= self.next && k <= target)
+                .count() as u64,
+        );
+        gaps + self.lost_untracked + tail
     }
 
     /// Messages past the target (stored but never acknowledged to a publisher).
@@ -160,6 +191,57 @@ impl PerSecond {
     }
 }
 
+/// What one thread's Socket.IO subscribers counted (their latency, deliveries and end state;
+/// the raw subscribers' are [`ThreadStats`]'s own `latency`, `unparsed` and `raw_*`).
+pub struct SioStats {
+    pub latency: Histogram<u64>,
+    pub connected: u64,
+    pub disconnects: u64,
+    pub delivered: u64,
+    /// Deliveries without a numeric `ts`, `seq` and `pub` at the top level of the event's
+    /// object (payload not spread? not JSON?).
+    pub unparsed: u64,
+    /// Deliveries from a publisher of another channel (by the payload's `pub`).
+    pub misrouted: u64,
+    /// `presence:join` / `presence:leave` events (ignored otherwise).
+    pub presence: u64,
+    /// Engine.IO pings (`2`) answered with `3`.
+    pub pings: u64,
+    /// Subscribers that went longer than `pingInterval + pingTimeout` without a ping (a real
+    /// Socket.IO client would have dropped the connection).
+    pub ping_timeouts: u64,
+}
+
+impl Default for SioStats {
+    fn default() -> Self {
+        Self {
+            latency: micros_hist(),
+            connected: 0,
+            disconnects: 0,
+            delivered: 0,
+            unparsed: 0,
+            misrouted: 0,
+            presence: 0,
+            pings: 0,
+            ping_timeouts: 0,
+        }
+    }
+}
+
+impl SioStats {
+    fn merge(&mut self, o: &SioStats) {
+        let _ = self.latency.add(&o.latency);
+        self.connected += o.connected;
+        self.disconnects += o.disconnects;
+        self.delivered += o.delivered;
+        self.unparsed += o.unparsed;
+        self.misrouted += o.misrouted;
+        self.presence += o.presence;
+        self.pings += o.pings;
+        self.ping_timeouts += o.ping_timeouts;
+    }
+}
+
 /// What one worker thread counted.
 pub struct ThreadStats {
     pub latency: Histogram<u64>,
@@ -172,6 +254,11 @@ pub struct ThreadStats {
     /// Frames (deliveries and acks) without an `offset`, judged by the payload's `seq` and
     /// the ack count instead (a server without offsets, e.g. the reference peers).
     pub by_seq: u64,
+    /// Raw `fanout` subscribers: connected, ended early, deliveries.
+    pub raw_connected: u64,
+    pub raw_disconnects: u64,
+    pub raw_delivered: u64,
+    pub sio: SioStats,
 }
 
 impl Default for ThreadStats {
@@ -184,6 +271,10 @@ impl Default for ThreadStats {
             subs: Vec::new(),
             unparsed: 0,
             by_seq: 0,
+            raw_connected: 0,
+            raw_disconnects: 0,
+            raw_delivered: 0,
+            sio: SioStats::default(),
         }
     }
 }
@@ -198,6 +289,10 @@ impl ThreadStats {
         self.subs.extend(o.subs);
         self.unparsed += o.unparsed;
         self.by_seq += o.by_seq;
+        self.raw_connected += o.raw_connected;
+        self.raw_disconnects += o.raw_disconnects;
+        self.raw_delivered += o.raw_delivered;
+        self.sio.merge(&o.sio);
     }
 }
 
@@ -258,5 +353,28 @@ mod tests {
         assert_eq!(r.duplicated, 1);
         assert_eq!(r.lost(6), 1);
         assert_eq!(r.beyond(5), 1);
+    }
+
+    #[test]
+    fn refused_keys_are_not_owed() {
+        // 3 and 6 were refused (RATE_LIMITED): never stored, never delivered.
+        let refused = [3, 6];
+        let mut t = Tracker::default();
+        for k in [1, 2, 4, 5, 7] {
+            t.observe(k);
+        }
+        assert!(!t.complete(7));
+        assert!(t.complete_except(7, &refused));
+        assert!(!t.complete_except(8, &refused), "8 is owed");
+        let r = t.result(0);
+        assert_eq!(r.lost_except(7, &refused), 0);
+        assert_eq!(r.lost(7), 2);
+        // Refused keys in the tail are not owed either; 9 is.
+        assert_eq!(r.lost_except(9, &[3, 6, 8]), 1);
+        let mut t = Tracker::default();
+        t.observe(1);
+        t.observe(4);
+        assert!(!t.complete_except(4, &[2]), "3 is missing and owed");
+        assert_eq!(t.result(0).lost_except(4, &[2]), 1);
     }
 }

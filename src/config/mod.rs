@@ -229,6 +229,8 @@ pub fn parse_toml(text: &str) -> (FileConfig, Vec<String>) {
             "history" => section(&key, value, &mut out.history, &mut errors),
             "publish" => section(&key, value, &mut out.publish, &mut errors),
             "policies" => section(&key, value, &mut out.policies, &mut errors),
+            "socketio" => section(&key, value, &mut out.socketio, &mut errors),
+            "presence" => section(&key, value, &mut out.presence, &mut errors),
             "redis" => section(&key, value, &mut out.redis, &mut errors),
             "webhooks" => section(&key, value, &mut out.webhooks, &mut errors),
             "postgres" => section(&key, value, &mut out.postgres, &mut errors),

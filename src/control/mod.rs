@@ -79,8 +79,10 @@ pub struct Control<E: Engine> {
     subscribing: interest::SubscribingMap,
     /// Counts subscription set-ups (tells a stale one from the current one).
     generation: u64,
-    /// Redis engine: the members of this node's channels (`presence`).
+    /// Redis engine: which cores hold each member of this node's channels (`presence`).
     presence: crate::presence::Book,
+    /// Redis engine: where the members live.
+    presence_store: presence::Store,
     settled_tx: interest::SettledTx,
     settled_rx: Option<mpsc::Receiver<interest::Settled>>,
 }
@@ -112,6 +114,7 @@ impl<E: Engine> Control<E> {
             subscribing: HashMap::new(),
             generation: 0,
             presence: crate::presence::Book::default(),
+            presence_store: None,
             settled_tx,
             settled_rx: Some(settled_rx),
             shared,
@@ -135,11 +138,18 @@ impl<E: Engine> Control<E> {
         let mut events = self.engine.take_events();
         let mut settled = self.settled_rx.take().expect("run is called once");
         let period = self.engine.maintenance_period();
+        let cfg = &self.shared.config;
+        self.presence_store = self
+            .engine
+            .presence_store(&self.shared.node_id, cfg.presence_ttl);
+        let mut heartbeat = tokio::time::interval(cfg.presence_heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut housekeeping = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = housekeeping.tick(), if period.is_some() => self.maintain(),
+                _ = heartbeat.tick(), if self.presence_store.is_some() => presence::beat(&self),
                 m = rx.recv() => match m {
                     Some(m) => self.handle(m).await,
                     None => break,
@@ -190,6 +200,9 @@ impl<E: Engine> Control<E> {
                 m.backplane_resyncs_total.inc();
                 m.backplane_dropped_total.add(lost);
                 self.resync().await;
+            }
+            EngineEvent::Presence { channel, announced } => {
+                presence::announced(self, channel, announced)
             }
             EngineEvent::Message {
                 channel,

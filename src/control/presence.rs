@@ -1,54 +1,118 @@
-//! Presence on the control thread (redis engine): the authority for the channels' members.
-//! Joins and leaves from this node's cores are counted here and events go to the cores with
-//! subscribers of the channel (bounded core inboxes, `try_send`; a full one drops the event
-//! and counts it in `ringcast_presence_dropped_total`).
+//! Presence on the control thread (redis engine). `book` counts which of this node's cores
+//! hold each member; the members themselves live in Redis (`engine::redis::presence`), shared
+//! by every node. A member this node gains or loses is written there (a script per change, as
+//! a task of its own: nothing waits on Redis in the loop); the join or leave that results is
+//! announced on the channel's pub/sub channel and comes back to every node, this one
+//! included, as `EngineEvent::Presence`, which goes to the cores with subscribers.
 //!
-//! The members are those of this node: presence is not yet shared between nodes through
-//! Redis.
+//! Every `presence.heartbeat` the node refreshes its members of each channel it holds any
+//! in, and reaps holders that expired (their node died).
+//!
+//! Queues: events go to core inboxes with `try_send`; a full one drops the event and counts it
+//! in `ringcast_presence_dropped_total`. Redis errors are logged: a failed join answers the
+//! subscriber with itself only, and the next heartbeat writes the member again.
 
 use std::sync::Arc;
 
 use super::{Control, CoreMsg};
 use crate::{
-    engine::Engine,
+    channel::ChannelName,
+    engine::{
+        Engine,
+        redis::presence::{Announced, PresenceStore, origin},
+    },
     presence::{Event, Op},
 };
 
 pub fn apply<E: Engine>(c: &mut Control<E>, op: Op) {
+    let Some(store) = c.presence_store.clone() else {
+        return;
+    };
     match op {
         Op::Join {
             channel,
             key,
             member,
             counted,
-            origin,
+            origin: (core, conn),
             reply,
         } => {
-            let (new, all) = c.presence.join(&channel, key, member, counted);
-            if let Some(r) = reply {
-                let _ = r.send(all);
-            }
-            if let Some(m) = new {
-                broadcast(c, Event::new(channel, true, &m, Some(origin)));
-            }
+            let (new, _) = c
+                .presence
+                .join(&channel, key.clone(), member.clone(), counted);
+            let origin = origin(&c.shared.node_id, core, conn.0);
+            tokio::task::spawn_local(async move {
+                let r = store
+                    .join(&channel, &key, &member, new.is_some(), &origin)
+                    .await;
+                let members = r.unwrap_or_else(|e| {
+                    tracing::warn!(channel = %channel, error = %e, "presence join not stored");
+                    vec![member]
+                });
+                if let Some(reply) = reply {
+                    let _ = reply.send(members);
+                }
+            });
         }
         Op::Leave { channel, key } => {
-            if let Some(m) = c.presence.leave(&channel, &key) {
-                broadcast(c, Event::new(channel, false, &m, None));
+            if c.presence.leave(&channel, &key).is_some() {
+                tokio::task::spawn_local(async move {
+                    if let Err(e) = store.leave(&channel, &key).await {
+                        tracing::warn!(channel = %channel, error = %e, "presence leave not stored; the member expires");
+                    }
+                });
             }
         }
         Op::Members { channel, reply } => {
-            let _ = reply.send(c.presence.members(&channel));
+            tokio::task::spawn_local(async move {
+                match store.members(&channel).await {
+                    Ok(m) => {
+                        let _ = reply.send(m);
+                    }
+                    Err(e) => {
+                        tracing::warn!(channel = %channel, error = %e, "presence read failed")
+                    }
+                }
+            });
         }
     }
 }
 
-fn broadcast<E: Engine>(c: &Control<E>, ev: Event) {
-    let bits = c.interest.get(&ev.channel).copied().unwrap_or(0);
-    let ev = Arc::new(ev);
+/// Refreshes this node's members in Redis and reaps expired ones (one script per channel).
+pub fn beat<E: Engine>(c: &Control<E>) {
+    let Some(store) = c.presence_store.clone() else {
+        return;
+    };
+    let channels = c.presence.entries();
+    if channels.is_empty() {
+        return;
+    }
+    tokio::task::spawn_local(async move {
+        for (ch, members) in channels {
+            if let Err(e) = store.beat(&ch, &members).await {
+                tracing::warn!(channel = %ch, error = %e, "presence heartbeat failed");
+            }
+        }
+    });
+}
+
+/// A join or leave announced through Redis: to the cores with subscribers of the channel.
+pub fn announced<E: Engine>(c: &Control<E>, channel: ChannelName, a: Announced) {
+    let bits = c.interest.get(&channel).copied().unwrap_or(0);
+    if bits == 0 {
+        return;
+    }
+    let except = a
+        .origin
+        .filter(|(node, _, _)| *node == c.shared.node_id)
+        .map(|(_, core, conn)| (core, crate::control::ConnId(conn)));
+    let ev = Arc::new(Event::new(channel, a.join, &a.member, except));
     for (i, core) in c.cores.iter().enumerate() {
         if bits & (1 << i) != 0 && core.try_send(CoreMsg::PresenceEvent(ev.clone())).is_err() {
             c.shared.metrics.cores[i].presence_dropped_total.inc();
         }
     }
 }
+
+/// Kept for the type: a store exists only with an engine that shares presence.
+pub type Store = Option<PresenceStore>;

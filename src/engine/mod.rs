@@ -59,6 +59,11 @@ pub enum EngineEvent {
     /// The pub/sub reader fell more than its buffer behind and dropped `lost` pub/sub
     /// messages (publish batches or registry announcements): reload and read the gaps.
     Resync { lost: u64 },
+    /// A presence member joined or left a channel (on any node).
+    Presence {
+        channel: ChannelName,
+        announced: redis::presence::Announced,
+    },
 }
 
 /// Where publishes are ordered.
@@ -381,6 +386,15 @@ pub trait Engine {
 
     /// The engine's event stream, taken once by the control thread.
     fn take_events(&mut self) -> Option<tokio::sync::mpsc::Receiver<EngineEvent>> {
+        None
+    }
+
+    /// Presence shared by every node (`None`: the cores keep it, one node).
+    fn presence_store(
+        &self,
+        _node: &str,
+        _ttl: std::time::Duration,
+    ) -> Option<redis::presence::PresenceStore> {
         None
     }
 }

@@ -33,6 +33,7 @@ enum Route {
     Policies,
     Policy(String),
     Rls,
+    Presence(String),
 }
 
 fn match_path(path: &str) -> Option<(Route, &'static str)> {
@@ -51,6 +52,12 @@ fn match_path(path: &str) -> Option<(Route, &'static str)> {
         "/api/realtime/permissions/policies" => (Route::Policies, "POST"),
         "/api/realtime/permissions/rls" => (Route::Rls, "PUT"),
         _ => {
+            if let Some(name) = p.strip_prefix("/api/realtime/presence/") {
+                if name.is_empty() || name.contains('/') {
+                    return None;
+                }
+                return Some((Route::Presence(name.to_string()), "GET"));
+            }
             if let Some(name) = p.strip_prefix("/api/realtime/permissions/policies/") {
                 if name.is_empty() || name.contains('/') {
                     return None;
@@ -148,6 +155,7 @@ async fn dispatch(
             RestReq::Policies(PolicyReq::Add(b.sql))
         }
         Route::Policy(name) => RestReq::Policies(PolicyReq::Delete(percent_decoded(&name)?)),
+        Route::Presence(name) => return presence(core, &percent_decoded(&name)?).await,
         Route::Rls => RestReq::Policies(PolicyReq::Rls(json_body::<RlsDoc>(&body)?)),
         Route::Health | Route::Metrics | Route::PublishBatch => {
             unreachable!("answered above")
@@ -155,6 +163,28 @@ async fn dispatch(
     };
     let RestOk { status, body } = core.rest(req, CONTROL_TIMEOUT).await?;
     Ok(Response::json(status, body))
+}
+
+/// `GET /api/realtime/presence/{channelName}`: the channel's members, as subscribers with
+/// presence see them (every node's, with the redis engine).
+async fn presence(core: &Core, name: &str) -> Result<Response, ApiError> {
+    let ch = crate::channel::ChannelName::parse(name)
+        .map_err(|e| ApiError::bad_request(format!("invalid channel `{name}`: {e}")))?;
+    let members = core
+        .presence_members(&ch)
+        .await
+        .ok_or_else(|| ApiError::unavailable("presence did not answer in time; retry"))?;
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        channel: &'a str,
+        members: &'a [crate::presence::Member],
+    }
+    let body = serde_json::to_vec(&Body {
+        channel: ch.as_str(),
+        members: &members,
+    })
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Response::json(200, body))
 }
 
 fn require_admin(core: &Core, head: &Head) -> Result<(), ApiError> {

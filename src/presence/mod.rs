@@ -180,6 +180,17 @@ impl Book {
         gone
     }
 
+    /// Every channel's members with their keys (the redis engine's heartbeat).
+    pub fn entries(&self) -> Vec<(ChannelName, Vec<(Key, Member)>)> {
+        self.channels
+            .iter()
+            .map(|(ch, m)| {
+                let members = m.iter().map(|(k, (m, _))| (k.clone(), m.clone())).collect();
+                (ch.clone(), members)
+            })
+            .collect()
+    }
+
     pub fn members(&self, ch: &ChannelName) -> Vec<Member> {
         self.channels
             .get(ch)

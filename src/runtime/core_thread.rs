@@ -169,7 +169,11 @@ async fn drain(core: &Rc<Core>) {
     for c in &conns {
         match c.phase.get() {
             Phase::Unauthed | Phase::Ready => {
-                if let Some(f) = reconnect_frame(core, c) {
+                // Socket.IO clients get the close only: socket.io-client then reconnects and
+                // resubscribes by itself (a raw JSON frame would be an Engine.IO parse error).
+                if !c.is_sio()
+                    && let Some(f) = reconnect_frame(core, c)
+                {
                     core.push(c, f);
                 }
                 c.close(CloseCode::Away, "server shutting down", false)

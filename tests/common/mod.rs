@@ -7,6 +7,7 @@ pub mod postgres;
 pub mod process;
 pub mod receiver;
 pub mod redis;
+pub mod sio;
 
 use std::{
     io::{Read, Write},
@@ -145,6 +146,26 @@ impl Builder {
         TestServer {
             handle: Some(handle),
             addr,
+        }
+    }
+
+    /// Starts on `addr` instead of a free port: a node restarted where its clients reconnect
+    /// (after the old one's `shutdown`). Retries for a few seconds while the port is still held.
+    pub fn start_on(mut self, addr: SocketAddr) -> TestServer {
+        self.file.server.listen = addr.to_string();
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let cfg: Config = ringcast::config::validate(&self.file).expect("valid test config");
+            match ringcast::start(cfg) {
+                Ok(handle) => {
+                    return TestServer {
+                        addr: handle.addr(),
+                        handle: Some(handle),
+                    };
+                }
+                Err(e) if Instant::now() >= end => panic!("server did not start on {addr}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
         }
     }
 }

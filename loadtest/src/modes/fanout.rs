@@ -2,6 +2,10 @@
 //! at a rate; connect everyone, run for the duration, drain acks and deliveries, then judge
 //! every subscriber's offsets against the highest acknowledged offset of its channel.
 //! With `--webhook-url` the channels carry webhook URLs (count them with `webhook-sink`).
+//! With `--protocol socketio|mixed` all or half of the subscribers speak Socket.IO
+//! (`sio_subscriber.rs`); their deliveries carry no offset, so each is judged per publisher of
+//! its channel against that publisher's highest acknowledged `seq`, and the report splits
+//! the counts per protocol.
 
 use std::{
     cell::RefCell,
@@ -16,13 +20,13 @@ use tokio::sync::Semaphore;
 use super::{
     Sampler, Snap, fill_common, merge, prepare,
     publisher::{self, PubCfg},
-    subscriber, take_stats, watchdog,
+    sio_subscriber, subscriber, take_stats, watchdog,
 };
 use crate::{
-    cli::{Common, FanoutArgs, PublishArgs},
+    cli::{Common, FanoutArgs, Protocol, PublishArgs},
     conn::Net,
     progress::Progress,
-    report::{Pct, Report, SecondRow},
+    report::{Pct, ProtoReport, Report, SecondRow},
     runner,
     shared::{Phase, Shared, wait_until},
     stats::ThreadStats,
@@ -46,6 +50,26 @@ struct Params {
     drain: Duration,
     threads: usize,
     concurrency: usize,
+    protocol: Protocol,
+}
+
+impl Params {
+    /// Whether subscriber `i` speaks Socket.IO. Mixed: every other round of `channels`
+    /// subscribers, so on each channel they alternate raw, socketio, raw.. in join order, and
+    /// neither protocol is always first in the broker's fan-out.
+    fn sio(&self, i: usize) -> bool {
+        match self.protocol {
+            Protocol::Raw => false,
+            Protocol::Socketio => true,
+            Protocol::Mixed => (i / self.channels) % 2 == 1,
+        }
+    }
+
+    /// Subscribers speaking raw and Socket.IO.
+    fn split(&self) -> (usize, usize) {
+        let sio = (0..self.subs).filter(|&i| self.sio(i)).count();
+        (self.subs - sio, sio)
+    }
 }
 
 pub fn run_fanout(a: FanoutArgs) -> anyhow::Result<Report> {
@@ -60,6 +84,7 @@ pub fn run_fanout(a: FanoutArgs) -> anyhow::Result<Report> {
         drain: a.drain,
         threads: a.common.threads,
         concurrency: a.common.concurrency,
+        protocol: a.protocol,
     };
     drive("fanout", &a.common, p, &a.webhook_urls)
 }
@@ -76,6 +101,7 @@ pub fn run_publish(a: PublishArgs) -> anyhow::Result<Report> {
         drain: a.drain,
         threads: a.common.threads,
         concurrency: a.common.concurrency,
+        protocol: Protocol::Raw,
     };
     drive("publish", &a.common, p, &a.webhook_urls)
 }
@@ -97,6 +123,15 @@ fn drive(
     }
     let setup = prepare(c, p.subs + p.publishers, p.channels, webhook_urls)?;
     let mut warnings = Vec::new();
+    let (raw_subs, sio_subs) = p.split();
+    if p.protocol == Protocol::Mixed && (raw_subs == 0 || sio_subs == 0) {
+        warnings.push(format!(
+            "--protocol mixed with {} subscriber(s) on {} channel(s): {raw_subs} raw, \
+             {sio_subs} socketio (socketio takes every other round of --channels subscribers; \
+             use --subs >= 2 x --channels)",
+            p.subs, p.channels
+        ));
+    }
     if p.rate > BROKER_DEFAULT_RATE {
         warnings.push(format!(
             "--rate {} is above the broker's default limit. {LIMIT_HINT}",
@@ -128,8 +163,10 @@ fn drive(
     );
     let pub_end = Instant::now();
     let targets: Vec<u64> = shared.max_offset.iter().map(|o| o.load(Relaxed)).collect();
+    let seqs = shared.seq_targets(p.publishers);
     shared.set_phase(Phase::Drain {
         targets: Arc::new(targets.clone()),
+        seqs: Arc::new(seqs.clone()),
     });
     wait_until(
         Instant::now() + p.drain,
@@ -144,6 +181,7 @@ fn drive(
 
     let mut r = Report {
         mode,
+        protocol: (mode == "fanout").then(|| p.protocol.as_str()),
         subs: p.subs,
         publishers: p.publishers,
         channels: p.channels,
@@ -162,17 +200,67 @@ fn drive(
     r.publishes_per_sec = r.acked as f64 / pub_end.duration_since(run_start).as_secs_f64();
     r.ack_ms = Pct::of(&st.ack);
     r.delivered = Shared::get(&shared.delivered);
+    let secs = end.duration_since(run_start).as_secs_f64();
+    let by_seq = st.by_seq > 0;
+    let mut raw = ProtoReport {
+        protocol: "raw",
+        subs: raw_subs,
+        connected: st.raw_connected,
+        disconnects: st.raw_disconnects,
+        delivered: st.raw_delivered,
+        unparsed: st.unparsed,
+        order_check: if by_seq { "seq" } else { "offset" },
+        deliveries_per_sec: st.raw_delivered as f64 / secs,
+        latency_ms: Pct::of(&st.latency),
+        ..ProtoReport::default()
+    };
+    let mut sio = ProtoReport {
+        protocol: "socketio",
+        subs: sio_subs,
+        connected: st.sio.connected,
+        disconnects: st.sio.disconnects,
+        delivered: st.sio.delivered,
+        unparsed: st.sio.unparsed,
+        order_check: "publisher_seq",
+        deliveries_per_sec: st.sio.delivered as f64 / secs,
+        latency_ms: Pct::of(&st.sio.latency),
+        misrouted: Some(st.sio.misrouted),
+        presence_events: Some(st.sio.presence),
+        pings: Some(st.sio.pings),
+        ping_timeouts: Some(st.sio.ping_timeouts),
+        ..ProtoReport::default()
+    };
     for s in &st.subs {
-        let t = targets.get(s.channel).copied().unwrap_or(0);
-        r.expected += t;
-        r.lost += s.lost(t);
-        r.duplicated += s.duplicated;
-        r.reordered += s.reordered;
-        r.beyond_acked += s.beyond(t);
+        let (part, expected, lost, beyond) = match s.publisher {
+            // Socket.IO: one result per publisher of the channel, by its seq.
+            Some(j) => {
+                let t = seqs.get(j).cloned().unwrap_or_default();
+                let lost = s.lost_except(t.max, &t.refused);
+                (&mut sio, t.owed(), lost, s.beyond(t.max))
+            }
+            None => {
+                let t = targets.get(s.channel).copied().unwrap_or(0);
+                (&mut raw, t, s.lost(t), s.beyond(t))
+            }
+        };
+        part.expected += expected;
+        part.lost += lost;
+        part.duplicated += s.duplicated;
+        part.reordered += s.reordered;
+        part.beyond_acked += beyond;
     }
-    r.unparsed = st.unparsed;
-    r.deliveries_per_sec = r.delivered as f64 / end.duration_since(run_start).as_secs_f64();
-    r.latency_ms = Pct::of(&st.latency);
+    for part in [&raw, &sio] {
+        r.expected += part.expected;
+        r.lost += part.lost;
+        r.duplicated += part.duplicated;
+        r.reordered += part.reordered;
+        r.beyond_acked += part.beyond_acked;
+        r.unparsed += part.unparsed;
+    }
+    r.deliveries_per_sec = r.delivered as f64 / secs;
+    let mut latency = st.latency.clone();
+    let _ = latency.add(&st.sio.latency);
+    r.latency_ms = Pct::of(&latency);
     r.latency_by_second = st
         .per_second
         .series()
@@ -190,7 +278,6 @@ fn drive(
         }
         r.server_rss_peak_bytes = Some(sampler.peak.max(b.rss_bytes));
     }
-    let by_seq = st.by_seq > 0;
     for (ch, t) in targets.iter().enumerate() {
         let acked = shared.acked_per_channel[ch].load(Relaxed);
         // With the seq fallback `t` is one publisher's ack count: no contiguity to check.
@@ -200,9 +287,14 @@ fn drive(
             ));
         }
     }
-    r.order_check = Some(if by_seq { "seq" } else { "offset" });
-    // Only subscribers are judged by the order key; `publish` mode has none to mislead.
-    if by_seq && p.subs > 0 && p.publishers > p.channels {
+    r.order_check = Some(if raw_subs == 0 && sio_subs > 0 {
+        sio.order_check
+    } else {
+        raw.order_check
+    });
+    // Only raw subscribers are judged by the order key; `publish` mode has none to mislead,
+    // Socket.IO subscribers follow each publisher apart.
+    if by_seq && raw_subs > 0 && p.publishers > p.channels {
         let w = format!(
             "order_check=seq: the server's frames carry no offsets, so loss and order are judged \
              by each publisher's payload seq and ack count; with {} publishers on {} channel(s) \
@@ -219,13 +311,15 @@ fn drive(
             r.rate_limited
         ));
     }
-    let clean = r.connect_failures == 0 && r.disconnects == 0 && r.publish_errors == 0;
+    let sio_clean = st.sio.misrouted == 0 && st.sio.ping_timeouts == 0;
+    let clean = r.connect_failures == 0 && r.disconnects == 0 && r.publish_errors == 0 && sio_clean;
     r.ok = clean
         && if p.subs > 0 {
             r.lost == 0 && r.duplicated == 0 && r.reordered == 0 && r.expected > 0
         } else {
             r.acked > 0
         };
+    r.by_protocol = [raw, sio].into_iter().filter(|x| x.subs > 0).collect();
     Ok(r)
 }
 
@@ -238,16 +332,30 @@ async fn thread_main(net: Arc<Net>, tid: usize, p: Params) -> ThreadStats {
         size: p.size,
         window: p.window,
         drain: p.drain,
+        tag: p.split().1 > 0,
     });
     let mut tasks = Vec::new();
     for i in (tid..p.subs).step_by(p.threads) {
-        tasks.push(tokio::task::spawn_local(subscriber::run(
-            net.clone(),
-            i,
-            i % p.channels,
-            sem.clone(),
-            stats.clone(),
-        )));
+        let ch = i % p.channels;
+        tasks.push(if p.sio(i) {
+            tokio::task::spawn_local(sio_subscriber::run(
+                net.clone(),
+                i,
+                ch,
+                p.channels,
+                p.publishers,
+                sem.clone(),
+                stats.clone(),
+            ))
+        } else {
+            tokio::task::spawn_local(subscriber::run(
+                net.clone(),
+                i,
+                ch,
+                sem.clone(),
+                stats.clone(),
+            ))
+        });
     }
     for j in (tid..p.publishers).step_by(p.threads) {
         tasks.push(tokio::task::spawn_local(publisher::run(

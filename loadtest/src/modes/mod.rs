@@ -11,6 +11,7 @@ pub mod http_publish;
 mod publisher;
 pub mod recover;
 mod resubscriber;
+mod sio_subscriber;
 mod subscriber;
 pub mod webhook_sink;
 

@@ -2,7 +2,9 @@
 //! `rate` per second (0 = keep up to `window` unanswered publishes in flight, backing off on
 //! `RATE_LIMITED`), reads the replies
 //! (`published` acks with their offsets, `RATE_LIMITED` and other errors), then waits for the
-//! outstanding replies (bounded by the drain time) and reports its channel's highest offset.
+//! outstanding replies (bounded by the drain time) and reports its channel's highest offset,
+//! and its own highest acknowledged `seq` with the seqs refused (for Socket.IO subscribers,
+//! whose deliveries carry no offset).
 
 use std::{
     cell::{Cell, RefCell},
@@ -19,7 +21,7 @@ use crate::{
     conn::{Net, Ws},
     payload::{Publish, now_nanos},
     scan::{self, Kind},
-    shared::{DoneGuard, Phase, Shared},
+    shared::{DoneGuard, Phase, SeqTarget, Shared},
     stats::ThreadStats,
 };
 
@@ -42,6 +44,8 @@ pub struct PubCfg {
     pub size: usize,
     pub window: u64,
     pub drain: Duration,
+    /// Write `"pub":j` into each payload (there are Socket.IO subscribers).
+    pub tag: bool,
 }
 
 struct State {
@@ -49,6 +53,9 @@ struct State {
     errors: Cell<u64>,
     rate_limited: Cell<u64>,
     max_offset: Cell<u64>,
+    /// The highest `ref` (= payload seq) acknowledged, and the refs answered with an error.
+    max_seq: Cell<u64>,
+    refused: RefCell<Vec<u64>>,
     sent_at: RefCell<Vec<u64>>,
     closed: Cell<bool>,
     backoff_until: Cell<Option<Instant>>,
@@ -98,6 +105,8 @@ pub async fn run(
         errors: Cell::new(0),
         rate_limited: Cell::new(0),
         max_offset: Cell::new(0),
+        max_seq: Cell::new(0),
+        refused: RefCell::new(Vec::new()),
         sent_at: RefCell::new(vec![0; RING]),
         closed: Cell::new(false),
         backoff_until: Cell::new(None),
@@ -114,6 +123,9 @@ pub async fn run(
         stats.clone(),
     ));
     let mut frames = Publish::new(&net.channel(ch), cfg.size);
+    if cfg.tag {
+        frames = frames.tagged(j);
+    }
     let start = Instant::now() + phase(cfg.rate, j, cfg.publishers);
     if cfg.rate > 0.0 {
         tokio::time::sleep_until(start.min(until).into()).await;
@@ -182,6 +194,16 @@ pub async fn run(
     }
     shared.max_offset[ch].fetch_max(st.max_offset.get(), Relaxed);
     shared.acked_per_channel[ch].fetch_add(st.acked.get(), Relaxed);
+    let mut refused = st.refused.take();
+    refused.sort_unstable();
+    refused.dedup();
+    shared.set_seq_target(
+        j,
+        SeqTarget {
+            max: st.max_seq.get(),
+            refused,
+        },
+    );
 }
 
 /// Publisher `j`'s offset into the common period `1 / rate`: evenly spread over `publishers`.
@@ -220,7 +242,12 @@ async fn read_replies(
                         if fallback {
                             stats.borrow_mut().by_seq += 1;
                         }
-                        if let Some(r) = scan::reference(b) {
+                        // `ref` is the payload's seq; without one, the acks of one publisher
+                        // come in order, one per accepted publish.
+                        let r = scan::reference(b);
+                        st.max_seq
+                            .set(st.max_seq.get().max(r.unwrap_or(st.acked.get())));
+                        if let Some(r) = r {
                             let sent = st.sent_at.borrow()[r as usize % RING];
                             let us = now_nanos().saturating_sub(sent) / 1000;
                             stats.borrow_mut().ack.saturating_record(us.max(1));
@@ -228,6 +255,7 @@ async fn read_replies(
                     }
                     Kind::Error if scan::error_code(b) == Some("RATE_LIMITED") => {
                         st.rate_limited.set(st.rate_limited.get() + 1);
+                        st.refused.borrow_mut().extend(scan::reference(b));
                         Shared::inc(&shared.rate_limited);
                         if backoff {
                             st.backoff_until.set(Some(Instant::now() + LIMIT_BACKOFF));
@@ -236,6 +264,7 @@ async fn read_replies(
                     }
                     Kind::Error => {
                         st.errors.set(st.errors.get() + 1);
+                        st.refused.borrow_mut().extend(scan::reference(b));
                         Shared::inc(&shared.publish_errors);
                         shared.error(format!("publisher {j}: {}", t.as_str()));
                     }

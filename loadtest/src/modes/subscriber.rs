@@ -31,6 +31,7 @@ pub async fn run(
     else {
         return;
     };
+    stats.borrow_mut().raw_connected += 1;
     let mut tr = Tracker::default();
     let mut ts = TsFinder::default();
     let mut target: Option<u64> = None;
@@ -61,21 +62,21 @@ pub async fn run(
                         }
                         Ok(Some(Frame::Ping(p))) => {
                             if let Err(e) = ws.send_pong(&p).await {
-                                ended(shared, format!("subscriber {idx}: {e:#}"));
+                                ended(shared, &stats, format!("subscriber {idx}: {e:#}"));
                                 break 'run;
                             }
                         }
                         Ok(Some(Frame::Other)) => {}
                         Ok(Some(Frame::Close(code))) => {
-                            ended(shared, format!("subscriber {idx} closed by server (code {code:?})"));
+                            ended(shared, &stats, format!("subscriber {idx} closed by server (code {code:?})"));
                             break 'run;
                         }
                         Ok(None) => {
-                            ended(shared, format!("subscriber {idx}: connection closed"));
+                            ended(shared, &stats, format!("subscriber {idx}: connection closed"));
                             break 'run;
                         }
                         Err(e) => {
-                            ended(shared, format!("subscriber {idx}: {e:#}"));
+                            ended(shared, &stats, format!("subscriber {idx}: {e:#}"));
                             break 'run;
                         }
                     },
@@ -89,7 +90,7 @@ pub async fn run(
             }
         }
         match &*rx.borrow_and_update() {
-            Phase::Drain { targets } => target = targets.get(ch).copied(),
+            Phase::Drain { targets, .. } => target = targets.get(ch).copied(),
             Phase::Stop => break,
             _ => {}
         }
@@ -97,8 +98,9 @@ pub async fn run(
     stats.borrow_mut().subs.push(tr.result(ch));
 }
 
-fn ended(shared: &Shared, why: String) {
+fn ended(shared: &Shared, stats: &RefCell<ThreadStats>, why: String) {
     Shared::inc(&shared.disconnects);
+    stats.borrow_mut().raw_disconnects += 1;
     shared.error(why);
 }
 
@@ -133,6 +135,7 @@ fn on_message(
 ) {
     Shared::inc(&shared.delivered);
     let mut st = stats.borrow_mut();
+    st.raw_delivered += 1;
     match ts.find(b) {
         Some(ts) => {
             let us = (now.saturating_sub(ts) / 1000).max(1);

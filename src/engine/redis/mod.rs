@@ -25,6 +25,7 @@ mod batch;
 mod entry;
 pub(crate) mod keys;
 mod live;
+pub mod presence;
 mod reads;
 mod retention;
 mod scripts;
@@ -294,11 +295,24 @@ fn events_of(m: Message) -> Vec<EngineEvent> {
     let Some(name) = keys::name_of_live(&m.channel).and_then(|n| ChannelName::parse(n).ok()) else {
         return Vec::new();
     };
-    let decoded = match &m.value {
-        Value::Bytes(b) => live::decode(b),
-        Value::String(s) => live::decode(s.as_bytes()),
+    let payload: &[u8] = match &m.value {
+        Value::Bytes(b) => b,
+        Value::String(s) => s.as_bytes(),
         _ => return Vec::new(),
     };
+    if payload.first() == Some(&b'P') {
+        return match presence::announced(payload) {
+            Some(announced) => vec![EngineEvent::Presence {
+                channel: name,
+                announced,
+            }],
+            None => {
+                tracing::warn!(channel = %name, "unreadable presence announcement; dropped");
+                Vec::new()
+            }
+        };
+    }
+    let decoded = live::decode(payload);
     match decoded {
         Ok(frames) => frames
             .into_iter()
@@ -538,6 +552,14 @@ impl Engine for RedisEngine {
         Some(Box::pin(async move {
             retention::trim_by_age(&client, max_age, period).await
         }))
+    }
+
+    fn presence_store(&self, node: &str, ttl: Duration) -> Option<presence::PresenceStore> {
+        Some(presence::PresenceStore::new(
+            self.client.clone(),
+            node.to_string(),
+            ttl,
+        ))
     }
 
     fn take_events(&mut self) -> Option<mpsc::Receiver<EngineEvent>> {
