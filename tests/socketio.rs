@@ -449,3 +449,25 @@ fn presence_across_redis_nodes_and_a_killed_node() {
     assert_eq!(v["members"].as_array().unwrap().len(), 1, "{v}");
     let _ = std::fs::remove_file(cfg);
 }
+
+both_drivers!(server_ended_subscriptions_are_told, |driver| {
+    let s = TestServer::builder(driver).start();
+    let rec = s.channel("gone:*");
+    let (mut a, _) = Sio::connect(s.addr, &token(UA, "authenticated"));
+    assert_eq!(a.subscribe("gone:1")["ok"], true);
+    let mut raw = s.client("raw-1");
+    raw.subscribe("gone:1");
+    let id = rec["id"].as_str().unwrap();
+    let (st, v) = s.http(
+        "PUT",
+        &format!("/api/realtime/channels/{id}"),
+        Some(json!({"enabled": false})),
+    );
+    assert_eq!(st, 200, "{v}");
+    let e = a.expect_event("realtime:error");
+    assert_eq!(e["code"], "REALTIME_UNSUBSCRIBED", "{e}");
+    assert_eq!(e["channel"], "gone:1");
+    let u = raw.expect("unsubscribed");
+    assert_eq!(u["reason"], "channel disabled or deleted");
+    s.shutdown();
+});

@@ -61,6 +61,20 @@ impl Access {
     }
 }
 
+/// Tells a subscriber that the server ended its subscription: `unsubscribed` with the reason
+/// (raw), or `realtime:error` with code `REALTIME_UNSUBSCRIBED` (Socket.IO, which has no
+/// such event; the SDK shows it as `error`).
+pub fn ended(c: &Conn, ch: &ChannelName, reason: &str) -> bytes::Bytes {
+    if c.is_sio() {
+        return crate::sio::encode::error_code(Some(ch.as_str()), "REALTIME_UNSUBSCRIBED", reason);
+    }
+    frame::encode_json(&crate::protocol::ServerMsg::Unsubscribed {
+        channel: ch.as_str(),
+        reason: Some(reason),
+        r#ref: None,
+    })
+}
+
 /// The fields of an encoded `message` frame a receive policy may read.
 #[derive(Deserialize)]
 struct FrameFields<'a> {
@@ -121,14 +135,7 @@ impl Core {
                     continue;
                 }
                 self.unsubscribe(&c, &ch);
-                self.push(
-                    &c,
-                    frame::encode_json(&crate::protocol::ServerMsg::Unsubscribed {
-                        channel: ch.as_str(),
-                        reason: Some("not allowed by policy"),
-                        r#ref: None,
-                    }),
-                );
+                self.push(&c, ended(&c, &ch, "not allowed by policy"));
             }
         }
     }

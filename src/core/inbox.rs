@@ -185,11 +185,9 @@ impl Core {
                 continue;
             }
             let members = self.index.borrow_mut().take_all(&ch);
-            let frame = OutFrame::new(frame::encode_json(&ServerMsg::Unsubscribed {
-                channel: ch.as_str(),
-                reason: Some("channel disabled or deleted"),
-                r#ref: None,
-            }));
+            let reason = "channel disabled or deleted";
+            // Encoded once per protocol, on first need.
+            let (mut raw, mut sio) = (None::<OutFrame>, None::<OutFrame>);
             let had = !members.is_empty();
             for m in members {
                 if m.conn.subs.borrow_mut().remove(&ch).is_some() {
@@ -198,9 +196,13 @@ impl Core {
                 if let Some(key) = m.presence.clone() {
                     self.presence_left(&ch, key);
                 }
-                if !m.conn.is_sio() {
-                    self.push(&m.conn, frame.clone());
-                }
+                let slot = if m.conn.is_sio() { &mut sio } else { &mut raw };
+                let f = slot
+                    .get_or_insert_with(|| {
+                        OutFrame::new(super::access::ended(&m.conn, &ch, reason))
+                    })
+                    .clone();
+                self.push(&m.conn, f);
             }
             if self.index.borrow().get(&ch).is_none() && had {
                 self.withdraw_interest(ch);
