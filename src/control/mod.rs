@@ -300,7 +300,7 @@ impl<E: Engine> Control<E> {
             ControlMsg::Publish(p) => self.publish(*p).await,
             ControlMsg::Stored(s) => self.store(*s).await,
             ControlMsg::Interest(i) => interest::change(self, i),
-            ControlMsg::Presence(op) => presence::apply(self, op),
+            ControlMsg::Presence(op) => presence::apply(self, *op),
             ControlMsg::Audience(updates) => self.engine.add_audience(&updates).await,
             ControlMsg::Rest { req, reply } => match req {
                 RestReq::Messages(_) | RestReq::Stats(_) => registry::spawn_read(self, req, reply),

@@ -64,8 +64,8 @@ pub enum ControlMsg {
     Source(SourceBatch),
     /// A recovering subscriber's missed messages (`Engine::range`).
     Recover(RecoverReq),
-    /// Redis engine: a presence join or leave from a core.
-    Presence(crate::presence::Op),
+    /// Redis engine: a presence join or leave from a core (boxed, as in `CoreMsg`).
+    Presence(Box<crate::presence::Op>),
 }
 
 /// Reads `(after, upto]` of a channel's history for a subscriber that recovers.
@@ -293,8 +293,9 @@ pub enum CoreMsg {
         conn: ConnId,
         frame: Bytes,
     },
-    /// Memory engine: a presence join or leave for the core that owns the channel.
-    Presence(crate::presence::Op),
+    /// Memory engine: a presence join or leave for the core that owns the channel (boxed:
+    /// deliveries share this enum's size in every inbox).
+    Presence(Box<crate::presence::Op>),
     /// A member joined or left a channel this core has subscribers of.
     PresenceEvent(Arc<crate::presence::Event>),
     /// A new channel table and the policies in force with it; `done` is answered once the
@@ -446,6 +447,22 @@ fn event_and_schema(frame: &[u8]) -> (Arc<str>, Option<Box<str>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_messages_stay_small() {
+        // Every slot of a core inbox and of the control queue is this big: deliveries, the
+        // bulk of the traffic, must not pay for rare large variants.
+        assert!(
+            std::mem::size_of::<CoreMsg>() <= 56,
+            "{}",
+            std::mem::size_of::<CoreMsg>()
+        );
+        assert!(
+            std::mem::size_of::<ControlMsg>() <= 128,
+            "{}",
+            std::mem::size_of::<ControlMsg>()
+        );
+    }
 
     #[test]
     fn reads_db_fields_of_an_encoded_frame() {

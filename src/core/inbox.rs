@@ -63,7 +63,7 @@ impl Core {
                     let _ = d.send(pos);
                 }
             }
-            CoreMsg::Presence(op) => self.apply_presence(op),
+            CoreMsg::Presence(op) => self.apply_presence(*op),
             CoreMsg::PresenceEvent(ev) => self.deliver_presence(&ev),
             CoreMsg::Reply { conn, frame } => {
                 let c = self.conns.borrow().get(&conn).cloned();

@@ -119,13 +119,18 @@ impl Core {
     fn route_presence(&self, op: Op) -> bool {
         let ch = op.channel().clone();
         let sent = match self.sequencing() {
-            Sequencing::Engine => self.control.try_send(ControlMsg::Presence(op)).is_ok(),
+            Sequencing::Engine => self
+                .control
+                .try_send(ControlMsg::Presence(Box::new(op)))
+                .is_ok(),
             Sequencing::Cores => match self.interest_owner(&ch) {
                 None => {
                     self.apply_presence(op);
                     true
                 }
-                Some(owner) => self.peers[owner].try_send(CoreMsg::Presence(op)).is_ok(),
+                Some(owner) => self.peers[owner]
+                    .try_send(CoreMsg::Presence(Box::new(op)))
+                    .is_ok(),
             },
         };
         if !sent {
