@@ -321,6 +321,50 @@ mod tests {
         assert!(matches!(decode_event("[\"e\",}"), Err(SioError::Json(_))));
     }
 
+    /// Mutations of valid packets (a small xorshift, fixed seed): every decoder answers
+    /// `Ok` or `Err`, never panics.
+    #[test]
+    fn mutated_packets_never_panic() {
+        let seeds = [
+            r#"40{"token":"abc"}"#,
+            r#"40/v1/realtime,{"token":"x"}"#,
+            r#"4212["realtime:subscribe",{"channel":"room:1"}]"#,
+            r#"42["realtime:publish",{"channel":"a","event":"e","payload":{"k":[1,{"z":null}]}}]"#,
+            r#"451-["e",{"_placeholder":true,"num":0}]"#,
+            "2probe",
+            "41",
+        ];
+        let alphabet: Vec<char> = "0123456789[]{}\",:/-éabc \u{0}\u{7f}✓".chars().collect();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..20_000 {
+            let mut chars: Vec<char> = seeds[i % seeds.len()].chars().collect();
+            for _ in 0..1 + next() % 4 {
+                let pos = (next() as usize) % (chars.len() + 1);
+                let c = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 if pos < chars.len() => chars[pos] = c,
+                    1 if pos < chars.len() => {
+                        chars.remove(pos);
+                    }
+                    _ => chars.insert(pos, c),
+                }
+            }
+            let text: String = chars.into_iter().collect();
+            if let Ok(Engine::Message(m)) = decode_engine(&text)
+                && let Ok(p) = decode_socket(m)
+                && let Some(d) = p.data
+            {
+                let _ = decode_event(d);
+            }
+        }
+    }
+
     #[test]
     fn encodings() {
         assert_eq!(
