@@ -1,5 +1,5 @@
 //! The command line: the load modes (`fanout`, `idle`, `connect`, `publish`, `http-publish`,
-//! `recover`) sharing the target, auth, measurement and connection-spreading options; `db`,
+//! `recover`, `presence`) sharing the target, auth, measurement and connection-spreading options; `db`,
 //! the database change stream; and `webhook-sink`, the local HTTP receiver that counts the
 //! broker's webhook deliveries.
 
@@ -39,6 +39,35 @@ pub enum Mode {
     /// Subscribers leave, messages are published (optionally a node restarts), and they come
     /// back with `since`: time until every subscriber has recovered every message.
     Recover(RecoverArgs),
+    /// Presence churn over Socket.IO: clients subscribe and unsubscribe in a loop (each a
+    /// user of its own), watchers count the presence:join / presence:leave events they get.
+    Presence(PresenceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PresenceArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Socket.IO clients that subscribe and unsubscribe in a loop, each a user of its own
+    /// (JWT sub `lt-churn-<i>`); churner i uses channel i % --channels.
+    #[arg(long, default_value_t = 200)]
+    pub churners: usize,
+    /// Socket.IO clients subscribed to every channel of the run (JWT sub `lt-watch-<w>`),
+    /// counting the churners' presence events.
+    #[arg(long, default_value_t = 5)]
+    pub watchers: usize,
+    #[arg(long, default_value_t = 10)]
+    pub channels: usize,
+    /// Subscribe + unsubscribe cycles per second, all churners together (evenly phased);
+    /// 0 = as fast as the acks allow, one subscribe in flight per churner.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub duration: Duration,
+    /// After --duration: time allowed for the subscribes in flight to be answered, and then
+    /// again for the watchers' last events.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub drain: Duration,
 }
 
 #[derive(Debug, Args)]

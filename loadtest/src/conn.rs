@@ -206,6 +206,38 @@ impl Net {
         .await
     }
 
+    /// [`connect_sio`](Self::connect_sio) subscribed to every one of `channels` at once (ack
+    /// ids 0, 1, ..; none: CONNECT only, the next ack id is 0). Counted like the others.
+    pub async fn connect_sio_many(
+        &self,
+        idx: usize,
+        sub: &str,
+        channels: &[String],
+        sem: &Semaphore,
+        stats: &Rc<RefCell<ThreadStats>>,
+    ) -> Option<(RawWs, sio::Open)> {
+        let t = &self.targets[idx % self.targets.len()];
+        self.guarded(idx, sem, stats, async {
+            let token = self.minter.mint(sub, "authenticated")?;
+            let tcp = tcp(t, source_for(t, idx, self.sources)).await?;
+            let mut ws = RawWs::handshake(tcp, &t.host, sio::PATH)
+                .await
+                .with_context(|| {
+                    format!(
+                        "Socket.IO WebSocket handshake with ws://{}{}",
+                        t.host,
+                        sio::PATH
+                    )
+                })?;
+            let open = sio::connect(&mut ws, &token)
+                .await
+                .context("Socket.IO handshake")?;
+            sio::subscribe(&mut ws, 0, channels).await?;
+            Ok((ws, open))
+        })
+        .await
+    }
+
     /// A plain TCP connection (keep-alive HTTP) to target `idx % targets`, counted like the
     /// WebSocket ones.
     pub async fn connect_tcp(

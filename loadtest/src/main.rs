@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Mode::Db(a) => finish(a.json, modes::db::run(a)),
         Mode::HttpPublish(a) => finish(a.common.json, modes::http_publish::run(a)),
         Mode::Recover(a) => finish(a.common.json, modes::recover::run(a)),
+        Mode::Presence(a) => finish(a.common.json, modes::presence::run(a)),
     }
 }
 

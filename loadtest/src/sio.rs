@@ -1,4 +1,4 @@
-//! The Socket.IO client side `fanout --protocol socketio` needs, over [`RawWs`]: Engine.IO v4
+//! The Socket.IO client side `fanout --protocol socketio` and `presence` need, over [`RawWs`]: Engine.IO v4
 //! packets carrying Socket.IO v5 packets on the WebSocket transport, as the InsForge SDK
 //! (socket.io-client 4.8) speaks them (/work/shared/notes/INSFORGE-SDK.md §2, §3, §5). Each
 //! Engine.IO packet is one text frame whose first byte is its type (`0` open, `1` close, `2`
@@ -8,6 +8,10 @@
 //! The handshake ([`handshake`]): read the open packet `0{"sid",..,"pingInterval",..}`, send
 //! `40{"token":JWT}`, wait for `40{"sid":..}` (`44{"message":..}` is a refusal), send
 //! `42<n>["realtime:subscribe",{"channel":C}]` and wait for `43<n>[{"ok":true,..}]`.
+//!
+//! `presence` connects first ([`connect`]) and subscribes later, to several channels at once
+//! ([`subscribe`]) or one at a time (`realtime:unsubscribe`, [`unsubscribe_msg`], in between);
+//! its watchers read whose presence event it is ([`presence`]).
 //!
 //! Deliveries are `42["<event>",{<payload keys>..,"meta":{..}}]`: the publisher's payload
 //! spread at the top level of the object. [`parse`] reads only the payload's `ts`, `seq` and
@@ -53,8 +57,9 @@ pub enum Packet<'a> {
 pub enum Event<'a> {
     /// A delivered message: what its spread payload says.
     Delivery(Delivery),
-    /// `presence:join` / `presence:leave`.
-    Presence,
+    /// `presence:join` / `presence:leave` (the whole `[name, {..}]` array: [`presence`]
+    /// reads it when the caller wants to know whose).
+    Presence(&'a [u8]),
     /// `realtime:error` (its JSON, the whole `[name, {..}]` array).
     Error(&'a [u8]),
     /// Not the `[name, {..}]` shape, or not JSON.
@@ -120,7 +125,7 @@ fn event(rest: &[u8]) -> Event<'_> {
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     let json = &rest[digits..];
     if json.starts_with(b"[\"presence:join\"") || json.starts_with(b"[\"presence:leave\"") {
-        return Event::Presence;
+        return Event::Presence(json);
     }
     if json.starts_with(b"[\"realtime:error\"") {
         return Event::Error(json);
@@ -138,6 +143,51 @@ pub fn open(json: &[u8]) -> anyhow::Result<Open> {
             "Engine.IO open packet without sid, pingInterval and pingTimeout: 0{}",
             String::from_utf8_lossy(json)
         )
+    })
+}
+
+/// What a `presence:join` / `presence:leave` event says: who, on which channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Presence<'a> {
+    /// `presence:join` (else `presence:leave`).
+    pub join: bool,
+    /// `member.presenceId`: the JWT `sub` of a user member.
+    pub presence_id: &'a str,
+    /// `meta.channel`: the bare channel name.
+    pub channel: &'a str,
+}
+
+/// Reads a presence event's array (from [`Event::Presence`]):
+/// `["presence:join"|"presence:leave",{"member":{"presenceId":..,..},"meta":{"channel":..,..}}]`.
+/// `None` if it has another shape, or escapes in those two strings (the harness's ids and
+/// channel names have none).
+pub fn presence(json: &[u8]) -> Option<Presence<'_>> {
+    #[derive(Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        member: Member<'a>,
+        #[serde(borrow)]
+        meta: Meta<'a>,
+    }
+    #[derive(Deserialize)]
+    struct Member<'a> {
+        #[serde(rename = "presenceId")]
+        presence_id: &'a str,
+    }
+    #[derive(Deserialize)]
+    struct Meta<'a> {
+        channel: &'a str,
+    }
+    let (name, body): (&str, Body<'_>) = serde_json::from_slice(json).ok()?;
+    let join = match name {
+        "presence:join" => true,
+        "presence:leave" => false,
+        _ => return None,
+    };
+    Some(Presence {
+        join,
+        presence_id: body.member.presence_id,
+        channel: body.meta.channel,
     })
 }
 
@@ -194,11 +244,27 @@ pub fn subscribe_msg(ack_id: u64, channel: &str) -> String {
     )
 }
 
+/// `42["realtime:unsubscribe",{"channel":..}]` (no ack id: the server does not answer).
+pub fn unsubscribe_msg(channel: &str) -> String {
+    format!(
+        "42{}",
+        serde_json::json!(["realtime:unsubscribe", { "channel": channel }])
+    )
+}
+
 /// After the WebSocket upgrade on [`PATH`]: the open packet, CONNECT with `token`, then
 /// `realtime:subscribe` to `channel` (ack id 0, the first of this connection's counter).
 /// Pings that come meanwhile are answered; other events (presence of earlier subscribers)
 /// are skipped. Frames after the ack stay buffered in `ws`.
 pub async fn handshake(ws: &mut RawWs, token: &str, channel: &str) -> anyhow::Result<Open> {
+    let open = connect(ws, token).await?;
+    subscribe(ws, 0, &[channel]).await?;
+    Ok(open)
+}
+
+/// The open packet and CONNECT with `token` (no subscription yet); pings meanwhile are
+/// answered.
+pub async fn connect(ws: &mut RawWs, token: &str) -> anyhow::Result<Open> {
     let first = next_text(ws).await.context("waiting for the open packet")?;
     let open = match parse(&first) {
         Packet::Open(json) => open(json)?,
@@ -231,20 +297,38 @@ pub async fn handshake(ws: &mut RawWs, token: &str, channel: &str) -> anyhow::Re
             other => before_ready(ws, other, &b).await?,
         }
     }
-    let ack_id = 0;
-    ws.send_text(&subscribe_msg(ack_id, channel)).await?;
-    loop {
+    Ok(open)
+}
+
+/// `realtime:subscribe` to every one of `channels` at once (ack ids `first_id`,
+/// `first_id + 1`, ..), then waits for all their acks (in any order); any refusal fails.
+/// Pings meanwhile are answered, other events skipped; frames after the last ack stay
+/// buffered in `ws`.
+pub async fn subscribe<S: AsRef<str>>(
+    ws: &mut RawWs,
+    first_id: u64,
+    channels: &[S],
+) -> anyhow::Result<()> {
+    for (k, c) in channels.iter().enumerate() {
+        ws.send_text(&subscribe_msg(first_id + k as u64, c.as_ref()))
+            .await?;
+    }
+    let ids = first_id..first_id + channels.len() as u64;
+    let mut pending = channels.len();
+    while pending > 0 {
         let b = next_text(ws)
             .await
             .context("waiting for the subscribe ack")?;
         match parse(&b) {
-            Packet::Ack { id, data } if id == ack_id => {
-                subscribe_ack(data)?;
-                return Ok(open);
+            Packet::Ack { id, data } if ids.contains(&id) => {
+                let c = channels[(id - first_id) as usize].as_ref();
+                subscribe_ack(data).with_context(|| format!("subscribing to {c}"))?;
+                pending -= 1;
             }
             other => before_ready(ws, other, &b).await?,
         }
     }
+    Ok(())
 }
 
 /// A packet during the handshake that is not the one awaited: pings are answered, the end of
@@ -346,9 +430,40 @@ mod tests {
     #[test]
     fn presence_and_errors() {
         let join = br#"42["presence:join",{"member":{"type":"user","presenceId":"lt-sub-2","joinedAt":"2026-11-29T08:19:01.383Z"},"meta":{"channel":"lt:1:0","senderType":"system","messageId":"5b74b6d8","timestamp":"2026-11-29T08:19:01.487Z"}}]"#;
-        assert_eq!(parse(join), Packet::Event(Event::Presence));
-        let leave = br#"42["presence:leave",{"member":{},"meta":{}}]"#;
-        assert_eq!(parse(leave), Packet::Event(Event::Presence));
+        let Packet::Event(Event::Presence(json)) = parse(join) else {
+            panic!("presence expected")
+        };
+        assert_eq!(
+            presence(json),
+            Some(Presence {
+                join: true,
+                presence_id: "lt-sub-2",
+                channel: "lt:1:0"
+            })
+        );
+        let leave =
+            br#"42["presence:leave",{"member":{"presenceId":"u"},"meta":{"channel":"c","x":[1]}}]"#;
+        let Packet::Event(Event::Presence(json)) = parse(leave) else {
+            panic!("presence expected")
+        };
+        assert_eq!(
+            presence(json),
+            Some(Presence {
+                join: false,
+                presence_id: "u",
+                channel: "c"
+            })
+        );
+        // Whose it is cannot be told: not an error of the parse, `None` for the caller.
+        for bad in [
+            &br#"["presence:leave",{"member":{},"meta":{}}]"#[..],
+            br#"["presence:join",{"member":{"presenceId":7},"meta":{"channel":"c"}}]"#,
+            br#"["presence:join",{"member":{"presenceId":"a\"b"},"meta":{"channel":"c"}}]"#,
+            br#"["presence:sync",{"member":{"presenceId":"u"},"meta":{"channel":"c"}}]"#,
+            br#"["presence:join""#,
+        ] {
+            assert_eq!(presence(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
         let err = br#"42["realtime:error",{"channel":"c","code":"REALTIME_NOT_SUBSCRIBED","message":"m"}]"#;
         assert!(matches!(parse(err), Packet::Event(Event::Error(_))));
     }
@@ -531,6 +646,42 @@ mod tests {
         h.await.expect("server script");
     }
 
+    #[tokio::test]
+    async fn subscribes_to_several_channels_at_once() {
+        let (addr, h) = server(&[
+            r#">0{"sid":"e1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#,
+            r#"<40{"token":"jwt"}"#,
+            r#">40{"sid":"s1"}"#,
+            r#"<425["realtime:subscribe",{"channel":"a"}]"#,
+            r#"<426["realtime:subscribe",{"channel":"b"}]"#,
+            r#">42["presence:join",{"member":{"presenceId":"x"},"meta":{"channel":"b"}}]"#,
+            r#">436[{"ok":true,"channel":"b","presence":{"members":[]}}]"#,
+            ">2",
+            "<3",
+            r#">435[{"ok":true,"channel":"a","presence":{"members":[]}}]"#,
+            r#"<427["realtime:subscribe",{"channel":"c"}]"#,
+            r#">437[{"ok":false,"channel":"c","error":{"code":"REALTIME_UNAUTHORIZED","message":"no"}}]"#,
+        ])
+        .await;
+        let mut ws = client(addr).await;
+        connect(&mut ws, "jwt").await.expect("connect");
+        subscribe(&mut ws, 5, &["a", "b"])
+            .await
+            .expect("acks in any order");
+        let e = format!(
+            "{:#}",
+            subscribe(&mut ws, 7, &["c".to_string()])
+                .await
+                .expect_err("refused")
+        );
+        assert!(
+            e.contains("subscribing to c") && e.contains("REALTIME_UNAUTHORIZED"),
+            "{e}"
+        );
+        drop(ws);
+        h.await.expect("server script");
+    }
+
     #[test]
     fn client_packets() {
         assert_eq!(connect_msg("eyJ.a.b"), r#"40{"token":"eyJ.a.b"}"#);
@@ -541,6 +692,10 @@ mod tests {
         assert_eq!(
             subscribe_msg(31, "a\"b"),
             r#"4231["realtime:subscribe",{"channel":"a\"b"}]"#
+        );
+        assert_eq!(
+            unsubscribe_msg("lt:1:0"),
+            r#"42["realtime:unsubscribe",{"channel":"lt:1:0"}]"#
         );
     }
 }

@@ -80,7 +80,7 @@ pub struct Control<E: Engine> {
     /// Counts subscription set-ups (tells a stale one from the current one).
     generation: u64,
     /// Redis engine: which cores hold each member of this node's channels (`presence`).
-    presence: crate::presence::Book,
+    presence: std::rc::Rc<std::cell::RefCell<crate::presence::Book>>,
     /// Redis engine: where the members live.
     presence_store: presence::Store,
     settled_tx: interest::SettledTx,
@@ -113,7 +113,7 @@ impl<E: Engine> Control<E> {
             maintaining: Default::default(),
             subscribing: HashMap::new(),
             generation: 0,
-            presence: crate::presence::Book::default(),
+            presence: Default::default(),
             presence_store: None,
             settled_tx,
             settled_rx: Some(settled_rx),
@@ -142,6 +142,11 @@ impl<E: Engine> Control<E> {
         self.presence_store = self
             .engine
             .presence_store(&self.shared.node_id, cfg.presence_ttl);
+        if let Some(s) = &self.presence_store
+            && let Err(e) = s.load().await
+        {
+            tracing::warn!(error = %e, "presence scripts not loaded; loaded on first use");
+        }
         let mut heartbeat = tokio::time::interval(cfg.presence_heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut housekeeping = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));

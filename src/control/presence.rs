@@ -37,9 +37,10 @@ pub fn apply<E: Engine>(c: &mut Control<E>, op: Op) {
             origin: (core, conn),
             reply,
         } => {
-            let (new, _) = c
-                .presence
-                .join(&channel, key.clone(), member.clone(), counted);
+            let (new, _) =
+                c.presence
+                    .borrow_mut()
+                    .join(&channel, key.clone(), member.clone(), counted);
             let origin = origin(&c.shared.node_id, core, conn.0);
             tokio::task::spawn_local(async move {
                 let r = store
@@ -55,7 +56,8 @@ pub fn apply<E: Engine>(c: &mut Control<E>, op: Op) {
             });
         }
         Op::Leave { channel, key } => {
-            if c.presence.leave(&channel, &key).is_some() {
+            let gone = c.presence.borrow_mut().leave(&channel, &key).is_some();
+            if gone {
                 tokio::task::spawn_local(async move {
                     if let Err(e) = store.leave(&channel, &key).await {
                         tracing::warn!(channel = %channel, error = %e, "presence leave not stored; the member expires");
@@ -64,6 +66,7 @@ pub fn apply<E: Engine>(c: &mut Control<E>, op: Op) {
             }
         }
         Op::Members { channel, reply } => {
+            // (The members live in Redis, every node's.)
             tokio::task::spawn_local(async move {
                 match store.members(&channel).await {
                     Ok(m) => {
@@ -79,18 +82,35 @@ pub fn apply<E: Engine>(c: &mut Control<E>, op: Op) {
 }
 
 /// Refreshes this node's members in Redis and reaps expired ones (one script per channel).
+/// A member whose holder expired while this node was cut off is joined again, if this node
+/// still holds it when the answer comes: the check and the join's command happen in one step
+/// of the control thread, so a leave that follows is sent after it.
 pub fn beat<E: Engine>(c: &Control<E>) {
     let Some(store) = c.presence_store.clone() else {
         return;
     };
-    let channels = c.presence.entries();
+    let channels = c.presence.borrow().entries();
     if channels.is_empty() {
         return;
     }
+    let book = c.presence.clone();
     tokio::task::spawn_local(async move {
         for (ch, members) in channels {
-            if let Err(e) = store.beat(&ch, &members).await {
-                tracing::warn!(channel = %ch, error = %e, "presence heartbeat failed");
+            let keys: Vec<_> = members.into_iter().map(|(k, _)| k).collect();
+            let missing = match store.beat(&ch, &keys).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(channel = %ch, error = %e, "presence heartbeat failed");
+                    continue;
+                }
+            };
+            for key in missing {
+                let held = book.borrow().member(&ch, &key);
+                if let Some(m) = held
+                    && let Err(e) = store.join(&ch, &key.as_str().into(), &m, true, "-").await
+                {
+                    tracing::warn!(channel = %ch, error = %e, "presence rejoin failed");
+                }
             }
         }
     });

@@ -191,6 +191,11 @@ impl Book {
             .collect()
     }
 
+    /// The member held under `key` in `ch`, if any.
+    pub fn member(&self, ch: &ChannelName, key: &str) -> Option<Member> {
+        self.channels.get(ch)?.get(key).map(|(m, _)| m.clone())
+    }
+
     pub fn members(&self, ch: &ChannelName) -> Vec<Member> {
         self.channels
             .get(ch)

@@ -8,6 +8,7 @@ pub mod db;
 pub mod fanout;
 mod http_conn;
 pub mod http_publish;
+pub mod presence;
 mod publisher;
 pub mod recover;
 mod resubscriber;

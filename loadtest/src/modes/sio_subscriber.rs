@@ -194,7 +194,7 @@ impl Sub {
     ) -> Flow {
         match sio::parse(b) {
             Packet::Event(Event::Delivery(d)) => self.on_delivery(d, now, shared, stats),
-            Packet::Event(Event::Presence) => stats.borrow_mut().sio.presence += 1,
+            Packet::Event(Event::Presence(_)) => stats.borrow_mut().sio.presence += 1,
             Packet::Ping => {
                 stats.borrow_mut().sio.pings += 1;
                 self.check_ping(shared);

@@ -11,9 +11,9 @@
 //! subscribers hears it in order with the channel's messages. `<origin>` is
 //! `<node>:<core>:<conn>` of the joining socket (it is not told of itself) or `-`.
 //!
-//! Each node refreshes its holders every `presence.heartbeat` (`BEAT`, which also re-adds a
-//! holder that was reaped while the node was cut off) and reaps expired ones, of any node,
-//! with leave events: the members of a node that died are gone within `presence.ttl` plus
+//! Each node refreshes its holders every `presence.heartbeat` (`BEAT`; a holder that was
+//! reaped while the node was cut off is joined again by the control thread if it still holds
+//! the member) and reaps expired ones, of any node, with leave events: the members of a node that died are gone within `presence.ttl` plus
 //! one heartbeat of another node that has members in the channel (`MEMBERS`, the REST read,
 //! reaps too).
 
@@ -74,12 +74,24 @@ leave(ARGV[1], ARGV[2])
 return 1
 "#;
 
-/// ARGV: node, ttl ms, then (key, json) pairs: this node's members of the channel.
+/// ARGV: node, ttl ms, then the keys of this node's members of the channel. Refreshes the
+/// holders that exist, reaps expired ones, and returns the keys whose holder is missing (it
+/// expired while the node was cut off). It never adds a holder itself: the key list was taken
+/// before the script ran, and a leave may have come in between (the control thread joins the
+/// missing ones again after checking that it still holds them).
 const BEAT: &str = r#"
 local ttl = tonumber(ARGV[2])
-for i = 3, #ARGV, 2 do join(ARGV[i], ARGV[1] .. '|' .. ARGV[i], ARGV[i + 1], '-', ttl) end
+local missing = {}
+for i = 3, #ARGV do
+  local holder = ARGV[1] .. '|' .. ARGV[i]
+  if redis.call('HEXISTS', presh, holder) == 1 then
+    redis.call('HSET', presh, holder, now + ttl)
+  else
+    missing[#missing + 1] = ARGV[i]
+  end
+end
 reap()
-return 1
+return missing
 "#;
 
 /// Reaps, then returns the members.
@@ -175,18 +187,21 @@ impl PresenceStore {
         self.run::<i64>(1, ch, args).await.map(drop)
     }
 
-    /// Refreshes this node's members of `ch` and reaps expired holders.
-    pub async fn beat(
-        &self,
-        ch: &ChannelName,
-        members: &[(Key, Member)],
-    ) -> Result<(), EngineError> {
+    /// Refreshes this node's holders of `keys` in `ch` and reaps expired holders; returns
+    /// the keys this node no longer holds in Redis (to join again if still held).
+    pub async fn beat(&self, ch: &ChannelName, keys: &[Key]) -> Result<Vec<String>, EngineError> {
         let mut args = vec![self.node.clone(), self.ttl_ms.to_string()];
-        for (k, m) in members {
-            args.push(k.to_string());
-            args.push(json(m));
+        args.extend(keys.iter().map(|k| k.to_string()));
+        self.run(2, ch, args).await
+    }
+
+    /// Loads the scripts (so that the first calls need no reload, which could reorder a
+    /// join and a leave sent back to back).
+    pub async fn load(&self) -> Result<(), EngineError> {
+        for s in self.scripts.iter() {
+            s.load(&self.client).await.map_err(unavailable)?;
         }
-        self.run::<i64>(2, ch, args).await.map(drop)
+        Ok(())
     }
 
     /// The channel's members (expired holders reaped first).
