@@ -527,3 +527,71 @@ both_drivers!(slow_consumer_is_closed_with_1013, |driver| {
     still_serves(&s);
     s.shutdown();
 });
+
+// Structs read from arrays by position (serde's sequence form) are refused everywhere a
+// client sends JSON: protocol messages and their fields, REST bodies.
+both_drivers!(arrays_are_not_objects, |driver| {
+    let s = server(driver, |_| {});
+    let mut ws = s.client("u1");
+    for bad in [
+        json!(["subscribe", null, null, "x:1"]),
+        json!({"type": "subscribe", "channel": "db:x", "filter": []}),
+        json!({"type": "subscribe", "channel": "db:x", "filter": ["INSERT", "public", "posts"]}),
+        json!({"type": "subscribe", "channel": "db:x", "filter": {"where": ["id", "eq", 1]}}),
+        json!({"type": "subscribe", "channel": "x:1", "since": [1, "e"]}),
+    ] {
+        ws.send(bad.clone());
+        let e = expect_error(&mut ws, "INVALID_MESSAGE");
+        assert!(
+            e["message"].as_str().unwrap().contains("JSON object"),
+            "{bad}: {e}"
+        );
+    }
+    // REST: create, update, publish, batch.
+    let (st, v) = s.http("POST", "/api/realtime/channels", Some(json!(["arr:x"])));
+    assert_eq!(st, 400, "{v}");
+    let (_, list) = s.http("GET", "/api/realtime/channels", None);
+    assert!(
+        !list
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["pattern"] == "arr:x"),
+        "nothing created: {list}"
+    );
+    let (_, rec) = s.http(
+        "POST",
+        "/api/realtime/channels",
+        Some(json!({"pattern": "keep:*", "description": "kept"})),
+    );
+    let id = rec["id"].as_str().unwrap();
+    let (st, v) = s.http(
+        "PUT",
+        &format!("/api/realtime/channels/{id}"),
+        Some(json!([null, null, null, true])),
+    );
+    assert_eq!(st, 400, "{v}");
+    let (_, after) = s.http("GET", &format!("/api/realtime/channels/{id}"), None);
+    assert_eq!(after["description"], "kept", "nothing cleared: {after}");
+    let (st, v) = s.http(
+        "POST",
+        "/api/realtime/messages",
+        Some(json!(["x:1", "e", {}])),
+    );
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = s.http(
+        "POST",
+        "/api/realtime/messages/batch",
+        Some(json!([[{"channel": "x:1", "event": "e"}]])),
+    );
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = s.http(
+        "POST",
+        "/api/realtime/messages/batch",
+        Some(json!({"messages": [["x:1", "e", {}]]})),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["results"][0]["error"], "INVALID_MESSAGE", "{v}");
+    still_serves(&s);
+    s.shutdown();
+});

@@ -122,6 +122,14 @@ both_drivers!(malformed_packets_get_clear_errors, |driver| {
         ),
         (r#"42["realtime:publish",[1]]"#, "realtime:publish needs"),
         (
+            r#"42["realtime:subscribe",["room:1"]]"#,
+            "needs {\"channel\": string}",
+        ),
+        (
+            r#"42["realtime:publish",["room:1","e",{}]]"#,
+            "realtime:publish needs",
+        ),
+        (
             r#"451-["realtime:publish",{"_placeholder":true,"num":0}]"#,
             "binary",
         ),

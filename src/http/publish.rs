@@ -127,6 +127,11 @@ pub async fn one(core: &Core, who: &Identity, bucket: &mut Bucket, body: &[u8]) 
 
 /// `POST /api/realtime/messages/batch`: 200 with one result per item, in order.
 pub async fn batch(core: &Core, who: &Identity, bucket: &mut Bucket, body: &[u8]) -> Response {
+    if !crate::protocol::object::is_object(body) {
+        return Response::error(&ApiError::bad_request(
+            "the body must be a JSON object: {\"messages\": [...]}",
+        ));
+    }
     let b: Batch<'_> = match serde_json::from_slice(body) {
         Ok(b) => b,
         Err(e) => {
@@ -167,6 +172,12 @@ pub async fn batch(core: &Core, who: &Identity, bucket: &mut Bucket, body: &[u8]
 fn parse_item(body: &[u8]) -> Result<Item<'_>, ApiError> {
     if body.is_empty() {
         return Err(error(ErrorCode::InvalidMessage, "a JSON body is required"));
+    }
+    if !crate::protocol::object::is_object(body) {
+        return Err(error(
+            ErrorCode::InvalidMessage,
+            "a message must be a JSON object: {\"channel\", \"event\", \"payload\", \"idempotencyKey\"?}",
+        ));
     }
     serde_json::from_slice(body).map_err(|e| {
         error(

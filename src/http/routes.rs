@@ -230,6 +230,9 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
     if body.is_empty() {
         return Err(ApiError::bad_request("a JSON body is required"));
     }
+    if !crate::protocol::object::is_object(body) {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
 }
 

@@ -27,7 +27,9 @@ struct Wire<'a> {
     event: Option<Cow<'a, str>>,
     #[serde(borrow)]
     payload: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "super::object::opt")]
     filter: Option<DbFilter>,
+    #[serde(default, deserialize_with = "super::object::opt")]
     since: Option<Since>,
     presence: Option<bool>,
     #[serde(rename = "idempotencyKey", borrow)]
@@ -75,7 +77,7 @@ pub struct DbFilter {
     #[serde(default)]
     pub table: Option<String>,
     /// Matched against the change's `new` row (`old` for DELETE).
-    #[serde(default, rename = "where")]
+    #[serde(default, rename = "where", deserialize_with = "super::object::opt")]
     pub row: Option<super::row_filter::RowFilter>,
 }
 
@@ -175,6 +177,15 @@ pub fn check_event_name(event: &str) -> Result<(), String> {
 
 /// Parses one text frame. On error, the returned `ProtocolError` carries the `ref` if any.
 pub fn parse_client(text: &str) -> Result<Inbound<'_>, ProtocolError> {
+    if !super::object::is_object(text.as_bytes()) {
+        return Err(ProtocolError::new(
+            ErrorCode::InvalidMessage,
+            format!(
+                "a message must be a JSON object, got `{}`",
+                super::object::preview(text.trim_start())
+            ),
+        ));
+    }
     let wire: Wire<'_> = serde_json::from_str(text).map_err(|e| {
         let r = serde_json::from_str::<RefOnly<'_>>(text)
             .ok()

@@ -4,6 +4,7 @@
 
 mod client;
 mod error;
+pub mod object;
 pub mod row_filter;
 mod server;
 

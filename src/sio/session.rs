@@ -38,7 +38,7 @@ use crate::{
         socket::{Reader, read_more},
     },
     frame::{self, FrameDecoder, Incoming},
-    protocol::{ErrorCode, PresenceSnapshot, Proto, check_event_name},
+    protocol::{ErrorCode, PresenceSnapshot, Proto, check_event_name, object::is_object},
 };
 
 /// The largest single read once a connection is busy.
@@ -218,6 +218,7 @@ impl Session {
             return;
         }
         let auth: AuthArg<'_> = data
+            .filter(|d| is_object(d.as_bytes()))
             .and_then(|d| serde_json::from_str(d).ok())
             .unwrap_or_default();
         let Some(token) = auth.token.or(auth.api_key).filter(|t| !t.is_empty()) else {
@@ -269,7 +270,7 @@ impl Session {
     ) {
         match name {
             "realtime:subscribe" => {
-                let ch = arg.and_then(|a| serde_json::from_str::<ChannelArg<'_>>(a.get()).ok());
+                let ch = object_arg::<ChannelArg<'_>>(arg);
                 let Some(ch) = ch else {
                     return self.refuse(core, conn, "realtime:subscribe needs {\"channel\": string}");
                 };
@@ -279,7 +280,7 @@ impl Session {
                 }
             }
             "realtime:unsubscribe" => {
-                let ch = arg.and_then(|a| serde_json::from_str::<ChannelArg<'_>>(a.get()).ok());
+                let ch = object_arg::<ChannelArg<'_>>(arg);
                 match ch.map(|c| ChannelName::parse(&c.channel)) {
                     Some(Ok(ch)) => {
                         core.unsubscribe(conn, &ch);
@@ -293,7 +294,7 @@ impl Session {
                 }
             }
             "realtime:publish" => {
-                let p = arg.and_then(|a| serde_json::from_str::<PublishArg<'_>>(a.get()).ok());
+                let p = object_arg::<PublishArg<'_>>(arg);
                 let Some(p) = p else {
                     return self.refuse(
                         core,
@@ -398,6 +399,15 @@ impl Session {
             )),
         }
     }
+}
+
+/// An event's argument as `T`, if it is a JSON object that reads as one.
+fn object_arg<'a, T: Deserialize<'a>>(arg: Option<&'a RawValue>) -> Option<T> {
+    let a = arg?.get();
+    if !is_object(a.as_bytes()) {
+        return None;
+    }
+    serde_json::from_str(a).ok()
 }
 
 /// The subscribe ack InsForge sends.
