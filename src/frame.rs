@@ -227,17 +227,44 @@ fn close_code(p: &[u8]) -> Result<Option<u16>, FrameError> {
         0 => Ok(None),
         1 => Err(FrameError::Protocol("close payload of one byte")),
         _ => {
+            let code = u16::from_be_bytes([p[0], p[1]]);
+            if !valid_close_code(code) {
+                return Err(FrameError::Protocol("invalid close code"));
+            }
             if std::str::from_utf8(&p[2..]).is_err() {
                 return Err(FrameError::InvalidUtf8);
             }
-            Ok(Some(u16::from_be_bytes([p[0], p[1]])))
+            Ok(Some(code))
         }
     }
+}
+
+/// A close code a peer may send (RFC 6455 §7.4.1 and the IANA registry): 1000-1003,
+/// 1007-1014, and 3000-4999 (registered and private use). 1004-1006 and 1015 are reserved
+/// or must never be sent; the rest is unassigned.
+fn valid_close_code(c: u16) -> bool {
+    matches!(c, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn close_codes_are_checked() {
+        for bad in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
+            assert_eq!(
+                close_code(&bad.to_be_bytes()),
+                Err(FrameError::Protocol("invalid close code")),
+                "{bad}"
+            );
+        }
+        for good in [1000u16, 1001, 1003, 1007, 1011, 1014, 3000, 4999] {
+            assert_eq!(close_code(&good.to_be_bytes()), Ok(Some(good)), "{good}");
+        }
+    }
 
     fn masked(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
         let mask = [1u8, 2, 3, 4];

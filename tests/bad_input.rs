@@ -595,3 +595,58 @@ both_drivers!(arrays_are_not_objects, |driver| {
     still_serves(&s);
     s.shutdown();
 });
+
+// RFC 6455 §7.4.1: a close frame with a code no peer may send is a protocol error (1002), not
+// a normal close; the codes a peer may send are echoed with 1000.
+both_drivers!(invalid_close_codes_close_1002, |driver| {
+    let s = server(driver, |_| {});
+    for code in [
+        0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+    ] {
+        let mut ws = s.client("u1");
+        raw_write(&mut ws, &masked_frame(0x8, &code.to_be_bytes()));
+        let (got, reason) = ws.expect_close();
+        assert_eq!(got, 1002, "close code {code}: {reason}");
+    }
+    for code in [1000u16, 1001, 3000, 4999] {
+        let mut ws = s.client("u1");
+        raw_write(&mut ws, &masked_frame(0x8, &code.to_be_bytes()));
+        assert_eq!(ws.expect_close().0, 1000, "close code {code}");
+    }
+    still_serves(&s);
+    s.shutdown();
+});
+
+// RFC 9110 §8.6 (Content-Length is digits only), RFC 6455 §4.1 (HTTP/1.1, a 16-byte key).
+both_drivers!(strict_http_and_upgrade_heads, |driver| {
+    let s = server(driver, |_| {});
+    for cl in ["+20", "-1", "0x14", " 2 0", "2,0"] {
+        let req = format!(
+            "POST /api/realtime/channels HTTP/1.1\r\nHost: x\r\nContent-Length: {cl}\r\nConnection: close\r\n\r\n{{\"pattern\":\"cl:*\"}}"
+        );
+        let (st, body) = raw_http(s.addr, req.as_bytes());
+        assert_eq!(st, 400, "Content-Length {cl}: {body}");
+    }
+    let upgrade = |version: &str, key: &str| {
+        format!(
+            "GET /realtime HTTP/{version}\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+        )
+    };
+    for key in [
+        "x",
+        "dGhlIHNhbXBsZQ==",
+        "not base64 at all!!!!!!=",
+        "dGhlIHNhbXBsZSBub25jZSB4eA==",
+    ] {
+        let (st, body) = raw_http(s.addr, upgrade("1.1", key).as_bytes());
+        assert_eq!(st, 400, "key {key}: {body}");
+    }
+    let (st, body) = raw_http(
+        s.addr,
+        upgrade("1.0", "dGhlIHNhbXBsZSBub25jZQ==").as_bytes(),
+    );
+    assert_eq!(st, 400, "HTTP/1.0 upgrade: {body}");
+    // A valid upgrade still works: tungstenite's handshake, in `still_serves`.
+    still_serves(&s);
+    s.shutdown();
+});

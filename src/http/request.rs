@@ -24,6 +24,8 @@ pub struct Head {
     pub connection_upgrade: bool,
     pub ws_key: Option<String>,
     pub ws_version: Option<String>,
+    /// An HTTP/1.0 request (no upgrade possible: RFC 6455 §4.1 requires HTTP/1.1).
+    pub http10: bool,
 }
 
 /// `Ok(None)`: need more bytes. `Ok(Some((head, n)))`: `n` bytes of `buf` were the head.
@@ -59,12 +61,18 @@ pub fn parse_head(buf: &[u8], max: usize) -> Result<Option<(Head, usize)>, ApiEr
         path: path.to_string(),
         query: query.to_string(),
         keep_alive: req.version == Some(1),
+        http10: req.version == Some(0),
         ..Head::default()
     };
     for hd in req.headers.iter() {
         let v = std::str::from_utf8(hd.value).unwrap_or("").trim();
         let name = hd.name;
         if name.eq_ignore_ascii_case("content-length") {
+            // Digits only (RFC 9110 §8.6): `+20` or `0x14` would be read differently by a
+            // proxy in front, which is how requests are smuggled.
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ApiError::bad_request("invalid Content-Length"));
+            }
             let len = v
                 .parse::<usize>()
                 .map_err(|_| ApiError::bad_request("invalid Content-Length"))?;

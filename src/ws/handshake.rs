@@ -19,6 +19,11 @@ pub fn response(h: &Head) -> Result<Vec<u8>, ApiError> {
             message: "this endpoint speaks WebSocket: send Upgrade: websocket".into(),
         });
     }
+    if h.http10 {
+        return Err(ApiError::bad_request(
+            "a WebSocket upgrade needs HTTP/1.1 (RFC 6455 §4.1)",
+        ));
+    }
     if h.ws_version.as_deref() != Some("13") {
         return Err(ApiError::bad_request("Sec-WebSocket-Version must be 13"));
     }
@@ -27,6 +32,14 @@ pub fn response(h: &Head) -> Result<Vec<u8>, ApiError> {
         .as_deref()
         .filter(|k| !k.is_empty())
         .ok_or_else(|| ApiError::bad_request("missing Sec-WebSocket-Key"))?;
+    // RFC 6455 §4.1: the key is 16 random bytes, base64-encoded (24 characters).
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key.as_bytes());
+    if !decoded.is_ok_and(|b| b.len() == 16) {
+        return Err(ApiError::bad_request(
+            "Sec-WebSocket-Key must be 16 bytes, base64-encoded",
+        ));
+    }
     let accept = derive_accept_key(key.as_bytes());
     Ok(format!(
         "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
