@@ -38,6 +38,9 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream) {
     }
     core.unregister(&conn);
     let _ = monoio::io::AsyncWriteRent::shutdown(&mut wr).await;
+    // The answer is written and FIN sent: drain what the client still sends (a pipelined
+    // request past a limit, say) so the kernel does not reset the connection and discard it.
+    crate::core::socket::linger(&mut rd).await;
 }
 
 /// Serves requests; returns the leftover buffer and the front end if the connection upgraded

@@ -650,3 +650,47 @@ both_drivers!(strict_http_and_upgrade_heads, |driver| {
     still_serves(&s);
     s.shutdown();
 });
+
+// Issue 19, defect 4: closing a socket with unread input makes the kernel reset it and drop
+// what is still queued for the peer. A subscriber with 1 MB of messages in flight to it that
+// sends an over-limit frame whole must still get them all, then close 1009.
+both_drivers!(close_1009_arrives_after_output_in_flight, |driver| {
+    let s = server(driver, |_| {});
+    let mut publ = s.client("pub");
+    for round in 0..4 {
+        let ch = format!("x:linger{round}");
+        let mut sub = s.client("sub");
+        sub.subscribe(&ch);
+        let big = "a".repeat(200_000);
+        for _ in 0..5 {
+            publ.publish(&ch, "big", json!({"d": big}));
+        }
+        // Let the deliveries reach the subscriber's queue (the ack can come first).
+        std::thread::sleep(Duration::from_millis(100));
+        // Not read yet. Now one write: a text frame header announcing 1.1 MB, mask, payload.
+        let n = 1_100_000usize;
+        let mut frame = vec![0x81u8, 0xFF];
+        frame.extend_from_slice(&(n as u64).to_be_bytes());
+        frame.extend_from_slice(&[0, 0, 0, 0]);
+        frame.resize(frame.len() + n, b'x');
+        let mut w = sub.ws.get_ref().try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let _ = w.write_all(&frame);
+        });
+        // Read only once the server has seen the frame and closed: the message (more than the
+        // socket buffers hold) is then still queued on the server's side.
+        std::thread::sleep(Duration::from_millis(300));
+        sub.set_timeout(Duration::from_secs(10));
+        for i in 0..5 {
+            let m = sub.expect("message");
+            let len = m["payload"]["d"].as_str().map(str::len);
+            assert_eq!(len, Some(200_000), "round {round}, message {i}");
+        }
+        let (code, _) = sub.expect_close();
+        assert_eq!(code, 1009, "round {round}");
+        drop(sub);
+        writer.join().unwrap();
+    }
+    still_serves(&s);
+    s.shutdown();
+});

@@ -1,5 +1,5 @@
-//! A connection's socket halves as the front ends use them, and the read the sweeper can
-//! cancel (`Conn::cancel_read`).
+//! A connection's socket halves as the front ends use them, the read the sweeper can cancel
+//! (`Conn::cancel_read`), and the lingering close.
 
 use bytes::BytesMut;
 use monoio::{
@@ -9,6 +9,30 @@ use monoio::{
 };
 
 use super::conn::Conn;
+
+/// How long a closed connection's input is drained at most (`linger`).
+pub const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// After the last answer was written and the write side shut down (FIN sent): reads and
+/// discards the peer's input until it closes too, for at most `LINGER`. Closing a socket
+/// whose receive queue holds unread bytes makes the kernel send RST at once and discard what
+/// is still queued for the peer, so a 1009 close, a 431 or the end of a long answer would be
+/// lost behind the bytes that caused them (RFC 6455 §7.1.1, RFC 9112 §9.6).
+pub async fn linger(rd: &mut Reader) {
+    use monoio::io::AsyncReadRent;
+    let drain = async {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let (r, b) = rd.read(buf).await;
+            buf = b;
+            match r {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = monoio::time::timeout(LINGER, drain).await;
+}
 
 pub type Reader = OwnedReadHalf<TcpStream>;
 pub type Writer = OwnedWriteHalf<TcpStream>;

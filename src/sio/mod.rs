@@ -31,5 +31,5 @@ pub async fn run(core: Rc<Core>, conn: Rc<Conn>, rd: Reader, wr: Writer, buf: By
     let writer = crate::ws::open(&core, &conn, wr, Proto::SocketIo);
     let mut rd = rd;
     session::run(&core, &conn, &mut rd, buf).await;
-    crate::ws::close(&core, &conn, writer).await;
+    crate::ws::close(&core, &conn, writer, &mut rd).await;
 }

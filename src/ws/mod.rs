@@ -23,7 +23,7 @@ pub async fn run(core: Rc<Core>, conn: Rc<Conn>, rd: Reader, wr: Writer, buf: By
     let writer = open(&core, &conn, wr, Proto::Raw);
     let mut rd = rd;
     session::run(&core, &conn, &mut rd, buf).await;
-    close(&core, &conn, writer).await;
+    close(&core, &conn, writer, &mut rd).await;
 }
 
 /// Marks an upgraded connection open for `proto` and starts its writer task.
@@ -43,8 +43,15 @@ pub fn open(
     monoio::spawn(writer::run(core.clone(), conn.clone(), wr))
 }
 
-/// After the session ended: forgets the connection and lets the writer finish.
-pub async fn close(core: &Rc<Core>, conn: &Rc<Conn>, writer: monoio::task::JoinHandle<()>) {
+/// After the session ended: forgets the connection, lets the writer finish (its last frame
+/// written, FIN sent), then drains the peer's input for a bounded time (`socket::linger`),
+/// so what was written is not discarded by a reset.
+pub async fn close(
+    core: &Rc<Core>,
+    conn: &Rc<Conn>,
+    writer: monoio::task::JoinHandle<()>,
+    rd: &mut Reader,
+) {
     if !conn.is_closing() {
         conn.abort();
     }
@@ -55,8 +62,13 @@ pub async fn close(core: &Rc<Core>, conn: &Rc<Conn>, writer: monoio::task::JoinH
     }
     // The close frame may wait behind a write to a peer that does not read (a slow consumer
     // closed with 1013): it gets `CLOSE_GRACE` to drain, then the socket is forced off.
-    monoio::select! {
-        _ = writer => {}
-        _ = monoio::time::sleep(CLOSE_GRACE) => conn.abort(),
+    let flushed = monoio::select! {
+        _ = writer => true,
+        _ = monoio::time::sleep(CLOSE_GRACE) => false,
+    };
+    if flushed {
+        crate::core::socket::linger(rd).await;
+    } else {
+        conn.abort();
     }
 }

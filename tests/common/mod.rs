@@ -216,7 +216,13 @@ impl Ws {
     /// Next JSON message (control frames are skipped). Panics on close or timeout.
     pub fn recv(&mut self) -> Value {
         loop {
-            match self.ws.read().expect("read") {
+            let m = match self.ws.read() {
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    continue;
+                }
+                r => r.expect("read"),
+            };
+            match m {
                 Message::Text(t) => return serde_json::from_str(&t).expect("server sent JSON"),
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                 Message::Binary(_) => panic!("server sent binary"),
@@ -247,17 +253,30 @@ impl Ws {
     }
 
     /// Asserts nothing (but control frames) arrives within `d`.
+    /// (A read interrupted by a signal, EINTR, is retried: the test process gets SIGCHLD from
+    /// the servers it runs.)
     pub fn expect_silence(&mut self, d: Duration) {
-        self.set_timeout(d);
-        match self.ws.read() {
-            Ok(Message::Text(t)) => panic!("unexpected message: {t}"),
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("unexpected error: {e}"),
+        let end = Instant::now() + d;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.set_timeout(left);
+            match self.ws.read() {
+                Ok(Message::Text(t)) => panic!("unexpected message: {t}"),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break;
+                }
+                Err(e) => panic!("unexpected error: {e}"),
+            }
         }
         self.set_timeout(Duration::from_secs(5));
     }

@@ -64,7 +64,13 @@ impl Sio {
     /// The next text message that is not a ping (pings are answered when `answer_pings`).
     pub fn recv_text(&mut self) -> String {
         loop {
-            match self.ws.read().expect("read") {
+            let m = match self.ws.read() {
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    continue;
+                }
+                r => r.expect("read"),
+            };
+            match m {
                 Message::Text(t) if t.as_str() == "2" => {
                     self.pings += 1;
                     if self.answer_pings {
@@ -152,6 +158,7 @@ impl Sio {
                 }
                 Ok(Message::Text(t)) => panic!("unexpected message: {t}"),
                 Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(tungstenite::Error::Io(e))
                     if matches!(
                         e.kind(),
