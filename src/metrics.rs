@@ -89,6 +89,7 @@ metric_block!(CoreMetrics {
 metric_block!(ControlMetrics {
     published_total: "counter", "Messages accepted into history.";
     publish_failures_total: "counter", "Publishes the engine refused.";
+    publish_outcomes_unknown_total: "counter", "Publishes answered OUTCOME_UNKNOWN: handed to Redis, which did not answer in time (they may have been published).";
     publishes_refused_backlog_total: "counter", "Publishes refused (broker busy) because server.engine_queue publishes were already waiting for Redis (redis engine).";
     registry_changes_total: "counter", "Channel registry changes.";
     recovery_reads_total: "counter", "History pages read from the engine for recovering subscribers.";

@@ -384,7 +384,7 @@ impl<E: Engine> Control<E> {
     /// engine's event stream, so only the answer is sent from here.
     async fn publish(&mut self, p: PublishReq) {
         let Some(rec) = self.registry.resolve(&p.channel) else {
-            let r = Err((
+            let r = Err(Refusal::new(
                 ErrorCode::ChannelNotFound,
                 "Channel not found or not accessible",
             ));
@@ -397,7 +397,7 @@ impl<E: Engine> Control<E> {
                 .control
                 .publishes_refused_backlog_total
                 .inc();
-            let r = Err((
+            let r = Err(Refusal::new(
                 ErrorCode::RateLimited,
                 "broker busy: publish not accepted, retry",
             ));
@@ -466,12 +466,31 @@ impl<E: Engine> Control<E> {
     }
 }
 
-/// What became of an engine-sequenced publish: stored (its ack), or an error.
+/// Why a publish was not acknowledged, as its publisher is told.
+struct Refusal {
+    code: ErrorCode,
+    message: std::borrow::Cow<'static, str>,
+    /// `OUTCOME_UNKNOWN`: the message whose fate is unknown.
+    message_id: Option<uuid::Uuid>,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: &'static str) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            message_id: None,
+        }
+    }
+}
+
+/// What became of an engine-sequenced publish: stored (its ack), or an error that says what
+/// is known: refused (not published), or unknown (the store did not answer; it may be).
 fn outcome(
     p: &PublishReq,
     r: Result<Appended, EngineError>,
     shared: &NodeShared,
-) -> Result<Appended, (ErrorCode, &'static str)> {
+) -> Result<Appended, Refusal> {
     let m = &shared.metrics.control;
     match r {
         Ok(a) => {
@@ -480,15 +499,28 @@ fn outcome(
         }
         Err(EngineError::RepeatUnreadable(e)) => {
             tracing::warn!(channel = %p.channel, error = %e, "a repeated idempotency key's first ack is unreadable");
-            Err((
+            Err(Refusal::new(
                 ErrorCode::Internal,
                 "repeated idempotencyKey: the message was published before, but its first ack could not be read",
             ))
         }
+        Err(EngineError::OutcomeUnknown { id, detail }) => {
+            m.publish_outcomes_unknown_total.inc();
+            tracing::warn!(channel = %p.channel, message_id = %id, error = %detail, "publish outcome unknown");
+            Err(Refusal {
+                code: ErrorCode::OutcomeUnknown,
+                message: format!(
+                    "Redis did not answer in time: message {id} may or may not have been published; \
+                     publish it again with the same idempotencyKey, or look for it in history"
+                )
+                .into(),
+                message_id: Some(id),
+            })
+        }
         Err(e) => {
             m.publish_failures_total.inc();
             tracing::warn!(channel = %p.channel, error = %e, "append failed; publish refused");
-            Err((
+            Err(Refusal::new(
                 ErrorCode::Internal,
                 "message could not be stored; not published",
             ))
@@ -500,14 +532,14 @@ fn outcome(
 /// one with a frame through its core (`core`).
 async fn reply(
     mut p: PublishReq,
-    r: Result<Appended, (ErrorCode, &'static str)>,
+    r: Result<Appended, Refusal>,
     core: Option<mpsc::Sender<CoreMsg>>,
 ) {
-    let answered = p.answer_http(|| match r {
-        Ok(a) => PubAnswer::Published(a),
-        Err((code, message)) => PubAnswer::Refused {
-            code,
-            message: message.to_string(),
+    let answered = p.answer_http(|| match &r {
+        Ok(a) => PubAnswer::Published(*a),
+        Err(e) => PubAnswer::Refused {
+            code: e.code,
+            message: e.message.to_string(),
         },
     });
     if answered {
@@ -518,7 +550,11 @@ async fn reply(
             Some(f) => f,
             None => return,
         },
-        Err((code, message)) => p.error(code, message),
+        Err(e) => {
+            let mut id = uuid::Uuid::encode_buffer();
+            let id = e.message_id.map(|u| &*u.hyphenated().encode_lower(&mut id));
+            p.error_about(e.code, &e.message, id)
+        }
     };
     if let Some(c) = core {
         let _ = c

@@ -174,6 +174,16 @@ impl PublishReq {
 
     /// An error frame answering this request.
     pub fn error(&self, code: crate::protocol::ErrorCode, message: &str) -> Bytes {
+        self.error_about(code, message, None)
+    }
+
+    /// An error frame about one message (`OUTCOME_UNKNOWN` names the message).
+    pub fn error_about(
+        &self,
+        code: crate::protocol::ErrorCode,
+        message: &str,
+        message_id: Option<&str>,
+    ) -> Bytes {
         if self.proto == crate::protocol::Proto::SocketIo {
             return crate::sio::encode::error(Some(self.channel.as_str()), code, message);
         }
@@ -181,6 +191,7 @@ impl PublishReq {
             message,
             code: code.as_str(),
             channel: Some(self.channel.as_str()),
+            message_id,
             r#ref: self.r#ref.as_deref(),
         })
     }

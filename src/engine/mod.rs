@@ -39,6 +39,10 @@ pub enum EngineError {
     /// published before, so this is not a refusal.
     #[error("{0}")]
     RepeatUnreadable(String),
+    /// The store was asked and did not answer (a timeout, a lost connection): the message
+    /// (`id`) may or may not have been published.
+    #[error("outcome unknown for message {id}: {detail}")]
+    OutcomeUnknown { id: uuid::Uuid, detail: String },
 }
 
 /// What a multi-node engine reports to the control thread.

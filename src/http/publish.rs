@@ -72,6 +72,7 @@ pub fn status_of(code: ErrorCode) -> u16 {
         ErrorCode::PayloadTooLarge => 413,
         ErrorCode::RateLimited | ErrorCode::TooManySubscriptions => 429,
         ErrorCode::Internal => 500,
+        ErrorCode::OutcomeUnknown => 503,
     }
 }
 

@@ -15,6 +15,9 @@ pub enum ErrorCode {
     RateLimited,
     TooManySubscriptions,
     Internal,
+    /// The message was handed to the store, which did not answer in time: it may or may not
+    /// have been published (the error carries its `messageId`).
+    OutcomeUnknown,
 }
 
 impl ErrorCode {
@@ -30,6 +33,7 @@ impl ErrorCode {
             Self::RateLimited => "RATE_LIMITED",
             Self::TooManySubscriptions => "TOO_MANY_SUBSCRIPTIONS",
             Self::Internal => "INTERNAL",
+            Self::OutcomeUnknown => "OUTCOME_UNKNOWN",
         }
     }
 }

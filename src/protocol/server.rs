@@ -20,6 +20,9 @@ pub enum ServerMsg<'a> {
         code: &'static str,
         #[serde(skip_serializing_if = "Option::is_none")]
         channel: Option<&'a str>,
+        /// `OUTCOME_UNKNOWN`: the message whose fate is unknown.
+        #[serde(rename = "messageId", skip_serializing_if = "Option::is_none")]
+        message_id: Option<&'a str>,
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         r#ref: Option<&'a RawValue>,
     },

@@ -316,6 +316,7 @@ fn send_error(core: &Core, conn: &Conn, e: &ProtocolError) {
         message: &e.message,
         code: e.code.as_str(),
         channel: e.channel.as_deref(),
+        message_id: None,
         r#ref: e.r#ref.as_deref(),
     });
     core.push(conn, f);

@@ -28,7 +28,7 @@ use fred::{prelude::*, types::scripts::Script};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use uuid::Uuid;
 
-use super::{entry, keys, live, offset_prefix, scripts, unavailable, write_json};
+use super::{COMMAND_TIMEOUT, entry, keys, live, offset_prefix, scripts, write_json};
 use crate::{
     channel::ChannelName,
     engine::{AppendFuture, Appended, EngineError, MessageRecord, NewMessage},
@@ -54,6 +54,9 @@ struct Pending {
     msg: NewMessage,
     id: Uuid,
     created_at: Timestamp,
+    /// Answered by then: a publish still queued is refused unsent (certainly not
+    /// published), and a batch's script call times out at its earliest deadline.
+    deadline: Instant,
     done: oneshot::Sender<Result<Appended, EngineError>>,
 }
 
@@ -104,6 +107,7 @@ impl Batcher {
             id: msg.source.map_or_else(Uuid::now_v7, |s| s.message_id()),
             msg,
             created_at: Timestamp::now(),
+            deadline: Instant::now() + super::COMMAND_TIMEOUT,
             done,
         };
         let start = {
@@ -163,10 +167,21 @@ impl Batcher {
         }
     }
 
-    /// Up to `MAX_BATCH` queued messages of `name`, or `None` if there are none.
+    /// Up to `MAX_BATCH` queued messages of `name`, or `None` if there are none. Queued
+    /// messages past their deadline are refused first: they were never sent, so they are
+    /// certainly not published, and their publishers hear so within the promised time.
     fn take(&self, name: &ChannelName) -> Option<Vec<Pending>> {
         let mut queues = self.queues.borrow_mut();
         let q = queues.get_mut(name)?;
+        let now = Instant::now();
+        if q.first().is_some_and(|p| p.deadline <= now) {
+            let late = q.iter().take_while(|p| p.deadline <= now).count();
+            for p in q.drain(..late) {
+                let _ = p.done.send(Err(EngineError::Unavailable(
+                    "Redis did not take the publish in time (the channel's earlier batches are still waiting for it)".into(),
+                )));
+            }
+        }
         if q.is_empty() {
             return None;
         }
@@ -253,59 +268,85 @@ impl Batcher {
         // EVAL, not EVALSHA: a NOSCRIPT answer would need a retry, and a retried batch could
         // run after the channel's next one (already sent) and take later offsets. Redis caches
         // the compiled script either way; the text costs ~1 KB per batch.
-        let published: Result<Published, _> =
-            if batch.iter().all(|p| p.msg.idempotency_key.is_none()) {
-                let args: Vec<Value> = vec![
-                    Value::from(self.per_channel as i64),
-                    Value::from(keys::live(ch)),
-                    Value::from(n as i64),
-                    Value::Bytes(body.clone()),
-                    Value::Bytes(frames),
-                    source,
-                ];
-                self.client
-                    .eval::<u64, _, _, _>(scripts::PUBLISH, script_keys, args)
-                    .await
+        // The call times out at the batch's earliest deadline: every publisher is answered
+        // within `COMMAND_TIMEOUT` of reaching this node.
+        let first_deadline = batch
+            .iter()
+            .map(|p| p.deadline)
+            .min()
+            .expect("a batch is never empty");
+        let client = &self.client;
+        // fred's own timeout is per attempt (a command re-sent after a reconnect starts
+        // again), so the deadline is kept here.
+        let deadline = tokio::time::Instant::from_std(first_deadline);
+        let late = |_| format!("no answer from Redis within {COMMAND_TIMEOUT:?} of the publish");
+        let published: Result<Published, String> = if batch
+            .iter()
+            .all(|p| p.msg.idempotency_key.is_none())
+        {
+            let args: Vec<Value> = vec![
+                Value::from(self.per_channel as i64),
+                Value::from(keys::live(ch)),
+                Value::from(n as i64),
+                Value::Bytes(body.clone()),
+                Value::Bytes(frames),
+                source,
+            ];
+            let call = client.eval::<u64, _, _, _>(scripts::PUBLISH, script_keys, args);
+            match tokio::time::timeout_at(deadline, call).await.map_err(late) {
+                Ok(r) => r
                     .map(|first| Published::all(first, n))
-            } else {
-                let mut args: Vec<Value> = vec![
-                    Value::from(self.per_channel as i64),
-                    Value::from(keys::live(ch)),
-                    Value::from(n as i64),
-                    source,
-                    Value::from(self.idempotency_window.as_millis().max(1) as i64),
-                ];
-                for (p, (rec, frame)) in batch.iter().zip(&spans) {
-                    let key_index = match &p.msg.idempotency_key {
-                        Some(k) => {
-                            script_keys.push(keys::idempotency(ch, k));
-                            script_keys.len() as i64
-                        }
-                        None => 0,
-                    };
-                    let mut ids = Uuid::encode_buffer();
-                    args.extend([
-                        Value::Bytes(body.slice(rec.clone())),
-                        Value::Bytes(frames.slice(frame.clone())),
-                        Value::from(key_index),
-                        Value::from(p.id.hyphenated().encode_lower(&mut ids).to_string()),
-                        Value::from(p.created_at.rfc3339().as_str().to_string()),
-                    ]);
-                }
-                self.client
-                    .eval::<Vec<Value>, _, _, _>(scripts::PUBLISH_IDEMPOTENT, script_keys, args)
-                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            }
+        } else {
+            let mut args: Vec<Value> = vec![
+                Value::from(self.per_channel as i64),
+                Value::from(keys::live(ch)),
+                Value::from(n as i64),
+                source,
+                Value::from(self.idempotency_window.as_millis().max(1) as i64),
+            ];
+            for (p, (rec, frame)) in batch.iter().zip(&spans) {
+                let key_index = match &p.msg.idempotency_key {
+                    Some(k) => {
+                        script_keys.push(keys::idempotency(ch, k));
+                        script_keys.len() as i64
+                    }
+                    None => 0,
+                };
+                let mut ids = Uuid::encode_buffer();
+                args.extend([
+                    Value::Bytes(body.slice(rec.clone())),
+                    Value::Bytes(frames.slice(frame.clone())),
+                    Value::from(key_index),
+                    Value::from(p.id.hyphenated().encode_lower(&mut ids).to_string()),
+                    Value::from(p.created_at.rfc3339().as_str().to_string()),
+                ]);
+            }
+            let call =
+                client.eval::<Vec<Value>, _, _, _>(scripts::PUBLISH_IDEMPOTENT, script_keys, args);
+            match tokio::time::timeout_at(deadline, call).await.map_err(late) {
+                Ok(r) => r
                     .map(|v| Published::decode(&v, n))
-            };
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            }
+        };
         let published = match published {
             Ok(f) => f,
             Err(e) => {
-                let e = unavailable(e);
+                // The script may have run: the request can be in Redis's socket buffer (or
+                // executed) when the answer is lost or late. Not a refusal.
+                let detail = e;
                 if let Some(prev) = prev {
                     let _ = prev.await;
                 }
                 for p in batch {
-                    let _ = p.done.send(Err(EngineError::Unavailable(e.to_string())));
+                    let _ = p.done.send(Err(EngineError::OutcomeUnknown {
+                        id: p.id,
+                        detail: detail.clone(),
+                    }));
                 }
                 let _ = done.send(());
                 return;

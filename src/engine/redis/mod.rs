@@ -56,7 +56,7 @@ const EVENT_QUEUE: usize = 65_536;
 /// messages again and again; each resync reads every channel it serves).
 const RESYNC_EVERY: Duration = Duration::from_millis(200);
 /// Longest wait for one Redis command.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 /// Messages per page when reading a stream (`reads::walk`).
 const SCAN_PAGE: u64 = 512;
 
@@ -219,7 +219,10 @@ pub(crate) fn client_builder(
 ) -> Result<Builder, fred::error::Error> {
     let mut builder = Builder::from_config(Config::from_url(url)?);
     builder
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        // Attempts 100 ms apart, doubling, at most 1 s: a node acks again within about 1 s of
+        // Redis coming back (a 5 s cap let a 4 s outage cost up to 2.5 s more), at the price of
+        // one connection attempt per second while Redis is away.
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 1_000, 2))
         .with_performance_config(|p| {
             p.default_command_timeout = command_timeout;
             perf(p);
