@@ -575,3 +575,47 @@ fn redis_going_away_while_retrying_loses_no_delivery() {
     );
     s.shutdown();
 }
+
+/// Issue 19, defect 3: a URL that hangs must not hold every request slot of its host. With
+/// 100 deliveries to `/hang` waiting (each held for the 3 s timeout, then retried), a delivery
+/// to `/ok` on the same host and port goes out at once, not behind the hung ones' timeouts.
+#[test]
+fn a_hanging_url_does_not_starve_the_other_urls_of_its_host() {
+    let hook = Receiver::start(
+        vec![],
+        Reply::ByPath(
+            vec![("/hang".into(), Reply::Hang)],
+            Box::new(Reply::Status(200)),
+        ),
+    );
+    let s = TestServer::builder("auto")
+        .with(|f| {
+            fast(f);
+            f.webhooks.timeout = "3s".into();
+            f.websocket.publish_rate = 10_000;
+            f.websocket.publish_burst = 10_000;
+        })
+        .start();
+    hooked_channel(&s, "hang:*", &[hook.url("/hang")]);
+    hooked_channel(&s, "ok:*", &[hook.url("/ok")]);
+    let mut p = s.client("p");
+    for i in 0..100 {
+        p.publish("hang:1", "e", json!({"i": i}));
+    }
+    // The hung URL holds what it may of the host (half of webhooks.max_per_endpoint).
+    eventually("hung requests open", WAIT, || {
+        hook.requests().iter().filter(|r| r.path == "/hang").count() >= 8
+    });
+    let sent = std::time::Instant::now();
+    p.publish("ok:1", "e", json!({"ok": true}));
+    eventually("the /ok delivery arrived", WAIT, || {
+        hook.requests().iter().any(|r| r.path == "/ok")
+    });
+    let took = sent.elapsed();
+    // Behind the hung requests it would wait for their 3 s timeouts (60 s for all 100).
+    assert!(
+        took < Duration::from_secs(2),
+        "the /ok delivery waited {took:?}"
+    );
+    s.shutdown();
+}

@@ -8,7 +8,11 @@
 //! - deliveries in progress (`webhooks.max_in_flight`, including those waiting to retry): the
 //!   intake stops taking jobs while at the cap (memory: the queue fills; redis: entries wait
 //!   in Redis);
-//! - requests per endpoint (`webhooks.max_per_endpoint`): further attempts wait their turn.
+//! - requests per endpoint (scheme, host, port: `webhooks.max_per_endpoint`) and, within it,
+//!   per URL (half of that, at least one): further attempts wait their turn, first for their
+//!   URL, then for the endpoint. So one URL that hangs or times out holds at most half of its
+//!   host's requests, and the other URLs of that host keep the rest (a hung URL no longer
+//!   delays the others by its timeouts).
 //!
 //! Shutdown (`WebhookPool::shutdown`): memory engine: queued deliveries and those waiting to
 //! retry get one immediate attempt, in-flight ones may finish, until the deadline; what is
@@ -96,6 +100,8 @@ struct Ctx {
     cfg: WebhookConfig,
     metrics: Arc<WebhookMetrics>,
     endpoints: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Per URL: at most half of its endpoint's requests (`endpoint`).
+    urls: Mutex<HashMap<String, Arc<Semaphore>>>,
     in_flight: Arc<Semaphore>,
     /// Delivery tasks alive (shutdown waits for 0).
     tasks: AtomicUsize,
@@ -120,6 +126,15 @@ impl Ctx {
         let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(key)
             .or_insert_with(|| Arc::new(Semaphore::new(self.cfg.max_per_endpoint)))
+            .clone()
+    }
+
+    /// The URL's own limit: half of its endpoint's, at least one.
+    fn url_slots(&self, url: &str) -> Arc<Semaphore> {
+        let per_url = (self.cfg.max_per_endpoint / 2).max(1);
+        let mut map = self.urls.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(url.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(per_url)))
             .clone()
     }
 
@@ -168,6 +183,7 @@ impl WebhookPool {
             cfg: cfg.clone(),
             metrics: metrics.clone(),
             endpoints: Mutex::new(HashMap::new()),
+            urls: Mutex::new(HashMap::new()),
             in_flight: Arc::new(Semaphore::new(cfg.max_in_flight)),
             tasks: AtomicUsize::new(0),
             stop: stop_rx,
@@ -355,6 +371,10 @@ async fn deliver(ctx: &Ctx, job: Job) {
     loop {
         let final_attempt = ctx.stopping();
         let attempt = {
+            // The URL's turn first, then the endpoint's: waiting for a busy URL holds none of
+            // its host's requests.
+            let url = ctx.url_slots(&job.url);
+            let _url_turn = url.acquire_owned().await;
             let endpoint = ctx.endpoint(&job.url);
             let _turn = endpoint.acquire_owned().await;
             // Waiting in the queue or for the endpoint may have taken it past its max age.

@@ -31,6 +31,8 @@ pub enum Reply {
     Hang,
     /// Read the request, close the connection without answering.
     Close,
+    /// The reply of the first path prefix the request's path starts with, else the last one.
+    ByPath(Vec<(String, Reply)>, Box<Reply>),
 }
 
 /// One complete request as the receiver saw it.
@@ -353,6 +355,7 @@ fn serve<S: Read + Write>(mut io: S, shared: &Shared) {
             .headers
             .iter()
             .any(|(n, v)| n == "connection" && v.eq_ignore_ascii_case("close"));
+        let req_path = head.path.clone();
         let received = Received {
             method: head.method,
             path: head.path,
@@ -370,10 +373,18 @@ fn serve<S: Read + Write>(mut io: S, shared: &Shared) {
             shared.arrived.notify_all();
             reply
         };
+        let reply = match reply {
+            Reply::ByPath(routes, other) => routes
+                .into_iter()
+                .find(|(p, _)| req_path.starts_with(p.as_str()))
+                .map_or(*other, |(_, r)| r),
+            r => r,
+        };
         let (code, extra) = match reply {
             Reply::Status(c) => (c, Vec::new()),
             Reply::StatusWithHeaders(c, h) => (c, h),
             Reply::Close => return,
+            Reply::ByPath(..) => unreachable!("resolved above"),
             Reply::Hang => {
                 // Never answer: swallow whatever comes until the peer or `stop` ends the socket.
                 let mut sink = [0u8; 4096];
