@@ -53,7 +53,7 @@ async fn http_loop(
 ) -> Option<(BytesMut, Proto)> {
     let cfg = core.cfg();
     let mut buf = BytesMut::with_capacity(cfg.read_buffer_bytes.max(1024));
-    let mut bucket = crate::core::bucket::Bucket::new(cfg.publish_rate, cfg.publish_burst);
+    let mut bucket = crate::core::bucket::Bucket::of(cfg);
     conn.http_deadline
         .set(Some(Instant::now() + cfg.header_timeout));
     loop {

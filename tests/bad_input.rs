@@ -473,6 +473,8 @@ both_drivers!(
             f.server.send_gate = "always".into();
             f.websocket.outbound_queue_frames = 10_000;
             f.websocket.outbound_queue_bytes = 512 << 20;
+            f.websocket.publish_bytes_rate = 1 << 30;
+            f.websocket.publish_bytes_burst = 1 << 30;
         });
         let mut stuck = s.client("stuck");
         stuck.subscribe("x:1");
@@ -691,6 +693,42 @@ both_drivers!(close_1009_arrives_after_output_in_flight, |driver| {
         drop(sub);
         writer.join().unwrap();
     }
+    still_serves(&s);
+    s.shutdown();
+});
+
+// Issue 19, defect 7: payload bytes are rate-limited per connection too (a user could fill the
+// history with 2,000 x 256 KiB within the message burst), on WebSocket and HTTP alike.
+both_drivers!(publish_bytes_are_rate_limited, |driver| {
+    let s = server(driver, |f| {
+        f.websocket.publish_bytes_rate = 100_000;
+        f.websocket.publish_bytes_burst = 300_000;
+    });
+    let pad = "p".repeat(100_000);
+    let mut ws = s.client("u1");
+    for i in 0..2 {
+        ws.publish("x:bytes", "e", json!({"i": i, "pad": pad}));
+    }
+    ws.send(json!({"type": "publish", "channel": "x:bytes", "event": "e", "payload": {"i": 2, "pad": pad}}));
+    ws.expect("published");
+    ws.send(json!({"type": "publish", "channel": "x:bytes", "event": "e", "payload": {"i": 3, "pad": pad}}));
+    let e = expect_error(&mut ws, "RATE_LIMITED");
+    assert!(e["message"].as_str().unwrap().contains("byte rate"), "{e}");
+    // Small publishes still pass (a refusal took nothing).
+    ws.publish("x:bytes", "e", json!({"small": true}));
+    let (st, v) = s.http(
+        "POST",
+        "/api/realtime/messages",
+        Some(json!({"channel": "x:bytes", "event": "e", "payload": {"pad": "p".repeat(200_000)}})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = s.http(
+        "POST",
+        "/api/realtime/messages",
+        Some(json!({"channel": "x:bytes", "event": "e", "payload": {"pad": "p".repeat(200_000)}})),
+    );
+    // Each HTTP request is its own connection here (`Connection: close`): a fresh bucket.
+    assert_eq!(st, 201, "{v}");
     still_serves(&s);
     s.shutdown();
 });

@@ -111,6 +111,8 @@ pub struct WebSocketSection {
     pub max_subscriptions: usize,
     pub publish_rate: u32,
     pub publish_burst: u32,
+    pub publish_bytes_rate: u64,
+    pub publish_bytes_burst: u64,
     pub ping_interval: String,
     pub idle_timeout: String,
     pub outbound_queue_frames: usize,
@@ -126,6 +128,8 @@ impl Default for WebSocketSection {
             max_subscriptions: 256,
             publish_rate: 1000,
             publish_burst: 2000,
+            publish_bytes_rate: 4 << 20,
+            publish_bytes_burst: 16 << 20,
             ping_interval: "25s".into(),
             idle_timeout: "60s".into(),
             outbound_queue_frames: 4096,
@@ -197,6 +201,7 @@ pub struct HistorySection {
     pub max_messages_per_channel: usize,
     pub max_age: String,
     pub max_total_messages: usize,
+    pub max_bytes: usize,
     pub recover_max: usize,
 }
 
@@ -206,6 +211,7 @@ impl Default for HistorySection {
             max_messages_per_channel: 10_000,
             max_age: "24h".into(),
             max_total_messages: 1_000_000,
+            max_bytes: 256 << 20,
             recover_max: 10_000,
         }
     }

@@ -91,6 +91,10 @@ pub struct Config {
     pub max_subscriptions: usize,
     pub publish_rate: u32,
     pub publish_burst: u32,
+    /// Payload bytes a connection may publish per second...
+    pub publish_bytes_rate: u64,
+    /// ...and at once.
+    pub publish_bytes_burst: u64,
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
     pub outbound_queue_frames: usize,
@@ -117,6 +121,8 @@ pub struct Config {
     /// `None`: keep forever.
     pub history_max_age: Option<Duration>,
     pub history_max_total: usize,
+    /// Memory engine: the retained history's size in bytes (oldest evicted first).
+    pub history_max_bytes: usize,
     /// Most messages one subscribe may recover (`since`); more: `recovered: false`.
     pub recover_max: usize,
 
@@ -428,6 +434,16 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
     if f.websocket.publish_burst < f.websocket.publish_rate {
         errs.push("websocket.publish_burst: must be at least websocket.publish_rate".into());
     }
+    if f.websocket.publish_bytes_rate == 0 {
+        errs.push("websocket.publish_bytes_rate: must be greater than 0".into());
+    }
+    if f.websocket.publish_bytes_burst < f.websocket.publish_bytes_rate
+        || f.websocket.publish_bytes_burst < f.websocket.max_payload_bytes as u64
+    {
+        errs.push(
+            "websocket.publish_bytes_burst: must be at least websocket.publish_bytes_rate and websocket.max_payload_bytes".into(),
+        );
+    }
     if !ping_interval.is_zero() && !idle_timeout.is_zero() && idle_timeout <= ping_interval {
         errs.push("websocket.idle_timeout: must be longer than websocket.ping_interval".into());
     }
@@ -513,6 +529,8 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         max_subscriptions: f.websocket.max_subscriptions,
         publish_rate: f.websocket.publish_rate,
         publish_burst: f.websocket.publish_burst,
+        publish_bytes_rate: f.websocket.publish_bytes_rate,
+        publish_bytes_burst: f.websocket.publish_bytes_burst,
         ping_interval,
         idle_timeout,
         outbound_queue_frames: f.websocket.outbound_queue_frames,
@@ -530,6 +548,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         history_per_channel: f.history.max_messages_per_channel,
         history_max_age: (!history_age.is_zero()).then_some(history_age),
         history_max_total: f.history.max_total_messages,
+        history_max_bytes: f.history.max_bytes,
         recover_max: f.history.recover_max,
         idempotency_window,
         idempotency_max_keys: f.publish.idempotency_max_keys,

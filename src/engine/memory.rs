@@ -3,7 +3,10 @@
 //! Publishes are sequenced on the cores (`core::sequencer`); this engine keeps what they
 //! sequenced. History is one global sequence (`BTreeMap` by arrival key, oldest first) plus,
 //! per channel, the (offset, key) of its retained messages, in offset order. Retention is by
-//! count per channel, by age, and by a global total, all enforced on store (age also on read).
+//! count per channel, by age, by a global total and by a global size in bytes
+//! (`history.max_bytes`: a message counts its payload, event, channel and sender plus a fixed
+//! 256 bytes for the record), all enforced on store (age also on read); the oldest messages
+//! go first.
 //! Stats are computed over what is retained, as InsForge computes them over its
 //! (retention-trimmed) table.
 
@@ -28,6 +31,17 @@ pub struct Retention {
     pub per_channel: usize,
     pub max_age: Option<Duration>,
     pub max_total: usize,
+    /// The retained messages' size (`record_size`), at most.
+    pub max_bytes: usize,
+}
+
+/// What a retained message counts against `Retention::max_bytes`: its variable parts and a
+/// fixed allowance for the record and its index entries.
+fn record_size(m: &MessageRecord) -> usize {
+    256 + m.payload.get().len()
+        + m.event_name.len()
+        + m.channel_name.as_str().len()
+        + m.sender_id.as_deref().map_or(0, str::len)
 }
 
 /// A channel's retained messages as (offset, key), oldest first.
@@ -49,6 +63,8 @@ pub struct MemoryEngine {
     messages: BTreeMap<u64, MessageRecord>,
     logs: HashMap<ChannelName, ChannelLog>,
     next_key: u64,
+    /// `record_size` of every retained message.
+    bytes: usize,
 }
 
 impl MemoryEngine {
@@ -59,13 +75,16 @@ impl MemoryEngine {
             messages: BTreeMap::new(),
             logs: HashMap::new(),
             next_key: 1,
+            bytes: 0,
         }
     }
 
     fn evict_oldest(&mut self) {
-        if let Some((key, rec)) = self.messages.pop_first()
-            && let Some(log) = self.logs.get_mut(&rec.channel_name)
-        {
+        let Some((key, rec)) = self.messages.pop_first() else {
+            return;
+        };
+        self.bytes -= record_size(&rec);
+        if let Some(log) = self.logs.get_mut(&rec.channel_name) {
             if log.keys.front().map(|(_, k)| *k) == Some(key) {
                 log.keys.pop_front();
             } else {
@@ -145,27 +164,31 @@ impl Engine for MemoryEngine {
         let log = self.logs.entry(m.channel_name.clone()).or_default();
         log.keys.push_back((a.offset, key));
         let over = log.keys.len() > self.retention.per_channel;
-        if over && let Some((_, old)) = log.keys.pop_front() {
-            self.messages.remove(&old);
+        if over
+            && let Some((_, old)) = log.keys.pop_front()
+            && let Some(gone) = self.messages.remove(&old)
+        {
+            self.bytes -= record_size(&gone);
         }
-        self.messages.insert(
-            key,
-            MessageRecord {
-                id: a.id,
-                event_name: m.event,
-                channel_id: m.channel_id,
-                channel_name: m.channel_name,
-                payload: m.payload,
-                sender_type: m.sender_type,
-                sender_id: m.sender_id,
-                ws_audience_count: u64::from(ws_audience),
-                wh_audience_count,
-                wh_delivered_count: 0,
-                created_at: a.created_at,
-                offset: a.offset,
-            },
-        );
-        while self.messages.len() > self.retention.max_total {
+        let rec = MessageRecord {
+            id: a.id,
+            event_name: m.event,
+            channel_id: m.channel_id,
+            channel_name: m.channel_name,
+            payload: m.payload,
+            sender_type: m.sender_type,
+            sender_id: m.sender_id,
+            ws_audience_count: u64::from(ws_audience),
+            wh_audience_count,
+            wh_delivered_count: 0,
+            created_at: a.created_at,
+            offset: a.offset,
+        };
+        self.bytes += record_size(&rec);
+        self.messages.insert(key, rec);
+        while self.messages.len() > self.retention.max_total
+            || (self.bytes > self.retention.max_bytes && self.messages.len() > 1)
+        {
             self.evict_oldest();
         }
         self.prune_by_age();
@@ -323,6 +346,7 @@ mod tests {
                 per_channel: 3,
                 max_age: None,
                 max_total: 5,
+                max_bytes: usize::MAX,
             });
             for i in 0..5 {
                 let a = append(&mut e, msg("a:1", if i % 2 == 0 { "even" } else { "odd" })).await;
@@ -360,12 +384,43 @@ mod tests {
     }
 
     #[test]
+    fn the_size_bound_evicts_the_oldest_and_the_count_stays_exact() {
+        block(async {
+            let mut e = MemoryEngine::new(Retention {
+                per_channel: 1000,
+                max_age: None,
+                max_total: 1000,
+                max_bytes: 10_000,
+            });
+            let big = |ch: &str| {
+                let mut m = msg(ch, "e");
+                m.payload =
+                    Arc::from(RawValue::from_string(format!("\"{}\"", "x".repeat(3000))).unwrap());
+                m
+            };
+            for i in 0..10 {
+                append(&mut e, big(if i % 2 == 0 { "a" } else { "b" })).await;
+                assert!(e.bytes <= 10_000, "{}", e.bytes);
+            }
+            // 3 records of ~3.26 KB fit in 10 KB; the oldest went first, across channels.
+            assert_eq!(e.retained(), 3);
+            let kept: usize = e.messages.values().map(record_size).sum();
+            assert_eq!(kept, e.bytes, "the counter matches what is kept");
+            // A per-channel trim and age keep the counter exact too.
+            let ch = ChannelName::parse("a").unwrap();
+            let r = e.range(&ch, 0, 100).await.unwrap();
+            assert!(r.records.iter().all(|m| m.offset >= 4), "{:?}", r.first);
+        });
+    }
+
+    #[test]
     fn ranges_for_recovery() {
         block(async {
             let mut e = MemoryEngine::new(Retention {
                 per_channel: 5,
                 max_age: None,
                 max_total: 100,
+                max_bytes: usize::MAX,
             });
             for _ in 0..8 {
                 append(&mut e, msg("a", "x")).await;
@@ -392,6 +447,7 @@ mod tests {
                 per_channel: 10,
                 max_age: None,
                 max_total: 10,
+                max_bytes: usize::MAX,
             });
             let a = append(&mut e, msg("a", "x")).await;
             let ch = ChannelName::parse("a").unwrap();

@@ -230,14 +230,10 @@ fn submit(
     if !core.may_publish(who, &channel, &item.event, &payload) {
         return Err(error(ErrorCode::Forbidden, "not allowed by policy"));
     }
-    if !bucket.take(Instant::now()) {
-        let c = core.cfg();
+    if let Err(over) = bucket.take(Instant::now(), payload.get().len()) {
         return Err(error(
             ErrorCode::RateLimited,
-            format!(
-                "publish rate limit: {} per second (burst {})",
-                c.publish_rate, c.publish_burst
-            ),
+            crate::core::bucket::refusal(core.cfg(), over),
         ));
     }
     let (tx, rx) = oneshot::channel();

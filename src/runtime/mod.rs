@@ -204,6 +204,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
                             per_channel: cfg.history_per_channel,
                             max_age: cfg.history_max_age,
                             max_total: cfg.history_max_total,
+                            max_bytes: cfg.history_max_bytes,
                         });
                         started.serve(engine).await;
                     }

@@ -68,7 +68,7 @@ pub async fn run(core: &Rc<Core>, conn: &Rc<Conn>, rd: &mut Reader, mut buf: Byt
     let mut dec = FrameDecoder::new(cfg.max_frame_bytes);
     let mut s = Session {
         identity: None,
-        bucket: Bucket::new(cfg.publish_rate, cfg.publish_burst),
+        bucket: Bucket::of(cfg),
     };
     loop {
         loop {
@@ -360,14 +360,10 @@ impl Session {
         if !core.may_publish(who, &channel, &p.event, payload) {
             return Err(fail(ErrorCode::Forbidden, "not allowed by policy".into()));
         }
-        if !self.bucket.take(Instant::now()) {
-            let c = core.cfg();
+        if let Err(over) = self.bucket.take(Instant::now(), payload.get().len()) {
             return Err(fail(
                 ErrorCode::RateLimited,
-                format!(
-                    "publish rate limit: {} per second (burst {})",
-                    c.publish_rate, c.publish_burst
-                ),
+                crate::core::bucket::refusal(core.cfg(), over),
             ));
         }
         let req = PublishReq {

@@ -43,7 +43,7 @@ pub async fn run(core: &Rc<Core>, conn: &Rc<Conn>, rd: &mut Reader, mut buf: Byt
     let mut dec = FrameDecoder::new(cfg.max_frame_bytes);
     let mut s = Session {
         identity: None,
-        bucket: Bucket::new(cfg.publish_rate, cfg.publish_burst),
+        bucket: Bucket::of(cfg),
     };
     loop {
         loop {
@@ -268,14 +268,10 @@ impl Session {
                     return err(ErrorCode::Forbidden, "not allowed by policy", ch);
                 }
                 // Only publishes that would be accepted spend quota.
-                if !self.bucket.take(Instant::now()) {
+                if let Err(over) = self.bucket.take(Instant::now(), payload.get().len()) {
                     return err(
                         ErrorCode::RateLimited,
-                        &format!(
-                            "publish rate limit: {} per second (burst {})",
-                            core.cfg().publish_rate,
-                            core.cfg().publish_burst
-                        ),
+                        &crate::core::bucket::refusal(core.cfg(), over),
                         ch,
                     );
                 }

@@ -36,7 +36,7 @@ use crate::{
 const BROKER_DEFAULT_RATE: f64 = 1000.0;
 const LIMIT_HINT: &str = "The broker allows 1000 publishes/s per connection by default \
      (burst 2000): use more --publishers, or start it with `ringcast serve --config F` where F \
-     sets [websocket] publish_rate and publish_burst (see loadtest/README.md)";
+     sets [websocket] publish_rate, publish_burst, publish_bytes_rate and publish_bytes_burst (see loadtest/README.md)";
 
 #[derive(Debug, Clone, Copy)]
 struct Params {

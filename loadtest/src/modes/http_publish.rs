@@ -34,7 +34,7 @@ use crate::{
 
 const LIMIT_HINT: &str = "The broker allows 1000 publishes/s per connection by default \
      (burst 2000), HTTP connections included: start it with `ringcast serve --config F` where \
-     F sets [websocket] publish_rate and publish_burst (see loadtest/README.md)";
+     F sets [websocket] publish_rate, publish_burst, publish_bytes_rate and publish_bytes_burst (see loadtest/README.md)";
 
 #[derive(Debug, Default, Serialize)]
 pub struct HttpReport {

@@ -435,7 +435,7 @@ fn publish(
                 Answer::Ack { offset, .. } => acked.push(offset),
                 Answer::Error(code) => bail!(
                     "a publish was refused with {code} (for RATE_LIMITED, start the broker with \
-                     higher [websocket] publish_rate and publish_burst, see loadtest/README.md)"
+                     higher [websocket] publish_rate, publish_burst and publish_bytes_rate, see loadtest/README.md)"
                 ),
             }
         }
