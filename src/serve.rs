@@ -40,7 +40,9 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream) {
     let _ = monoio::io::AsyncWriteRent::shutdown(&mut wr).await;
     // The answer is written and FIN sent: drain what the client still sends (a pipelined
     // request past a limit, say) so the kernel does not reset the connection and discard it.
-    crate::core::socket::linger(&mut rd).await;
+    if conn.linger.get() && !core.shutting_down.get() {
+        crate::core::socket::linger(&mut rd, || core.shutting_down.get()).await;
+    }
 }
 
 /// Serves requests; returns the leftover buffer and the front end if the connection upgraded
@@ -61,6 +63,7 @@ async fn http_loop(
             Ok(Some(h)) => h,
             Ok(None) => return None,
             Err(e) => {
+                conn.linger.set(true);
                 let _ = wr.write_all(Response::error(&e).encode(false)).await;
                 return None;
             }
@@ -84,6 +87,7 @@ async fn http_loop(
                     res.ok().map(|_| (buf, proto))
                 }
                 Err(e) => {
+                    conn.linger.set(true);
                     let mut r = Response::error(&e);
                     if e.status == 405 {
                         r.allow = Some("GET");
@@ -96,6 +100,7 @@ async fn http_loop(
         let body = match read_body(core, conn, rd, &mut buf, &head).await {
             Ok(b) => b,
             Err(e) => {
+                conn.linger.set(true);
                 let _ = wr.write_all(wire(&Response::error(&e), &head, false)).await;
                 return None;
             }

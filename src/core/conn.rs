@@ -248,6 +248,9 @@ pub struct Conn {
     socket_id: RefCell<Option<Rc<str>>>,
     /// Socket.IO: when the unanswered Engine.IO ping was sent.
     pub ping_sent: Cell<Option<Instant>>,
+    /// Closed on input it refused (an over-limit frame or head): the peer may still be
+    /// sending, so its input is drained before the socket is dropped (`socket::linger`).
+    pub linger: Cell<bool>,
 }
 
 impl Conn {
@@ -272,6 +275,7 @@ impl Conn {
             proto: Cell::new(Proto::Raw),
             socket_id: RefCell::new(None),
             ping_sent: Cell::new(None),
+            linger: Cell::new(false),
         }
     }
 

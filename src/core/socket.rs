@@ -18,20 +18,21 @@ pub const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// whose receive queue holds unread bytes makes the kernel send RST at once and discard what
 /// is still queued for the peer, so a 1009 close, a 431 or the end of a long answer would be
 /// lost behind the bytes that caused them (RFC 6455 §7.1.1, RFC 9112 §9.6).
-pub async fn linger(rd: &mut Reader) {
+/// Stops early once `stop` says so (the server is shutting down: its threads end, and a read
+/// still in flight would keep the socket open).
+pub async fn linger(rd: &mut Reader, stop: impl Fn() -> bool) {
     use monoio::io::AsyncReadRent;
-    let drain = async {
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            let (r, b) = rd.read(buf).await;
-            buf = b;
-            match r {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
+    const STEP: std::time::Duration = std::time::Duration::from_millis(100);
+    let end = std::time::Instant::now() + LINGER;
+    let mut buf = vec![0u8; 64 << 10];
+    while !stop() && std::time::Instant::now() < end {
+        match monoio::time::timeout(STEP, rd.read(buf)).await {
+            Ok((Ok(n), b)) if n > 0 => buf = b,
+            Ok(_) => return,
+            // The read is cancelled; its buffer goes with it.
+            Err(_) => buf = vec![0u8; 64 << 10],
         }
-    };
-    let _ = monoio::time::timeout(LINGER, drain).await;
+    }
 }
 
 pub type Reader = OwnedReadHalf<TcpStream>;

@@ -66,9 +66,11 @@ pub async fn close(
         _ = writer => true,
         _ = monoio::time::sleep(CLOSE_GRACE) => false,
     };
-    if flushed {
-        crate::core::socket::linger(rd).await;
-    } else {
+    // Not while the server stops: its threads end, and a read still in flight would keep the
+    // socket (io_uring) past the process's listeners.
+    if flushed && conn.linger.get() && !core.shutting_down.get() {
+        crate::core::socket::linger(rd, || core.shutting_down.get()).await;
+    } else if !flushed {
         conn.abort();
     }
 }

@@ -55,6 +55,7 @@ pub async fn run(core: &Rc<Core>, conn: &Rc<Conn>, rd: &mut Reader, mut buf: Byt
                 Ok(None) => break,
                 Err(e) => {
                     core.metrics().protocol_closes_total.inc();
+                    conn.linger.set(true);
                     tracing::debug!(conn = conn.id.0, error = %e, "protocol violation");
                     conn.close(e.close_code(), &e.to_string(), false);
                     return;
