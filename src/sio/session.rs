@@ -35,21 +35,18 @@ use crate::{
         bucket::Bucket,
         conn::{Conn, Phase},
         sequencer::Refused,
-        socket::{Reader, read_more},
+        socket::Reader,
     },
-    frame::{self, FrameDecoder, Incoming},
+    frame::{self, Incoming},
     protocol::{ErrorCode, PresenceSnapshot, Proto, check_event_name, object::is_object},
 };
-
-/// The largest single read once a connection is busy.
-const MAX_READ: usize = 64 << 10;
 
 struct Session {
     identity: Option<Identity>,
     bucket: Bucket,
 }
 
-pub async fn run(core: &Rc<Core>, conn: &Rc<Conn>, rd: &mut Reader, mut buf: BytesMut) {
+pub async fn run(core: &Rc<Core>, conn: &Rc<Conn>, rd: &mut Reader, buf: BytesMut) {
     let cfg = core.cfg();
     core.push(
         conn,
@@ -60,51 +57,26 @@ pub async fn run(core: &Rc<Core>, conn: &Rc<Conn>, rd: &mut Reader, mut buf: Byt
             cfg.max_frame_bytes,
         ),
     );
-    let base = cfg.read_buffer_bytes;
-    let mut want = base;
-    if buf.is_empty() && buf.capacity() > base {
-        buf = BytesMut::with_capacity(base);
-    }
-    let mut dec = FrameDecoder::new(cfg.max_frame_bytes);
     let mut s = Session {
         identity: None,
         bucket: Bucket::of(cfg),
     };
-    loop {
-        loop {
-            match dec.decode(&mut buf) {
-                // Boxed, as in the raw session: handling needs far more state than waiting.
-                Ok(Some(inc)) => Box::pin(s.on_frame(core, conn, inc)).await,
-                Ok(None) => break,
-                Err(e) => {
-                    core.metrics().protocol_closes_total.inc();
-                    conn.linger.set(true);
-                    conn.close(e.close_code(), &e.to_string(), false);
-                    return;
-                }
-            }
-            if conn.is_closing() {
-                return;
-            }
-        }
-        if conn.is_closing() {
-            return;
-        }
-        if buf.is_empty() && buf.capacity() > base * 2 {
-            buf = BytesMut::with_capacity(base);
-            want = base;
-        }
-        match read_more(rd, &mut buf, conn, want.min(MAX_READ)).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                core.metrics().bytes_in_total.add(n as u64);
-                // Liveness only: the Engine.IO ping is answered by a pong, nothing else.
-                conn.last_seen.set(Instant::now());
-                if n >= want {
-                    want = (want * 2).min(MAX_READ);
-                }
-            }
-        }
+    crate::ws::reader::read_frames(core, conn, rd, buf, &mut s).await;
+}
+
+impl crate::ws::reader::Frames for Session {
+    fn on_frame(
+        &mut self,
+        core: &Rc<Core>,
+        conn: &Rc<Conn>,
+        inc: Incoming,
+    ) -> impl std::future::Future<Output = ()> {
+        Session::on_frame(self, core, conn, inc)
+    }
+
+    /// Liveness only: the Engine.IO ping is answered by a pong, nothing else.
+    fn seen(&self, conn: &Conn, now: Instant) {
+        conn.last_seen.set(now);
     }
 }
 

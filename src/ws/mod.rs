@@ -4,6 +4,7 @@
 //! core; never awaits remote I/O.
 
 pub mod handshake;
+pub mod reader;
 mod session;
 pub mod writer;
 

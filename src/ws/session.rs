@@ -10,7 +10,7 @@ use std::{rc::Rc, sync::Arc, time::Instant};
 use bytes::BytesMut;
 use tungstenite::protocol::frame::coding::{CloseCode, Control, OpCode};
 
-use crate::frame::{self, FrameDecoder, Incoming};
+use crate::frame::{self, Incoming};
 use crate::{
     auth::Identity,
     control::PublishReq,
@@ -19,70 +19,36 @@ use crate::{
         bucket::Bucket,
         conn::{Conn, Phase},
         sequencer::Refused,
-        socket::{Reader, read_more},
+        socket::Reader,
     },
     protocol::{ClientMsg, ErrorCode, ProtocolError, ServerMsg, parse_client},
 };
-
-/// The largest single read once a connection is busy.
-const MAX_READ: usize = 64 << 10;
 
 struct Session {
     identity: Option<Identity>,
     bucket: Bucket,
 }
 
-pub async fn run(core: &Rc<Core>, conn: &Rc<Conn>, rd: &mut Reader, mut buf: BytesMut) {
-    let cfg = core.cfg();
-    let base = cfg.read_buffer_bytes;
-    let mut want = base;
-    if buf.is_empty() && buf.capacity() > base {
-        // The HTTP head needed a bigger buffer; an idle socket holds only `base` bytes.
-        buf = BytesMut::with_capacity(base);
-    }
-    let mut dec = FrameDecoder::new(cfg.max_frame_bytes);
+pub async fn run(core: &Rc<Core>, conn: &Rc<Conn>, rd: &mut Reader, buf: BytesMut) {
     let mut s = Session {
         identity: None,
-        bucket: Bucket::of(cfg),
+        bucket: Bucket::of(core.cfg()),
     };
-    loop {
-        loop {
-            match dec.decode(&mut buf) {
-                // Boxed: handling a message (auth, subscribe, publish) needs far more state
-                // than waiting for one; boxing keeps every idle connection's task small. Keep
-                // this future under 1 KiB (744 B now; see the subscribe below).
-                Ok(Some(inc)) => Box::pin(s.on_frame(core, conn, inc)).await,
-                Ok(None) => break,
-                Err(e) => {
-                    core.metrics().protocol_closes_total.inc();
-                    conn.linger.set(true);
-                    tracing::debug!(conn = conn.id.0, error = %e, "protocol violation");
-                    conn.close(e.close_code(), &e.to_string(), false);
-                    return;
-                }
-            }
-            if conn.is_closing() {
-                return;
-            }
-        }
-        if conn.is_closing() {
-            return;
-        }
-        if buf.is_empty() && buf.capacity() > base * 2 {
-            // Idle again after a burst: give the large buffer back.
-            buf = BytesMut::with_capacity(base);
-            want = base;
-        }
-        match read_more(rd, &mut buf, conn, want.min(MAX_READ)).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                core.metrics().bytes_in_total.add(n as u64);
-                conn.touch(Instant::now());
-                if n >= want {
-                    want = (want * 2).min(MAX_READ);
-                }
-            }
-        }
+    super::reader::read_frames(core, conn, rd, buf, &mut s).await;
+}
+
+impl super::reader::Frames for Session {
+    fn on_frame(
+        &mut self,
+        core: &Rc<Core>,
+        conn: &Rc<Conn>,
+        inc: Incoming,
+    ) -> impl std::future::Future<Output = ()> {
+        Session::on_frame(self, core, conn, inc)
+    }
+
+    fn seen(&self, conn: &Conn, now: Instant) {
+        conn.touch(now);
     }
 }
 
