@@ -14,7 +14,8 @@
 //!                sweeper (inbox), the publishes of the channels it owns (sequencer), the writes
 //!                in flight (send_gate), presence of its subscribers (presence)
 //! frame.rs       RFC 6455 framing, shared by both front ends and the encoders
-//! ws/            the raw protocol front end: upgrade handshake, session (reader), writer task
+//! ws/            the raw protocol front end: upgrade handshake, session; the read loop and
+//!                writer task both front ends use
 //! sio/           the Socket.IO front end (InsForge SDK): Engine.IO / Socket.IO codec,
 //!                session, the Socket.IO encoding of deliveries and presence events
 //! http/          request parsing, routing and REST handlers, ApiError -> status mapping

@@ -1,7 +1,7 @@
 //! WebSocket connections of the raw ringcast protocol: the upgrade handshake, the session
-//! that reads and answers client messages (`session`) and the writer task that drains the
-//! connection's outbox in batches (`writer`, shared with the Socket.IO front end). Runs on a
-//! core; never awaits remote I/O.
+//! that answers client messages (`session`), and what the Socket.IO front end shares: the
+//! read loop (`reader`) and the writer task that drains the connection's outbox in batches
+//! (`writer`). Runs on a core; never awaits remote I/O.
 
 pub mod handshake;
 pub mod reader;
