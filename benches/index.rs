@@ -27,6 +27,7 @@ fn index(c: &mut Criterion) {
                 filter: None,
                 held: None,
                 presence: None,
+                sio: false,
             },
         );
     }
@@ -42,6 +43,7 @@ fn index(c: &mut Criterion) {
                     filter: None,
                     held: None,
                     presence: None,
+                    sio: false,
                 },
             );
             idx.remove(black_box(&probe), extra.id)

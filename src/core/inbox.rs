@@ -136,7 +136,7 @@ impl Core {
             if !open && !self.may_receive(&m.conn, d, &mut fields) {
                 continue;
             }
-            if m.conn.is_sio() {
+            if m.sio {
                 let f = sio.get_or_insert_with(|| self.sio_frame(d));
                 if let Some(f) = f
                     && self.push(&m.conn, f.clone())

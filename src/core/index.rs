@@ -31,6 +31,9 @@ pub struct Member {
     /// The subscription takes part in presence (Socket.IO always; raw with `presence:
     /// true`): its member key, and it receives presence events.
     pub presence: Option<crate::presence::Key>,
+    /// The subscriber speaks Socket.IO (kept here, beside what every delivery reads, rather
+    /// than read from the connection).
+    pub sio: bool,
 }
 
 /// Live messages of a member that is still being sent what it missed, in offset order.

@@ -294,6 +294,7 @@ impl Core {
                 filter: filter.clone().map(Box::new),
                 held: held.clone(),
                 presence: presence_member.as_ref().map(|(k, _)| k.clone()),
+                sio: conn.is_sio(),
             },
         );
         conn.subs.borrow_mut().insert(ch.clone(), n);
