@@ -240,45 +240,12 @@ impl Ws {
 
     /// Reads until the server closes; returns its close frame (code, reason).
     pub fn expect_close(&mut self) -> (u16, String) {
-        loop {
-            match self.ws.read() {
-                Ok(Message::Close(Some(CloseFrame { code, reason }))) => {
-                    return (u16::from(code), reason.to_string());
-                }
-                Ok(Message::Close(None)) => return (1005, String::new()),
-                Ok(_) => continue,
-                Err(e) => panic!("connection ended without a close frame: {e}"),
-            }
-        }
+        read_close(&mut self.ws)
     }
 
     /// Asserts nothing (but control frames) arrives within `d`.
-    /// (A read interrupted by a signal, EINTR, is retried: the test process gets SIGCHLD from
-    /// the servers it runs.)
     pub fn expect_silence(&mut self, d: Duration) {
-        let end = Instant::now() + d;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            self.set_timeout(left);
-            match self.ws.read() {
-                Ok(Message::Text(t)) => panic!("unexpected message: {t}"),
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break;
-                }
-                Err(e) => panic!("unexpected error: {e}"),
-            }
-        }
-        self.set_timeout(Duration::from_secs(5));
+        silence(&mut self.ws, d, |_, t| panic!("unexpected message: {t}"));
     }
 
     pub fn auth(&mut self, token: &str) -> Value {
@@ -384,4 +351,54 @@ pub fn subscribe_since(ws: &mut Ws, ch: &str, offset: u64, epoch: &str) -> Value
         json!({"type": "subscribe", "channel": ch, "since": {"offset": offset, "epoch": epoch}}),
     );
     ws.expect("subscribed")
+}
+
+/// Reads until the server closes; its close frame (code, reason). For `Ws` and `sio::Sio`.
+pub fn read_close(ws: &mut WebSocket<TcpStream>) -> (u16, String) {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(Some(CloseFrame { code, reason }))) => {
+                return (u16::from(code), reason.to_string());
+            }
+            Ok(Message::Close(None)) => return (1005, String::new()),
+            Ok(_) => continue,
+            Err(e) => panic!("connection ended without a close frame: {e}"),
+        }
+    }
+}
+
+/// Reads for `d`, handing every text message to `on_text` (which panics on what must not
+/// come); control frames are skipped, and a read interrupted by a signal (EINTR: the test
+/// process gets SIGCHLD from the servers it runs) is retried. The read timeout is back at
+/// 5 s afterwards. For `Ws` and `sio::Sio`.
+pub fn silence(
+    ws: &mut WebSocket<TcpStream>,
+    d: Duration,
+    mut on_text: impl FnMut(&mut WebSocket<TcpStream>, &str),
+) {
+    let end = Instant::now() + d;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        ws.get_mut().set_read_timeout(Some(left)).unwrap();
+        match ws.read() {
+            Ok(Message::Text(t)) => on_text(ws, t.as_str()),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break;
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
 }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use tungstenite::{Message, WebSocket, protocol::CloseFrame};
+use tungstenite::{Message, WebSocket};
 
 pub struct Sio {
     pub ws: WebSocket<TcpStream>,
@@ -128,48 +128,23 @@ impl Sio {
 
     /// Reads until the server closes; its close frame (code, reason).
     pub fn expect_close(&mut self) -> (u16, String) {
-        loop {
-            match self.ws.read() {
-                Ok(Message::Close(Some(CloseFrame { code, reason }))) => {
-                    return (u16::from(code), reason.to_string());
-                }
-                Ok(Message::Close(None)) => return (1005, String::new()),
-                Ok(_) => continue,
-                Err(e) => panic!("connection ended without a close frame: {e}"),
-            }
-        }
+        super::read_close(&mut self.ws)
     }
 
-    /// Asserts no text but pings arrives within `d`.
+    /// Asserts no text but pings arrives within `d` (pings answered when `answer_pings`).
     pub fn expect_silence(&mut self, d: Duration) {
-        let end = std::time::Instant::now() + d;
-        loop {
-            let left = end.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                break;
+        let Self {
+            ws,
+            pings,
+            answer_pings,
+            ..
+        } = self;
+        super::silence(ws, d, |ws, t| {
+            assert_eq!(t, "2", "unexpected message: {t}");
+            *pings += 1;
+            if *answer_pings {
+                ws.send(Message::text("3")).expect("send");
             }
-            self.set_timeout(left);
-            match self.ws.read() {
-                Ok(Message::Text(t)) if t.as_str() == "2" => {
-                    self.pings += 1;
-                    if self.answer_pings {
-                        self.send_text("3");
-                    }
-                }
-                Ok(Message::Text(t)) => panic!("unexpected message: {t}"),
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break;
-                }
-                Err(e) => panic!("unexpected error: {e}"),
-            }
-        }
-        self.set_timeout(Duration::from_secs(5));
+        });
     }
 }
