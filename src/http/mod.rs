@@ -6,7 +6,7 @@ mod error;
 pub mod publish;
 pub mod request;
 mod response;
-mod routes;
+pub mod routes;
 
 pub use error::ApiError;
 pub use request::Head;

@@ -30,10 +30,10 @@ pub const MAX_BATCH: usize = 1000;
 /// Longest wait for an ack; past it the outcome is unknown (said so, not guessed).
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One message to publish.
+/// One message to publish, as read from the body (unchecked).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Item<'a> {
+pub struct Item<'a> {
     #[serde(borrow)]
     channel: Cow<'a, str>,
     #[serde(borrow)]
@@ -44,11 +44,21 @@ struct Item<'a> {
     idempotency_key: Option<Cow<'a, str>>,
 }
 
+/// The body of a batch publish: its items, each still to be read with `parse_item`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Batch<'a> {
+pub struct Batch<'a> {
     #[serde(borrow)]
-    messages: Vec<&'a RawValue>,
+    pub messages: Vec<&'a RawValue>,
+}
+
+/// One item that passed the checks that need no state: a valid channel name, event name,
+/// idempotency key, and a payload within `max_payload` bytes.
+pub struct Checked {
+    pub channel: ChannelName,
+    pub event: Arc<str>,
+    pub payload: Arc<RawValue>,
+    pub idempotency_key: Option<Arc<str>>,
 }
 
 /// The ack of one published message.
@@ -128,24 +138,10 @@ pub async fn one(core: &Core, who: &Identity, bucket: &mut Bucket, body: &[u8]) 
 
 /// `POST /api/realtime/messages/batch`: 200 with one result per item, in order.
 pub async fn batch(core: &Core, who: &Identity, bucket: &mut Bucket, body: &[u8]) -> Response {
-    if !crate::protocol::object::is_object(body) {
-        return Response::error(&ApiError::bad_request(
-            "the body must be a JSON object: {\"messages\": [...]}",
-        ));
-    }
-    let b: Batch<'_> = match serde_json::from_slice(body) {
+    let b = match parse_batch(body) {
         Ok(b) => b,
-        Err(e) => {
-            return Response::error(&ApiError::bad_request(format!(
-                "invalid body: {e}; expected {{\"messages\": [...]}}"
-            )));
-        }
+        Err(e) => return Response::error(&e),
     };
-    if b.messages.is_empty() || b.messages.len() > MAX_BATCH {
-        return Response::error(&ApiError::bad_request(format!(
-            "messages must hold 1..={MAX_BATCH} items"
-        )));
-    }
     // Every item is handed over before any ack is awaited (order within a channel).
     let handed: Vec<Result<Pending, ApiError>> = b
         .messages
@@ -170,7 +166,28 @@ pub async fn batch(core: &Core, who: &Identity, bucket: &mut Bucket, body: &[u8]
     Response::json(200, out)
 }
 
-fn parse_item(body: &[u8]) -> Result<Item<'_>, ApiError> {
+/// Reads a batch body: an object with 1..=`MAX_BATCH` messages.
+pub fn parse_batch(body: &[u8]) -> Result<Batch<'_>, ApiError> {
+    if !crate::protocol::object::is_object(body) {
+        return Err(ApiError::bad_request(
+            "the body must be a JSON object: {\"messages\": [...]}",
+        ));
+    }
+    let b: Batch<'_> = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid body: {e}; expected {{\"messages\": [...]}}"
+        ))
+    })?;
+    if b.messages.is_empty() || b.messages.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "messages must hold 1..={MAX_BATCH} items"
+        )));
+    }
+    Ok(b)
+}
+
+/// Reads one message: a JSON object `{channel, event, payload?, idempotencyKey?}`.
+pub fn parse_item(body: &[u8]) -> Result<Item<'_>, ApiError> {
     if body.is_empty() {
         return Err(error(ErrorCode::InvalidMessage, "a JSON body is required"));
     }
@@ -190,14 +207,8 @@ fn parse_item(body: &[u8]) -> Result<Item<'_>, ApiError> {
     })
 }
 
-/// Checks one item as a WebSocket publish is checked and hands it to the core.
-fn submit(
-    core: &Core,
-    who: &Identity,
-    bucket: &mut Bucket,
-    item: Item<'_>,
-) -> Result<Pending, ApiError> {
-    core.metrics().http_publishes_total.inc();
+/// The checks of an item that need no state, in the WebSocket publish's order.
+pub fn check(item: Item<'_>, max_payload: usize) -> Result<Checked, ApiError> {
     let channel = ChannelName::parse(&item.channel).map_err(|e| {
         error(
             ErrorCode::InvalidMessage,
@@ -214,20 +225,41 @@ fn submit(
         Some(p) => Arc::from(p.to_owned()),
         None => Arc::from(RawValue::from_string("null".into()).expect("valid JSON")),
     };
-    let max = core.cfg().max_payload_bytes;
-    if payload.get().len() > max {
+    if payload.get().len() > max_payload {
         return Err(error(
             ErrorCode::PayloadTooLarge,
-            format!("payload exceeds {max} bytes"),
+            format!("payload exceeds {max_payload} bytes"),
         ));
     }
+    Ok(Checked {
+        channel,
+        event: Arc::from(item.event.as_ref()),
+        payload,
+        idempotency_key: item.idempotency_key.map(|k| Arc::from(k.as_ref())),
+    })
+}
+
+/// Checks one item as a WebSocket publish is checked and hands it to the core.
+fn submit(
+    core: &Core,
+    who: &Identity,
+    bucket: &mut Bucket,
+    item: Item<'_>,
+) -> Result<Pending, ApiError> {
+    core.metrics().http_publishes_total.inc();
+    let Checked {
+        channel,
+        event,
+        payload,
+        idempotency_key,
+    } = check(item, core.cfg().max_payload_bytes)?;
     if core.resolve(&channel).is_none() {
         return Err(error(
             ErrorCode::ChannelNotFound,
             "Channel not found or not accessible",
         ));
     }
-    if !core.may_publish(who, &channel, &item.event, &payload) {
+    if !core.may_publish(who, &channel, &event, &payload) {
         return Err(error(ErrorCode::Forbidden, "not allowed by policy"));
     }
     if let Err(over) = bucket.take(Instant::now(), payload.get().len()) {
@@ -237,7 +269,6 @@ fn submit(
         ));
     }
     let (tx, rx) = oneshot::channel();
-    let event: Arc<str> = Arc::from(item.event.as_ref());
     let req = PublishReq {
         core: core.id,
         conn: ConnId(0),
@@ -248,7 +279,7 @@ fn submit(
         sender_id: who.user_id.clone(),
         sender_type: who.sender_type(),
         source: None,
-        idempotency_key: item.idempotency_key.map(|k| Arc::from(k.as_ref())),
+        idempotency_key,
         http: Some(tx),
         proto: crate::protocol::Proto::Raw,
     };

@@ -73,6 +73,101 @@ fn match_path(path: &str) -> Option<(Route, &'static str)> {
     })
 }
 
+/// A request whose path and method name a route: 404 and 405 are decided, nothing else.
+pub struct Endpoint {
+    route: Route,
+    allowed: &'static str,
+}
+
+/// What a request asks for, with its parameters and body read and checked (400s decided).
+/// Publishes carry no parsed body: `publish` reads it after the caller is known.
+pub enum Call {
+    Health,
+    Metrics,
+    Publish,
+    PublishBatch,
+    Permissions,
+    Presence(String),
+    Rest(RestReq),
+}
+
+/// Resolves the path (404), then the method (405).
+pub fn endpoint(head: &Head) -> Result<Endpoint, ApiError> {
+    let (route, allowed) = match_path(&head.path)
+        .ok_or_else(|| ApiError::not_found(format!("no route for {}", head.path)))?;
+    let m = head.method.as_str();
+    let method_ok = allowed.split(", ").any(|a| a == m) || (m == "HEAD" && allowed.contains("GET"));
+    if !method_ok {
+        return Err(ApiError::method_not_allowed(format!(
+            "{m} is not allowed here; use {allowed}"
+        )));
+    }
+    Ok(Endpoint { route, allowed })
+}
+
+impl Endpoint {
+    /// The methods the route takes (an `Allow` header).
+    pub fn allowed(&self) -> &'static str {
+        self.allowed
+    }
+
+    /// Whether the route needs the admin key or a `project_admin` token (checked before
+    /// `call`). Health, metrics and publishes do not; publishes authenticate their sender.
+    pub fn needs_admin(&self, method: &str) -> bool {
+        match self.route {
+            Route::Health | Route::Metrics | Route::PublishBatch => false,
+            Route::Messages => method != "POST",
+            _ => true,
+        }
+    }
+
+    /// Reads the query and body into the call. Pure: no state, no I/O.
+    pub fn call(self, head: &Head, body: &[u8]) -> Result<Call, ApiError> {
+        let m = head.method.as_str();
+        Ok(match self.route {
+            Route::Health => Call::Health,
+            Route::Metrics => Call::Metrics,
+            Route::Messages if m == "POST" => Call::Publish,
+            Route::PublishBatch => Call::PublishBatch,
+            Route::Channels if m == "POST" => {
+                Call::Rest(RestReq::CreateChannel(json_body::<CreateChannel>(body)?))
+            }
+            Route::Channels => Call::Rest(RestReq::ListChannels),
+            Route::Channel(id) => {
+                let id = Uuid::parse_str(&id).map_err(|_| {
+                    ApiError::bad_request(format!("`{id}` is not a channel id (UUID)"))
+                })?;
+                Call::Rest(match m {
+                    "PUT" | "PATCH" => {
+                        RestReq::UpdateChannel(id, json_body::<UpdateChannel>(body)?)
+                    }
+                    "DELETE" => RestReq::DeleteChannel(id),
+                    _ => RestReq::GetChannel(id),
+                })
+            }
+            Route::Messages => Call::Rest(RestReq::Messages(history_query(&head.query)?)),
+            Route::Stats => Call::Rest(RestReq::Stats(stats_since(&head.query)?)),
+            Route::Permissions => Call::Permissions,
+            Route::Policies => {
+                #[derive(serde::Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct NewPolicy {
+                    sql: String,
+                }
+                let b: NewPolicy = json_body(body)?;
+                Call::Rest(RestReq::Policies(PolicyReq::Add(b.sql)))
+            }
+            Route::Policy(name) => Call::Rest(RestReq::Policies(PolicyReq::Delete(
+                percent_decoded(&name)?,
+            ))),
+            Route::Presence(name) => Call::Presence(percent_decoded(&name)?),
+            Route::Rls => Call::Rest(RestReq::Policies(PolicyReq::Rls(json_body::<RlsDoc>(
+                body,
+            )?))),
+        })
+    }
+}
+
 /// Answers one request (never panics on input; every failure is a JSON error). `bucket`: the
 /// connection's publish rate limit (HTTP publishes).
 pub async fn route(core: &Core, head: &Head, body: Bytes, bucket: &mut Bucket) -> Response {
@@ -94,18 +189,13 @@ async fn dispatch(
     body: Bytes,
     bucket: &mut Bucket,
 ) -> Result<Response, ApiError> {
-    let (route, allowed) = match_path(&head.path)
-        .ok_or_else(|| ApiError::not_found(format!("no route for {}", head.path)))?;
-    let m = head.method.as_str();
-    let method_ok = allowed.split(", ").any(|a| a == m) || (m == "HEAD" && allowed.contains("GET"));
-    if !method_ok {
-        return Err(ApiError::method_not_allowed(format!(
-            "{m} is not allowed here; use {allowed}"
-        )));
+    let ep = endpoint(head)?;
+    if ep.needs_admin(&head.method) {
+        require_admin(core, head)?;
     }
-    match route {
-        Route::Health => return health(core).await,
-        Route::Metrics => {
+    let req = match ep.call(head, &body)? {
+        Call::Health => return health(core).await,
+        Call::Metrics => {
             return Ok(Response {
                 status: 200,
                 content_type: "text/plain; version=0.0.4",
@@ -113,53 +203,21 @@ async fn dispatch(
                 allow: None,
             });
         }
-        Route::Messages if m == "POST" => {
+        Call::Publish => {
             let who = publish::authenticate(core, head)?;
             return Ok(publish::one(core, &who, bucket, &body).await);
         }
-        Route::PublishBatch => {
+        Call::PublishBatch => {
             let who = publish::authenticate(core, head)?;
             return Ok(publish::batch(core, &who, bucket, &body).await);
         }
-        _ => {}
-    }
-    require_admin(core, head)?;
-    let req = match route {
-        Route::Channels if m == "POST" => {
-            RestReq::CreateChannel(json_body::<CreateChannel>(&body)?)
-        }
-        Route::Channels => RestReq::ListChannels,
-        Route::Channel(id) => {
-            let id = Uuid::parse_str(&id)
-                .map_err(|_| ApiError::bad_request(format!("`{id}` is not a channel id (UUID)")))?;
-            match m {
-                "PUT" | "PATCH" => RestReq::UpdateChannel(id, json_body::<UpdateChannel>(&body)?),
-                "DELETE" => RestReq::DeleteChannel(id),
-                _ => RestReq::GetChannel(id),
-            }
-        }
-        Route::Messages => RestReq::Messages(history_query(&head.query)?),
-        Route::Stats => RestReq::Stats(stats_since(&head.query)?),
-        Route::Permissions => {
+        Call::Permissions => {
             let body = serde_json::to_vec(&core.access.borrow().set.permissions())
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             return Ok(Response::json(200, body));
         }
-        Route::Policies => {
-            #[derive(serde::Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct NewPolicy {
-                sql: String,
-            }
-            let b: NewPolicy = json_body(&body)?;
-            RestReq::Policies(PolicyReq::Add(b.sql))
-        }
-        Route::Policy(name) => RestReq::Policies(PolicyReq::Delete(percent_decoded(&name)?)),
-        Route::Presence(name) => return presence(core, &percent_decoded(&name)?).await,
-        Route::Rls => RestReq::Policies(PolicyReq::Rls(json_body::<RlsDoc>(&body)?)),
-        Route::Health | Route::Metrics | Route::PublishBatch => {
-            unreachable!("answered above")
-        }
+        Call::Presence(name) => return presence(core, &name).await,
+        Call::Rest(req) => req,
     };
     let RestOk { status, body } = core.rest(req, CONTROL_TIMEOUT).await?;
     Ok(Response::json(status, body))
