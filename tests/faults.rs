@@ -1,275 +1,300 @@
-//! Faults under a steady load (redis engine, two nodes, a real redis-server with AOF): a
-//! publisher on node A at about 100 publishes/s, a subscriber on node B, and Redis paused (SIGSTOP
-//! for 4 s) or killed and restarted (SIGKILL, down 4 s). Checked afterwards:
+//! Faults under a steady load, against real processes: two ringcast nodes (redis engine, each
+//! its own process) on one `redis-server` with AOF; on each node a publisher at 100/s and a
+//! subscriber, all on `f:1`. Each fault lasts from 1 s to 5 s of a 7 s run:
 //!
-//! - every answer told the truth, within the promised 3 s: `published` is in history,
-//!   `INTERNAL` "not published" is not, `OUTCOME_UNKNOWN` names a `messageId` that history
-//!   has or has not, as the case may be;
-//! - history is the same on both nodes, its offsets contiguous, no message stored twice;
-//! - the subscriber, connected throughout, got every acknowledged message once and in order;
-//! - the time without acknowledgements is printed.
+//! - Redis paused (SIGSTOP, SIGCONT): connections stay open, nothing answers;
+//! - Redis killed (SIGKILL) and restarted from its AOF;
+//! - Redis shut down gracefully (`SHUTDOWN`) and restarted;
+//! - node B killed (SIGKILL) and restarted: its clients lose their connections;
+//! - node A cut off from Redis (its Redis link down, in a network namespace of its own) while
+//!   its clients stay connected (skipped, with the reason, where namespaces cannot be made);
+//! - a webhook receiver down and back while both nodes publish to a hooked channel.
 //!
-//! Before, a publish whose request was already in Redis's socket buffer was answered "not
-//! published" and then stored.
+//! The clients behave as the README tells them to: a publish whose fate is unknown is sent
+//! again with its `idempotencyKey`, a subscriber whose connection died subscribes again with
+//! `since`. Checked afterwards (`load::verify`): history is the same on both nodes, contiguous,
+//! nothing stored twice; every acknowledgement is in history with its id; every "not
+//! published" is not; every stored message was acknowledged to its publisher; every answer on
+//! a live connection came within the promised 3 s; every subscriber got all of history once
+//! and in order. The time without acknowledgements is printed per publisher.
 
 mod common;
+#[path = "faults/load.rs"]
+mod load;
+#[path = "faults/netns.rs"]
+mod netns;
 
 use std::{
-    collections::{HashMap, HashSet},
-    process::Command,
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
-use common::{redis::RedisServer, *};
-use serde_json::{Value, json};
-use tungstenite::Message;
+use common::{
+    ADMIN_KEY, eventually, http,
+    process::BrokerProcess,
+    receiver::{Receiver, Reply},
+    redis::RedisServer,
+};
+use load::{Publisher, Subscriber, verify};
+use netns::Netns;
+use serde_json::json;
 
-#[derive(Clone, Copy, Debug)]
-enum Fault {
-    /// SIGSTOP, then SIGCONT: connections stay, nothing answers.
-    Pause,
-    /// SIGKILL, then a restart on the same port from the AOF.
-    Kill,
+const RATE: u32 = 100;
+const RUN: Duration = Duration::from_secs(7);
+const FAULT_FROM: Duration = Duration::from_secs(1);
+const FAULT_TO: Duration = Duration::from_secs(5);
+
+fn node_args(url: &str, id: &str) -> Vec<String> {
+    ["--engine", "redis", "--redis-url", url, "--node-id", id]
+        .map(String::from)
+        .to_vec()
 }
 
-fn signal(redis: &RedisServer, sig: &str) {
-    let pid = redis.child.as_ref().expect("running").id().to_string();
-    let ok = Command::new("kill")
-        .args([sig, &pid])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill {sig} {pid}");
+fn start_node(redis_url: &str, id: &str) -> BrokerProcess {
+    let args = node_args(redis_url, id);
+    BrokerProcess::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
-fn node(redis: &RedisServer) -> TestServer {
-    TestServer::builder("io_uring")
-        .redis(&redis.url())
-        .with(|f| {
-            f.websocket.publish_rate = 10_000;
-            f.websocket.publish_burst = 10_000;
-        })
-        .start()
-}
-
-/// The next frame if one is there within the socket's (short) timeout.
-fn poll(ws: &mut Ws) -> Option<Value> {
-    match ws.ws.read() {
-        Ok(Message::Text(t)) => Some(serde_json::from_str(&t).unwrap()),
-        Ok(_) => None,
-        Err(tungstenite::Error::Io(e))
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock
-                    | std::io::ErrorKind::TimedOut
-                    | std::io::ErrorKind::Interrupted
-            ) =>
-        {
-            None
-        }
-        Err(e) => panic!("read: {e}"),
-    }
-}
-
-/// Every message of `f:1` in `s`'s history: (offset, payload i, id).
-fn history(s: &TestServer) -> Vec<(u64, u64, String)> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    loop {
-        let (st, page) = s.http(
-            "GET",
-            &format!("/api/realtime/messages?channelName=f:1&limit=1000&offset={offset}"),
-            None,
-        );
-        assert_eq!(st, 200, "{page}");
-        let page = page.as_array().unwrap().clone();
-        for m in &page {
-            out.push((
-                m["offset"].as_u64().unwrap(),
-                m["payload"]["i"].as_u64().unwrap(),
-                m["id"].as_str().unwrap().to_string(),
-            ));
-        }
-        if page.len() < 1000 {
-            break;
-        }
-        offset += 1000;
-    }
-    out.sort();
-    out
-}
-
-fn run(fault: Fault) {
-    let mut redis = RedisServer::start_persistent();
-    let a = node(&redis);
-    let b = node(&redis);
-    a.channel("f:*");
+/// Makes `pattern` on `a` and waits until `b` knows it.
+fn channel(a: SocketAddr, b: SocketAddr, body: serde_json::Value) {
+    let (st, v) = http(
+        a,
+        "POST",
+        "/api/realtime/channels",
+        Some(ADMIN_KEY),
+        Some(body),
+    );
+    assert_eq!(st, 201, "{v}");
     eventually("channel on b", Duration::from_secs(5), || {
-        let (_, l) = b.http("GET", "/api/realtime/channels", None);
+        let (_, l) = http(b, "GET", "/api/realtime/channels", Some(ADMIN_KEY), None);
         l.as_array().is_some_and(|l| !l.is_empty())
     });
-    let mut sub = b.client("subscriber");
-    sub.subscribe("f:1");
-    sub.set_timeout(Duration::from_millis(1));
-    let mut publ = a.client("publisher");
-    publ.set_timeout(Duration::from_millis(4));
+}
+
+/// Runs the load on nodes `a` and `b` with `fault(true)` at 1 s and `fault(false)` at 5 s,
+/// waits until every publish has a definite fate, then checks and prints.
+fn drive(what: &str, a: SocketAddr, b: SocketAddr, mut fault: impl FnMut(bool)) {
+    channel(a, b, json!({"pattern": "f:*"}));
+    let mut subs = [Subscriber::new("sub-a", a), Subscriber::new("sub-b", b)];
+    let mut pubs = [
+        Publisher::new("pub-a", a, 0, RATE),
+        Publisher::new("pub-b", b, 1_000_000, RATE),
+    ];
     let start = Instant::now();
-    let mut sent: HashMap<u64, Instant> = HashMap::new();
-    let mut answers: HashMap<u64, (Value, Duration)> = HashMap::new();
-    let mut acked_at: Vec<Duration> = Vec::new();
-    let mut received: Vec<(u64, u64)> = Vec::new(); // (offset, i)
     let (mut began, mut ended) = (false, false);
-    let mut i = 0u64;
-    // One publish every 5 ms at most (about 100/s with the polling) for 7 s; the fault from
-    // 1 s to 5 s.
-    while answers.len() < sent.len() || start.elapsed() < Duration::from_secs(7) {
+    loop {
         let t = start.elapsed();
-        assert!(
-            t < Duration::from_secs(40),
-            "{fault:?}: answers missing: {} of {}",
-            sent.len() - answers.len(),
-            sent.len()
-        );
-        if !began && t >= Duration::from_secs(1) {
-            match fault {
-                Fault::Pause => signal(&redis, "-STOP"),
-                Fault::Kill => redis.stop(),
-            }
+        if !began && t >= FAULT_FROM {
+            fault(true);
             began = true;
         }
-        if !ended && t >= Duration::from_secs(5) {
-            match fault {
-                Fault::Pause => signal(&redis, "-CONT"),
-                Fault::Kill => redis.restart(),
-            }
+        if !ended && t >= FAULT_TO {
+            fault(false);
             ended = true;
         }
-        if t < Duration::from_secs(7) && t >= Duration::from_millis(5 * i) {
-            publ.send(json!({"type": "publish", "channel": "f:1", "event": "e", "payload": {"i": i}, "ref": i}));
-            sent.insert(i, Instant::now());
-            i += 1;
+        let publishing = t < RUN;
+        for p in &mut pubs {
+            p.step(publishing);
         }
-        if let Some(v) = poll(&mut publ) {
-            let r = v["ref"]
-                .as_u64()
-                .unwrap_or_else(|| panic!("answer without ref: {v}"));
-            if v["type"] == "published" {
-                acked_at.push(start.elapsed());
-            }
-            answers.insert(r, (v, sent[&r].elapsed()));
+        for s in &mut subs {
+            s.step();
         }
-        while let Some(m) = poll(&mut sub) {
-            assert_eq!(m["type"], "message", "{fault:?}: {m}");
-            received.push((
-                m["offset"].as_u64().unwrap(),
-                m["payload"]["i"].as_u64().unwrap(),
-            ));
-        }
-    }
-    // History on both nodes: the same, contiguous, no message twice.
-    let h = history(&a);
-    assert_eq!(h, history(&b), "{fault:?}: both nodes see one history");
-    for (k, (offset, _, _)) in h.iter().enumerate() {
-        assert_eq!(*offset, k as u64 + 1, "{fault:?}: offsets contiguous");
-    }
-    let stored: HashMap<u64, String> = h.iter().map(|(_, i, id)| (*i, id.clone())).collect();
-    assert_eq!(stored.len(), h.len(), "{fault:?}: a message stored twice");
-    let ids: HashSet<&String> = stored.values().collect();
-    // Every answer against history.
-    let (mut published, mut refused, mut unknown) = (0, 0, 0);
-    let mut slowest = Duration::ZERO;
-    for (i, (v, took)) in &answers {
-        slowest = slowest.max(*took);
-        match (v["type"].as_str(), v["code"].as_str()) {
-            (Some("published"), _) => {
-                published += 1;
-                assert!(
-                    stored.contains_key(i),
-                    "{fault:?}: acknowledged but not in history: {v}"
-                );
-            }
-            (Some("error"), Some("OUTCOME_UNKNOWN")) => {
-                unknown += 1;
-                let id = v["messageId"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("no messageId: {v}"));
-                assert!(v["message"].as_str().unwrap().contains(id), "{v}");
-                // Either way is true; history says which.
-                assert_eq!(
-                    stored.contains_key(i),
-                    ids.contains(&id.to_string()),
-                    "{fault:?}: {v}"
-                );
-            }
-            (Some("error"), Some("INTERNAL")) => {
-                refused += 1;
-                assert!(
-                    !stored.contains_key(i),
-                    "{fault:?}: answered `{}` but stored: publish {i}",
-                    v["message"]
-                );
-            }
-            _ => panic!("{fault:?}: unexpected answer: {v}"),
-        }
-    }
-    // The subscriber on the other node: every acknowledged message once, in order.
-    let acked: Vec<u64> = answers
-        .iter()
-        .filter(|(_, (v, _))| v["type"] == "published")
-        .map(|(i, _)| *i)
-        .collect();
-    sub.set_timeout(Duration::from_millis(200));
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got: HashSet<u64> = received.iter().map(|(_, i)| *i).collect();
-        if acked.iter().all(|i| got.contains(i)) || Instant::now() > end {
+        if !publishing && pubs.iter().all(Publisher::settled) {
             break;
         }
-        while let Some(m) = poll(&mut sub) {
-            received.push((
-                m["offset"].as_u64().unwrap(),
-                m["payload"]["i"].as_u64().unwrap(),
-            ));
+        assert!(
+            t < Duration::from_secs(60),
+            "{what}: publishes without a definite answer: {:?}",
+            pubs.iter().map(Publisher::unsettled).collect::<Vec<_>>()
+        );
+    }
+    // Subscribers: until they hold all of history (or 10 s).
+    let want = load::history(a).len();
+    let end = Instant::now() + Duration::from_secs(10);
+    while subs.iter().any(|s| s.received.len() < want) && Instant::now() < end {
+        for s in &mut subs {
+            s.step();
         }
     }
-    let got: HashSet<u64> = received.iter().map(|(_, i)| *i).collect();
-    let missed: Vec<&u64> = acked.iter().filter(|i| !got.contains(i)).collect();
-    assert!(
-        missed.is_empty(),
-        "{fault:?}: the subscriber missed {} acknowledged messages",
-        missed.len()
+    let summary = verify(what, &[a, b], &pubs, &subs);
+    eprintln!("{summary}");
+    let unknown_or_refused = pubs
+        .iter()
+        .map(|p| {
+            p.answers
+                .iter()
+                .filter(|(_, v)| v["type"] == "error")
+                .count()
+        })
+        .sum::<usize>()
+        + pubs.iter().map(|p| p.connection_losses).sum::<usize>();
+    assert!(unknown_or_refused > 0, "{what}: the fault had no effect");
+}
+
+#[test]
+fn redis_paused() {
+    let redis = RedisServer::start_persistent();
+    let a = start_node(&redis.url(), "a");
+    let b = start_node(&redis.url(), "b");
+    drive("redis paused 4 s", a.addr, b.addr, |begin| {
+        redis.pause(begin)
+    });
+}
+
+#[test]
+fn redis_killed_and_restarted() {
+    let mut redis = RedisServer::start_persistent();
+    let a = start_node(&redis.url(), "a");
+    let b = start_node(&redis.url(), "b");
+    drive("redis killed, down 4 s", a.addr, b.addr, |begin| {
+        if begin { redis.stop() } else { redis.restart() }
+    });
+}
+
+#[test]
+fn redis_shut_down_and_restarted() {
+    let mut redis = RedisServer::start_persistent();
+    let a = start_node(&redis.url(), "a");
+    let b = start_node(&redis.url(), "b");
+    drive("redis SHUTDOWN, down 4 s", a.addr, b.addr, |begin| {
+        if begin {
+            redis.shutdown()
+        } else {
+            redis.restart()
+        }
+    });
+}
+
+#[test]
+fn a_node_killed_and_restarted() {
+    let redis = RedisServer::start_persistent();
+    let a = start_node(&redis.url(), "a");
+    let mut b = start_node(&redis.url(), "b");
+    let addr = b.addr;
+    drive("node b killed, down 4 s", a.addr, addr, |begin| {
+        if begin { b.kill() } else { b.restart() }
+    });
+}
+
+#[test]
+fn a_node_cut_off_from_redis() {
+    let ns = match Netns::create() {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!(
+                "SKIPPED a_node_cut_off_from_redis: cannot make a network namespace ({why}); \
+                 it needs root or CAP_NET_ADMIN and iproute2"
+            );
+            return;
+        }
+    };
+    let mut redis = RedisServer::start_persistent();
+    redis.also_bind = Some(ns.redis_ip.to_string());
+    redis.stop();
+    redis.restart();
+    // Node a lives in the namespace: clients reach it on one link, Redis on the other.
+    let a_addr: SocketAddr = (ns.node_ip, 18080).into();
+    let a_url = format!("redis://{}:{}", ns.redis_ip, redis.port);
+    let args = node_args(&a_url, "a");
+    let a = BrokerProcess::start_at(
+        &ns.exec_prefix(),
+        a_addr,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
-    assert!(
-        received.windows(2).all(|w| w[0].0 < w[1].0),
-        "{fault:?}: the subscriber got a message twice or out of order"
+    let b = start_node(&redis.url(), "b");
+    drive("node a cut off from redis 4 s", a.addr, b.addr, |begin| {
+        ns.redis_link(!begin)
+    });
+}
+
+#[test]
+fn a_webhook_receiver_down_and_back() {
+    let redis = RedisServer::start_persistent();
+    let config = std::env::temp_dir().join(format!("ringcast-faults-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[webhooks]\nretry_initial = \"100ms\"\nretry_max = \"500ms\"\ntimeout = \"2s\"\n",
+    )
+    .unwrap();
+    let cfg = config.display().to_string();
+    let url = redis.url();
+    let node = |id: &str| {
+        BrokerProcess::start(&[
+            "--config",
+            &cfg,
+            "--engine",
+            "redis",
+            "--redis-url",
+            &url,
+            "--node-id",
+            id,
+        ])
+    };
+    let (a, b) = (node("a"), node("b"));
+    let mut hook = Some(Receiver::start(vec![], Reply::Status(200)));
+    let hook_addr = hook.as_ref().unwrap().addr();
+    let hook_url = hook.as_ref().unwrap().url("/hook");
+    channel(
+        a.addr,
+        b.addr,
+        json!({"pattern": "f:*", "webhookUrls": [hook_url]}),
     );
-    // The longest time without an acknowledgement, around the fault.
-    let unavailable = acked_at
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or_default();
+    let mut pubs = [
+        Publisher::new("pub-a", a.addr, 0, RATE / 2),
+        Publisher::new("pub-b", b.addr, 1_000_000, RATE / 2),
+    ];
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    let mut back_at = None;
+    while start.elapsed() < Duration::from_secs(6) || !pubs.iter().all(Publisher::settled) {
+        let t = start.elapsed();
+        if t >= FAULT_FROM && back_at.is_none() && hook.is_some() {
+            let mut h = hook.take().unwrap();
+            seen.extend(h.requests());
+            h.stop();
+        }
+        if t >= Duration::from_secs(4) && hook.is_none() {
+            hook = Some(Receiver::start_on(hook_addr, vec![], Reply::Status(200)));
+            back_at = Some(Instant::now());
+        }
+        for p in &mut pubs {
+            p.step(t < Duration::from_secs(6));
+        }
+        assert!(t < Duration::from_secs(30), "publishes unsettled");
+    }
+    let h = load::history(a.addr);
+    let want: std::collections::HashSet<String> = h.iter().map(|m| m.2.clone()).collect();
+    let ids = |r: &[common::receiver::Received]| -> Vec<String> {
+        r.iter()
+            .map(|r| r.json()["messageId"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let hook = hook.unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    let (got, caught_up) = loop {
+        let mut all = ids(&seen);
+        all.extend(ids(&hook.requests()));
+        let set: std::collections::HashSet<String> = all.iter().cloned().collect();
+        if want.is_subset(&set) {
+            break (all, back_at.unwrap().elapsed());
+        }
+        assert!(
+            Instant::now() < end,
+            "webhooks missing: {} of {}",
+            want.difference(&set).count(),
+            want.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let extra = got.len() - want.len();
+    assert!(
+        got.iter().all(|id| want.contains(id)),
+        "a webhook for a message not in history"
+    );
     eprintln!(
-        "{fault:?}: {} publishes: {published} published, {refused} refused, {unknown} outcome unknown; \
-         slowest answer {slowest:?}; no acknowledgement for {unavailable:.1?} (fault 4 s)",
-        answers.len()
+        "webhook receiver down 3 s: {} messages, every one delivered; backlog delivered {caught_up:.1?} \
+         after the receiver came back; {extra} delivered more than once",
+        want.len()
     );
-    assert!(refused + unknown > 0, "{fault:?}: the fault had no effect");
-    // The promise: an answer within 3 s of the publish (a margin for this shared machine).
-    assert!(
-        slowest < Duration::from_millis(3500),
-        "{fault:?}: slowest answer {slowest:?}"
-    );
-    a.shutdown();
-    b.shutdown();
-}
-
-#[test]
-fn a_paused_redis_gets_truthful_answers_in_time() {
-    run(Fault::Pause);
-}
-
-#[test]
-fn a_killed_and_restarted_redis_gets_truthful_answers_in_time() {
-    run(Fault::Kill);
+    let _ = std::fs::remove_file(&config);
 }

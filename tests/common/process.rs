@@ -13,6 +13,10 @@ use super::{ADMIN_KEY, SECRET, eventually};
 pub struct BrokerProcess {
     child: Child,
     pub addr: SocketAddr,
+    /// What runs before the binary (`ip netns exec NAME`), and the extra arguments: kept for
+    /// `restart`.
+    prefix: Vec<String>,
+    args: Vec<String>,
 }
 
 impl BrokerProcess {
@@ -24,8 +28,33 @@ impl BrokerProcess {
             .unwrap()
             .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ringcast"))
-            .args(["serve", "--listen", &addr.to_string()])
+        Self::start_at(&[], addr, args)
+    }
+
+    /// Listening on `addr`, run under `prefix` (e.g. `ip netns exec NAME`).
+    pub fn start_at(prefix: &[&str], addr: SocketAddr, args: &[&str]) -> Self {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut node = Self {
+            child: Self::spawn(&owned(prefix), addr, &owned(args)),
+            addr,
+            prefix: owned(prefix),
+            args: owned(args),
+        };
+        node.wait_up();
+        node
+    }
+
+    fn spawn(prefix: &[String], addr: SocketAddr, args: &[String]) -> Child {
+        let bin = env!("CARGO_BIN_EXE_ringcast");
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.args(["serve", "--listen", &addr.to_string()])
             .args([
                 "--jwt-secret",
                 SECRET,
@@ -38,18 +67,26 @@ impl BrokerProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap();
-        let node = Self { child, addr };
+            .unwrap()
+    }
+
+    fn wait_up(&mut self) {
+        let addr = self.addr;
         eventually("node up", Duration::from_secs(10), || {
             TcpStream::connect(addr).is_ok()
         });
-        node
     }
 
     /// SIGKILL: no graceful close, nothing flushed.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts the same node again (same address and arguments) after `kill`.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.prefix, self.addr, &self.args);
+        self.wait_up();
     }
 }
 

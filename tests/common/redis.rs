@@ -13,6 +13,8 @@ pub struct RedisServer {
     pub(crate) child: Option<Child>,
     /// With a data directory: append-only file, fsync on every write (survives restarts).
     dir: Option<std::path::PathBuf>,
+    /// An address to listen on besides 127.0.0.1 (a veth of a test network namespace).
+    pub also_bind: Option<String>,
 }
 
 impl RedisServer {
@@ -26,6 +28,7 @@ impl RedisServer {
             port,
             child: None,
             dir: None,
+            also_bind: None,
         };
         s.restart();
         s
@@ -46,6 +49,7 @@ impl RedisServer {
             port,
             child: None,
             dir: Some(dir),
+            also_bind: None,
         };
         s.restart();
         s
@@ -58,7 +62,15 @@ impl RedisServer {
     /// Starts (again) on the same port.
     pub fn restart(&mut self) {
         let port = self.port.to_string();
-        let mut args = vec!["--port", &port, "--bind", "127.0.0.1", "--save", ""];
+        let bind = match &self.also_bind {
+            Some(a) => format!("127.0.0.1 {a}"),
+            None => "127.0.0.1".to_string(),
+        };
+        let mut args = vec!["--port", &port, "--bind", &bind, "--save", ""];
+        if self.also_bind.is_some() {
+            // Clients from another network namespace are not loopback clients.
+            args.extend(["--protected-mode", "no"]);
+        }
         let dir = self.dir.as_ref().map(|d| d.display().to_string());
         match &dir {
             Some(d) => args.extend(["--appendonly", "yes", "--appendfsync", "always", "--dir", d]),
@@ -79,6 +91,25 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("redis-server on port {} did not answer PING", self.port);
+    }
+
+    /// `SHUTDOWN`: Redis closes its clients, writes its AOF and exits; waits for the exit.
+    pub fn shutdown(&mut self) {
+        let _ = self.command(&["SHUTDOWN"]);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`): the connections stay open, nothing answers.
+    pub fn pause(&self, paused: bool) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let sig = if paused { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
     }
 
     pub fn stop(&mut self) {
@@ -162,6 +193,7 @@ impl RedisCluster {
                 port,
                 child: Some(child),
                 dir: Some(dir),
+                also_bind: None,
             };
             let end = Instant::now() + Duration::from_secs(10);
             while !s.ping() {
