@@ -132,7 +132,7 @@ fn drive(what: &str, a: SocketAddr, b: SocketAddr, mut fault: impl FnMut(bool)) 
 }
 
 #[test]
-fn redis_paused() {
+fn chaos_redis_paused() {
     let redis = RedisServer::start_persistent();
     let a = start_node(&redis.url(), "a");
     let b = start_node(&redis.url(), "b");
@@ -142,7 +142,7 @@ fn redis_paused() {
 }
 
 #[test]
-fn redis_killed_and_restarted() {
+fn chaos_redis_killed_and_restarted() {
     let mut redis = RedisServer::start_persistent();
     let a = start_node(&redis.url(), "a");
     let b = start_node(&redis.url(), "b");
@@ -152,7 +152,7 @@ fn redis_killed_and_restarted() {
 }
 
 #[test]
-fn redis_shut_down_and_restarted() {
+fn chaos_redis_shut_down_and_restarted() {
     let mut redis = RedisServer::start_persistent();
     let a = start_node(&redis.url(), "a");
     let b = start_node(&redis.url(), "b");
@@ -166,7 +166,7 @@ fn redis_shut_down_and_restarted() {
 }
 
 #[test]
-fn a_node_killed_and_restarted() {
+fn chaos_node_killed_and_restarted() {
     let redis = RedisServer::start_persistent();
     let a = start_node(&redis.url(), "a");
     let mut b = start_node(&redis.url(), "b");
@@ -177,12 +177,12 @@ fn a_node_killed_and_restarted() {
 }
 
 #[test]
-fn a_node_cut_off_from_redis() {
+fn chaos_node_cut_off_from_redis() {
     let ns = match Netns::create() {
         Ok(ns) => ns,
         Err(why) => {
             eprintln!(
-                "SKIPPED a_node_cut_off_from_redis: cannot make a network namespace ({why}); \
+                "SKIPPED chaos_node_cut_off_from_redis: cannot make a network namespace ({why}); \
                  it needs root or CAP_NET_ADMIN and iproute2"
             );
             return;
@@ -208,7 +208,7 @@ fn a_node_cut_off_from_redis() {
 }
 
 #[test]
-fn a_webhook_receiver_down_and_back() {
+fn chaos_webhook_receiver_down_and_back() {
     let redis = RedisServer::start_persistent();
     let config = std::env::temp_dir().join(format!("ringcast-faults-{}.toml", std::process::id()));
     std::fs::write(
