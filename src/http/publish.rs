@@ -309,7 +309,7 @@ async fn settle(p: Pending) -> Result<Vec<u8>, ApiError> {
     let unknown = |why: &str| {
         ApiError::coded(
             503,
-            ErrorCode::Internal.as_str(),
+            ErrorCode::OutcomeUnknown.as_str(),
             format!(
                 "publish outcome unknown ({why}): it may have been published; retry with the same idempotencyKey"
             ),

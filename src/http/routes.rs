@@ -21,9 +21,33 @@ use crate::{
 /// How long a REST call waits for the control thread before answering 503.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Every route: its path (`{name}` stands for one segment) and the methods it takes. The
+/// OpenAPI document (`docs/openapi.json`, served at `/api/realtime/openapi.json`) lists exactly
+/// these; `tests/openapi.rs` fails when they disagree, and the unit test below when
+/// `match_path` does.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("/health", "GET"),
+    ("/metrics", "GET"),
+    ("/api/realtime/openapi.json", "GET"),
+    ("/api/realtime/channels", "GET, POST"),
+    ("/api/realtime/channels/{id}", "GET, PUT, PATCH, DELETE"),
+    ("/api/realtime/messages", "GET, POST"),
+    ("/api/realtime/messages/batch", "POST"),
+    ("/api/realtime/messages/stats", "GET"),
+    ("/api/realtime/permissions", "GET"),
+    ("/api/realtime/permissions/policies", "POST"),
+    ("/api/realtime/permissions/policies/{name}", "DELETE"),
+    ("/api/realtime/permissions/rls", "PUT"),
+    ("/api/realtime/presence/{channelName}", "GET"),
+];
+
+/// The OpenAPI 3.1 document of the routes above.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
 enum Route {
     Health,
     Metrics,
+    OpenApi,
     Channels,
     Channel(String),
     Messages,
@@ -44,6 +68,7 @@ fn match_path(path: &str) -> Option<(Route, &'static str)> {
     Some(match p {
         "/health" => (Route::Health, "GET"),
         "/metrics" => (Route::Metrics, "GET"),
+        "/api/realtime/openapi.json" => (Route::OpenApi, "GET"),
         "/api/realtime/channels" => (Route::Channels, "GET, POST"),
         "/api/realtime/messages" => (Route::Messages, "GET, POST"),
         "/api/realtime/messages/batch" => (Route::PublishBatch, "POST"),
@@ -84,6 +109,7 @@ pub struct Endpoint {
 pub enum Call {
     Health,
     Metrics,
+    OpenApi,
     Publish,
     PublishBatch,
     Permissions,
@@ -115,7 +141,7 @@ impl Endpoint {
     /// `call`). Health, metrics and publishes do not; publishes authenticate their sender.
     pub fn needs_admin(&self, method: &str) -> bool {
         match self.route {
-            Route::Health | Route::Metrics | Route::PublishBatch => false,
+            Route::Health | Route::Metrics | Route::OpenApi | Route::PublishBatch => false,
             Route::Messages => method != "POST",
             _ => true,
         }
@@ -127,6 +153,7 @@ impl Endpoint {
         Ok(match self.route {
             Route::Health => Call::Health,
             Route::Metrics => Call::Metrics,
+            Route::OpenApi => Call::OpenApi,
             Route::Messages if m == "POST" => Call::Publish,
             Route::PublishBatch => Call::PublishBatch,
             Route::Channels if m == "POST" => {
@@ -203,6 +230,7 @@ async fn dispatch(
                 allow: None,
             });
         }
+        Call::OpenApi => return Ok(Response::json(200, OPENAPI.as_bytes().to_vec())),
         Call::Publish => {
             let who = publish::authenticate(core, head)?;
             return Ok(publish::one(core, &who, bucket, &body).await);
@@ -371,4 +399,31 @@ async fn health(core: &Core) -> Result<Response, ApiError> {
         if reachable { 200 } else { 503 },
         serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_table_is_what_match_path_routes() {
+        for (template, methods) in ROUTES {
+            let path = template.replace('{', "").replace('}', "");
+            let (_, allowed) = match_path(&path).unwrap_or_else(|| panic!("{template}: no route"));
+            assert_eq!(allowed, *methods, "{template}");
+        }
+        let known: Vec<&str> = ROUTES.iter().map(|r| r.0).collect();
+        for p in [
+            "/",
+            "/api",
+            "/api/realtime",
+            "/api/realtime/presence",
+            "/api/realtime/x",
+        ] {
+            assert!(
+                match_path(p).is_none(),
+                "{p} routes, {known:?} does not list it"
+            );
+        }
+    }
 }
