@@ -408,7 +408,7 @@ mod tests {
     #[test]
     fn the_route_table_is_what_match_path_routes() {
         for (template, methods) in ROUTES {
-            let path = template.replace('{', "").replace('}', "");
+            let path = template.replace(['{', '}'], "");
             let (_, allowed) = match_path(&path).unwrap_or_else(|| panic!("{template}: no route"));
             assert_eq!(allowed, *methods, "{template}");
         }

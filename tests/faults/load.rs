@@ -411,6 +411,11 @@ pub fn verify(
         }
     }
     let refused = fates.values().filter(|f| ***f == Fate::Refused).count();
+    let slowest = publishers
+        .iter()
+        .flat_map(|p| p.answers.iter().map(|a| a.0))
+        .max()
+        .unwrap_or_default();
     let retried: usize = publishers.iter().map(|p| p.unknown_once.len()).sum();
     let gaps: Vec<String> = publishers
         .iter()
@@ -418,7 +423,7 @@ pub fn verify(
         .collect();
     format!(
         "{what}: {} published, {refused} refused, {retried} retried after an unknown outcome; \
-         no acknowledgement for: {}; subscribers reconnected {:?} times",
+         slowest answer {slowest:.1?}; no acknowledgement for: {}; subscribers reconnected {:?} times",
         h.len(),
         gaps.join(", "),
         subscribers.iter().map(|s| s.reconnects).collect::<Vec<_>>()
