@@ -19,6 +19,7 @@
 //! sio/           the Socket.IO front end (InsForge SDK): Engine.IO / Socket.IO codec,
 //!                session, the Socket.IO encoding of deliveries and presence events
 //! http/          request parsing, routing and REST handlers, ApiError -> status mapping
+//! dashboard/     the operator dashboard's files (HTML, CSS, JS), embedded; served by http
 //! protocol/      ClientMsg / ServerMsg / MessageFrame, stable error codes
 //! channel/       ChannelName / ChannelPattern newtypes, ChannelRecord, ChannelTable snapshot
 //! auth/          JWT verification (HS256; RS256/ES256/EdDSA with a PEM key or a JWKS kept
@@ -51,6 +52,7 @@ pub mod channel;
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod dashboard;
 pub mod engine;
 pub mod frame;
 pub mod http;

@@ -16,7 +16,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::{Mutex, mpsc},
+    sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
@@ -47,36 +47,8 @@ fn sdk_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk")
 }
 
-/// Installs the npm packages once per test binary when they are missing.
 fn npm_deps() {
-    static ONCE: Mutex<()> = Mutex::new(());
-    let _guard = ONCE.lock().unwrap_or_else(|e| e.into_inner());
-    match Command::new("node").arg("--version").output() {
-        Ok(o) if o.status.success() => {}
-        _ => panic!("`node` not found: these tests need Node.js 20+ and npm on PATH"),
-    }
-    let dir = sdk_dir();
-    let installed = ["@insforge/sdk", "ws"].iter().all(|p| {
-        dir.join("node_modules")
-            .join(p)
-            .join("package.json")
-            .exists()
-    });
-    if installed {
-        return;
-    }
-    let out = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
-        .output()
-        .unwrap_or_else(|e| panic!("`npm` not found ({e}): these tests need Node.js 20+ and npm"));
-    assert!(
-        out.status.success(),
-        "npm ci in {} failed:\n{}\n{}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::npm::ensure(&sdk_dir(), &["@insforge/sdk", "ws"]);
 }
 
 fn rest(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {

@@ -10,6 +10,8 @@ pub struct Response {
     pub content_type: &'static str,
     pub body: Vec<u8>,
     pub allow: Option<&'static str>,
+    /// More headers, sent as given.
+    pub headers: &'static [(&'static str, &'static str)],
 }
 
 impl Response {
@@ -19,6 +21,7 @@ impl Response {
             content_type: "application/json",
             body,
             allow: None,
+            headers: &[],
         }
     }
 
@@ -42,6 +45,9 @@ impl Response {
         }
         if let Some(a) = self.allow {
             let _ = write!(head, "allow: {a}\r\n");
+        }
+        for (k, v) in self.headers {
+            let _ = write!(head, "{k}: {v}\r\n");
         }
         head.push_str("\r\n");
         let mut out = head.into_bytes();

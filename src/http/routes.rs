@@ -216,6 +216,9 @@ async fn dispatch(
     body: Bytes,
     bucket: &mut Bucket,
 ) -> Result<Response, ApiError> {
+    if crate::dashboard::is_path(&head.path) {
+        return dashboard(head);
+    }
     let ep = endpoint(head)?;
     if ep.needs_admin(&head.method) {
         require_admin(core, head)?;
@@ -228,6 +231,7 @@ async fn dispatch(
                 content_type: "text/plain; version=0.0.4",
                 body: core.shared.metrics.render().into_bytes(),
                 allow: None,
+                headers: &[],
             });
         }
         Call::OpenApi => return Ok(Response::json(200, OPENAPI.as_bytes().to_vec())),
@@ -249,6 +253,25 @@ async fn dispatch(
     };
     let RestOk { status, body } = core.rest(req, CONTROL_TIMEOUT).await?;
     Ok(Response::json(status, body))
+}
+
+/// A dashboard file (`GET` or `HEAD`, no credentials: the files hold no data).
+fn dashboard(head: &Head) -> Result<Response, ApiError> {
+    let a = crate::dashboard::asset(&head.path)
+        .ok_or_else(|| ApiError::not_found(format!("no dashboard file {}", head.path)))?;
+    if head.method != "GET" && head.method != "HEAD" {
+        return Err(ApiError::method_not_allowed(format!(
+            "{} is not allowed here; use GET",
+            head.method
+        )));
+    }
+    Ok(Response {
+        status: 200,
+        content_type: a.content_type,
+        body: a.body.to_vec(),
+        allow: None,
+        headers: crate::dashboard::HEADERS,
+    })
 }
 
 /// `GET /api/realtime/presence/{channelName}`: the channel's members, as subscribers with

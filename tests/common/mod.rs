@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod jwks;
+pub mod npm;
 pub mod postgres;
 pub mod process;
 pub mod receiver;
