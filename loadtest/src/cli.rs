@@ -212,6 +212,10 @@ pub struct Common {
 pub struct FanoutArgs {
     #[command(flatten)]
     pub common: Common,
+    /// Also draw the run as an SVG: delivery latency (p50, p99, max) and deliveries per
+    /// second, second by second.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
     #[arg(long, default_value_t = 1000)]
     pub subs: usize,
     #[arg(long, default_value_t = 1)]

@@ -3,12 +3,14 @@
 //! duplicates, reordering, failed connections; for `webhook-sink`: nothing or too little
 //! received), 2 the run could not start, 3 hard deadline.
 
+mod buckets;
 mod cli;
 mod conn;
 mod http1;
 mod httpd;
 mod modes;
 mod payload;
+mod plot;
 mod procstat;
 mod progress;
 mod rawws;
@@ -31,7 +33,24 @@ use report::Outcome;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.mode {
-        Mode::Fanout(a) => finish(a.common.json, modes::fanout::run_fanout(a)),
+        Mode::Fanout(a) => {
+            let json = a.common.json;
+            let plot = a.plot.clone().map(|p| {
+                let title = format!(
+                    "fanout: {} subscribers, {} channel(s), {} publisher(s) at {} msg/s, {} B",
+                    a.subs, a.channels, a.publishers, a.rate, a.size
+                );
+                (p, title)
+            });
+            let r = modes::fanout::run_fanout(a);
+            if let (Some((path, title)), Ok(report)) = (&plot, &r) {
+                match plot::write(path, title, &report.latency_by_second) {
+                    Ok(()) => eprintln!("plot written to {}", path.display()),
+                    Err(e) => eprintln!("ringcast-loadtest: {e:#}"),
+                }
+            }
+            finish(json, r)
+        }
         Mode::Publish(a) => finish(a.common.json, modes::fanout::run_publish(a)),
         Mode::Idle(a) => finish(a.common.json, modes::conns::run_idle(a)),
         Mode::Connect(a) => finish(a.common.json, modes::conns::run_connect(a)),

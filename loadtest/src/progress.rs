@@ -1,5 +1,6 @@
 //! The progress line on stderr while a run goes on: once a second, counters and rates read
-//! from the shared atomics. Rewrites one line on a terminal, one line per second otherwise
+//! from the shared atomics, the delivery latency p99 so far, and the offsets subscribers
+//! skipped and have not received (loss so far, or still in flight). Rewrites one line on a terminal, one line per second otherwise
 //! ([`emit`], also used by `webhook-sink`).
 
 use std::{
@@ -51,9 +52,14 @@ fn run(mode: &str, s: &Shared, stop: &AtomicBool) {
         }
         let d = Shared::get(&s.delivered);
         let a = Shared::get(&s.acked);
+        let p99 = crate::buckets::quantile(s.latency.iter().map(Shared::get), 0.99).map_or_else(
+            || "-".to_string(),
+            |us| format!("{:.2}ms", us as f64 / 1000.0),
+        );
+        let missing = Shared::get(&s.missing) as i64;
         let line = format!(
             "[{mode} {:>5.1}s] conns {} (failed {}, dropped {}) sent {} acked {} (+{}/s) \
-             rate-limited {} errors {} delivered {} (+{}/s)",
+             rate-limited {} errors {} delivered {} (+{}/s) p99 so far {p99} missing {missing}",
             s.t0.elapsed().as_secs_f64(),
             Shared::get(&s.connected),
             Shared::get(&s.connect_failed),

@@ -12,6 +12,9 @@ pub struct SecondRow {
     pub delivered: u64,
     pub over_10ms: u64,
     pub max_ms: f64,
+    /// Percentiles of the second's deliveries (log buckets: within 6 %).
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
 /// Percentiles in milliseconds.

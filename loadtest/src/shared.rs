@@ -70,6 +70,12 @@ pub struct Shared {
     seq_targets: Mutex<Vec<SeqTarget>>,
     /// When the last connection of the connect phase finished (µs after `t0`).
     pub last_connect_us: AtomicU64,
+    /// Delivery latencies so far, in [`buckets`](crate::buckets) (each thread adds its own
+    /// every 250 ms): the progress line's p99.
+    pub latency: Vec<AtomicU64>,
+    /// Offsets subscribers skipped and have not (yet) received, summed over subscribers (a
+    /// wrapping count: late arrivals subtract).
+    pub missing: AtomicU64,
     pub t0: Instant,
     first_error: Mutex<Option<String>>,
 }
@@ -94,6 +100,10 @@ impl Shared {
             acked_per_channel: (0..channels).map(|_| AtomicU64::new(0)).collect(),
             seq_targets: Mutex::new(Vec::new()),
             last_connect_us: AtomicU64::new(0),
+            latency: (0..crate::buckets::BUCKETS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            missing: AtomicU64::new(0),
             t0: Instant::now(),
             first_error: Mutex::new(None),
         })

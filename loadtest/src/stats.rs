@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 
 use hdrhistogram::Histogram;
 
+use crate::{buckets::LogHist, shared::Shared};
+
 /// Offsets one subscriber has seen on its channel. Offsets of a run's channels start at 1
 /// (each run uses fresh channel names) and go up by one per message.
 #[derive(Debug)]
@@ -38,9 +40,12 @@ impl Default for Tracker {
 }
 
 impl Tracker {
-    pub fn observe(&mut self, offset: u64) {
+    /// Returns how the number of offsets still missing changed (a gap adds, a late arrival
+    /// subtracts one).
+    pub fn observe(&mut self, offset: u64) -> i64 {
         if offset == self.next {
             self.next += 1;
+            0
         } else if offset > self.next {
             for k in self.next..offset {
                 if self.missing.len() < MAX_MISSING {
@@ -49,11 +54,15 @@ impl Tracker {
                     self.lost_untracked += 1;
                 }
             }
+            let gap = offset - self.next;
             self.next = offset + 1;
+            i64::try_from(gap).unwrap_or(i64::MAX)
         } else if self.missing.remove(&offset) {
             self.reordered += 1;
+            -1
         } else {
             self.duplicated += 1;
+            0
         }
     }
 
@@ -135,12 +144,14 @@ pub fn micros_hist() -> Histogram<u64> {
 pub const LATE_US: u64 = 10_000;
 
 /// One wall-clock second of deliveries (by arrival time).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Second {
     pub count: u64,
     /// Slower than `LATE_US`.
     pub late: u64,
     pub max_us: u64,
+    /// The second's latencies (its percentiles, for `--plot`).
+    pub hist: LogHist,
 }
 
 /// Deliveries per wall-clock second: tells a few stalled seconds from a steady spread, which
@@ -154,10 +165,11 @@ pub struct PerSecond {
 impl PerSecond {
     pub fn record(&mut self, now_ns: u64, latency_us: u64) {
         let late = u64::from(latency_us > LATE_US);
-        self.add(now_ns / 1_000_000_000, 1, late, latency_us);
+        let s = self.add(now_ns / 1_000_000_000, 1, late, latency_us);
+        s.hist.record(latency_us);
     }
 
-    fn add(&mut self, sec: u64, count: u64, late: u64, max_us: u64) {
+    fn add(&mut self, sec: u64, count: u64, late: u64, max_us: u64) -> &mut Second {
         if self.secs.is_empty() {
             self.first = sec;
         }
@@ -175,19 +187,22 @@ impl PerSecond {
         s.count += count;
         s.late += late;
         s.max_us = s.max_us.max(max_us);
+        s
     }
 
     pub fn merge(&mut self, o: &PerSecond) {
         for (i, s) in o.secs.iter().enumerate() {
             if s.count > 0 {
-                self.add(o.first + i as u64, s.count, s.late, s.max_us);
+                self.add(o.first + i as u64, s.count, s.late, s.max_us)
+                    .hist
+                    .merge(&s.hist);
             }
         }
     }
 
     /// Seconds from the first delivery, with what arrived in each.
-    pub fn series(&self) -> impl Iterator<Item = (u64, Second)> + '_ {
-        self.secs.iter().enumerate().map(|(i, s)| (i as u64, *s))
+    pub fn series(&self) -> impl Iterator<Item = (u64, &Second)> + '_ {
+        self.secs.iter().enumerate().map(|(i, s)| (i as u64, s))
     }
 }
 
@@ -246,6 +261,9 @@ impl SioStats {
 pub struct ThreadStats {
     pub latency: Histogram<u64>,
     pub per_second: PerSecond,
+    /// Latencies not yet handed to [`Shared::latency`], and when they last were (unix ns).
+    progress: LogHist,
+    progress_at: u64,
     pub connect: Histogram<u64>,
     pub ack: Histogram<u64>,
     pub subs: Vec<SubResult>,
@@ -266,6 +284,8 @@ impl Default for ThreadStats {
         Self {
             latency: micros_hist(),
             per_second: PerSecond::default(),
+            progress: LogHist::default(),
+            progress_at: 0,
             connect: micros_hist(),
             ack: micros_hist(),
             subs: Vec::new(),
@@ -280,6 +300,16 @@ impl Default for ThreadStats {
 }
 
 impl ThreadStats {
+    /// One delivery's latency for the progress line: kept here, added to `shared` every
+    /// 250 ms (one batch of relaxed adds instead of one atomic per delivery).
+    pub fn progress(&mut self, now_ns: u64, us: u64, shared: &Shared) {
+        self.progress.record(us);
+        if now_ns.saturating_sub(self.progress_at) >= 250_000_000 {
+            self.progress.drain_into(&shared.latency);
+            self.progress_at = now_ns;
+        }
+    }
+
     pub fn merge(&mut self, o: ThreadStats) {
         // Same bounds everywhere: adding cannot fail.
         let _ = self.latency.add(&o.latency);
@@ -303,7 +333,9 @@ mod tests {
     #[test]
     fn in_order() {
         let mut t = Tracker::default();
-        (1..=5).for_each(|o| t.observe(o));
+        (1..=5).for_each(|o| {
+            t.observe(o);
+        });
         let r = t.result(0);
         assert!(t.complete(5));
         assert_eq!(
@@ -324,21 +356,23 @@ mod tests {
         b.record(100 * s, 20_000);
         b.record(103 * s, 900);
         a.merge(&b);
-        let got: Vec<_> = a.series().collect();
-        let sec = |count, late, max_us| Second {
-            count,
-            late,
-            max_us,
-        };
+        let got: Vec<_> = a
+            .series()
+            .map(|(i, s)| (i, s.count, s.late, s.max_us))
+            .collect();
         assert_eq!(
             got,
             vec![
-                (0, sec(1, 1, 20_000)),
-                (1, sec(2, 1, 12_000)),
-                (2, sec(0, 0, 0)),
-                (3, sec(2, 0, 900)),
+                (0, 1, 1, 20_000),
+                (1, 2, 1, 12_000),
+                (2, 0, 0, 0),
+                (3, 2, 0, 900),
             ]
         );
+        // Each second's percentiles come from that second's deliveries only (both threads').
+        let (_, third) = a.series().nth(3).unwrap();
+        let p99 = third.hist.quantile(0.99).unwrap();
+        assert!((850..=950).contains(&p99), "{p99}");
     }
 
     #[test]

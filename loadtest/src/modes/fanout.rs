@@ -269,6 +269,8 @@ fn drive(
             delivered: s.count,
             over_10ms: s.late,
             max_ms: s.max_us as f64 / 1000.0,
+            p50_ms: s.hist.quantile(0.5).unwrap_or(0) as f64 / 1000.0,
+            p99_ms: s.hist.quantile(0.99).unwrap_or(0) as f64 / 1000.0,
         })
         .collect();
     if let (Some(proc), Some(a), Some(b)) = (&setup.server, snap0.server, snap1.server) {

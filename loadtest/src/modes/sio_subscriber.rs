@@ -243,12 +243,20 @@ impl Sub {
         let us = (now.saturating_sub(ts) / 1000).max(1);
         st.sio.latency.saturating_record(us);
         st.per_second.record(now, us);
+        st.progress(now, us, shared);
         let j = usize::try_from(j).unwrap_or(usize::MAX);
         let tracker = (j % self.channels == self.ch)
             .then(|| self.trackers.get_mut(j / self.channels))
             .flatten();
         match tracker {
-            Some(tr) => tr.observe(seq),
+            Some(tr) => {
+                let d = tr.observe(seq);
+                if d != 0 {
+                    shared
+                        .missing
+                        .fetch_add(d as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             None => {
                 st.sio.misrouted += 1;
                 shared.error(format!(

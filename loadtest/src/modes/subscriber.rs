@@ -141,12 +141,18 @@ fn on_message(
             let us = (now.saturating_sub(ts) / 1000).max(1);
             st.latency.saturating_record(us);
             st.per_second.record(now, us);
+            st.progress(now, us, shared);
         }
         None => st.unparsed += 1,
     }
     match scan::order_key(b, ts) {
         Some((key, fallback)) => {
-            tr.observe(key);
+            let d = tr.observe(key);
+            if d != 0 {
+                shared
+                    .missing
+                    .fetch_add(d as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             st.by_seq += u64::from(fallback);
         }
         None => st.unparsed += 1,
