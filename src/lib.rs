@@ -69,10 +69,19 @@ pub mod ws;
 
 pub use runtime::{ServerHandle, StartError, start};
 
+/// Whether `level` is a log filter `init_logging` takes. ASCII only: tracing-subscriber's
+/// parser panics on some multi-byte input (found by the `config` fuzz target).
+pub fn log_level_ok(level: &str) -> bool {
+    level.is_ascii() && tracing_subscriber::EnvFilter::try_new(level).is_ok()
+}
+
 /// Sets up `tracing` from the configured level and format. Call once per process.
 pub fn init_logging(level: &str, format: config::LogFormat) {
-    let mut filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let mut filter = if log_level_ok(level) {
+        tracing_subscriber::EnvFilter::new(level)
+    } else {
+        tracing_subscriber::EnvFilter::new("info")
+    };
     // The replication client logs every session that ends as an error (a standby node's
     // "slot is active" once a second); `cdc` reports those itself, at the right level.
     if !level.contains("pgwire_replication")

@@ -357,10 +357,10 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             LogFormat::Text
         }
     };
-    if tracing_subscriber::EnvFilter::try_new(&f.log.level).is_err() {
+    if !crate::log_level_ok(&f.log.level) {
         errs.push(format!(
-            "log.level: `{}` is not a valid filter",
-            f.log.level
+            "log.level: `{}` is not a valid filter (ASCII `level` or `target=level`, comma-separated, e.g. `info,ringcast=debug`)",
+            f.log.level.escape_debug()
         ));
     }
     let redis_url = non_empty(&f.redis.url);
@@ -720,6 +720,18 @@ mod tests {
         assert!(c.uses_dev_secret());
         assert_eq!(c.max_frame_bytes, 1 << 20);
         assert_eq!(c.engine, EngineKind::Memory);
+    }
+
+    /// Found by the `config` fuzz target: tracing-subscriber's filter parser slices inside a
+    /// multi-byte character and panics, so `check-config` and `serve` crashed on such a level.
+    #[test]
+    fn a_non_ascii_log_level_is_an_error_not_a_panic() {
+        for level in ["inf \u{99}\u{99}=106n", "info,ringcast=débug", "é"] {
+            let mut f = FileConfig::default();
+            f.log.level = level.to_string();
+            let errs = validate(&f).unwrap_err().0.join("\n");
+            assert!(errs.contains("log.level"), "{level}: {errs}");
+        }
     }
 
     #[test]
