@@ -60,6 +60,29 @@ function status(text, isError) {
   return h("p", { class: isError ? "status error" : "status", role: "status", "aria-live": "polite", text });
 }
 
+function say(out, text, isError) {
+  out.textContent = text;
+  out.className = isError ? "status error" : "status";
+}
+
+function card(k, v, id) {
+  return h("div", { class: "card" }, h("div", { class: "k", text: k }), h("div", { class: "v", id, text: v }));
+}
+
+// Two titled charts side by side (stacked on narrow screens).
+function pair(title1, chart1, title2, chart2) {
+  return h("div", { class: "grid2" },
+    h("section", {}, h("h3", { text: title1 }), chart1),
+    h("section", {}, h("h3", { text: title2 }), chart2));
+}
+
+// Runs `fn` now and every `ms`; returns the view's cleanup.
+function every(ms, fn) {
+  fn();
+  const timer = setInterval(fn, ms);
+  return () => clearInterval(timer);
+}
+
 function field(labelText, input) {
   return h("label", {}, labelText, input);
 }
@@ -94,8 +117,7 @@ function loginView(view, message) {
         route();
       } catch (e) {
         token = null;
-        out.textContent = e.status === 403 ? "This token has no project_admin role." : `Sign-in failed: ${e.message}`;
-        out.className = "status error";
+        say(out, e.status === 403 ? "This token has no project_admin role." : `Sign-in failed: ${e.message}`, true);
       }
     },
   }, field("Admin key or project_admin token", input), h("button", { type: "submit", text: "Sign in" }), out);
@@ -138,7 +160,7 @@ async function channelsView(view) {
     try {
       channels = await api("GET", "/api/realtime/channels");
     } catch (e) {
-      out.textContent = e.message; out.className = "status error"; return;
+      say(out, e.message, true); return;
     }
     const rows = channels.map((c) => {
       const tr = h("tr", { "data-pattern": c.pattern },
@@ -152,8 +174,8 @@ async function channelsView(view) {
             onclick: () => save(c.id, { enabled: !c.enabled }, `${c.pattern} ${c.enabled ? "disabled" : "enabled"}`) }),
           h("button", { type: "button", class: "danger", text: "Delete", onclick: async () => {
             if (!confirm(`Delete channel ${c.pattern}? History keeps its messages.`)) return;
-            try { await api("DELETE", `/api/realtime/channels/${c.id}`); out.textContent = `${c.pattern} deleted`; out.className = "status"; refresh(); }
-            catch (e) { out.textContent = e.message; out.className = "status error"; }
+            try { await api("DELETE", `/api/realtime/channels/${c.id}`); say(out, `${c.pattern} deleted`); refresh(); }
+            catch (e) { say(out, e.message, true); }
           } }))));
       return tr;
     });
@@ -162,8 +184,8 @@ async function channelsView(view) {
       : h("p", { text: "No channels yet: clients can only use names that an enabled channel's pattern matches." }));
   };
   const save = async (id, body, done) => {
-    try { await api("PUT", `/api/realtime/channels/${id}`, body); out.textContent = done; out.className = "status"; refresh(); }
-    catch (e) { out.textContent = e.message; out.className = "status error"; }
+    try { await api("PUT", `/api/realtime/channels/${id}`, body); say(out, done); refresh(); }
+    catch (e) { say(out, e.message, true); }
   };
   const edit = (tr, c) => {
     const cell = h("td", { colspan: 5 }, channelForm(c, (body) => save(c.id, body, `${body.pattern} saved`), refresh));
@@ -172,9 +194,9 @@ async function channelsView(view) {
   const create = channelForm(null, async (body) => {
     try {
       await api("POST", "/api/realtime/channels", body);
-      out.textContent = `${body.pattern} created`; out.className = "status";
+      say(out, `${body.pattern} created`);
       create.reset(); refresh();
-    } catch (e) { out.textContent = e.message; out.className = "status error"; }
+    } catch (e) { say(out, e.message, true); }
   });
   view.append(h("h2", { text: "Channels" }), h("h3", { text: "New channel" }), create, out, list);
   await refresh();
@@ -206,7 +228,7 @@ function tailView(view) {
     list.replaceChildren(); held = []; count = 0; paused = false;
     pauseBtn.textContent = "Pause"; pauseBtn.disabled = false;
     const channel = name.value.trim();
-    out.textContent = `Connecting to ${channel}…`; out.className = "status";
+    say(out, `Connecting to ${channel}…`);
     ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/realtime`);
     ws.onopen = () => ws.send(JSON.stringify({ type: "auth", token }));
     ws.onmessage = (e) => {
@@ -217,10 +239,10 @@ function tailView(view) {
         count++;
         if (paused) { held.push(m); pauseBtn.textContent = `Resume (${held.length} new)`; }
         else show(m);
-      } else if (m.type === "error") { out.textContent = `${m.code}: ${m.message}`; out.className = "status error"; }
-      else if (m.type === "unsubscribed") { out.textContent = `Unsubscribed: ${m.reason || ""}`; out.className = "status error"; }
+      } else if (m.type === "error") { say(out, `${m.code}: ${m.message}`, true); }
+      else if (m.type === "unsubscribed") { say(out, `Unsubscribed: ${m.reason || ""}`, true); }
     };
-    ws.onclose = (e) => { out.textContent = `Connection closed (${e.code}${e.reason ? ": " + e.reason : ""}).`; out.className = "status error"; };
+    ws.onclose = (e) => { say(out, `Connection closed (${e.code}${e.reason ? ": " + e.reason : ""}).`, true); };
   };
   pauseBtn.addEventListener("click", () => {
     paused = !paused;
@@ -255,7 +277,7 @@ function historyView(view) {
     q.set("limit", limit.value);
     try {
       const rows = await api("GET", `/api/realtime/messages?${q}`);
-      out.textContent = `${rows.length} message${rows.length === 1 ? "" : "s"}, newest first.`; out.className = "status";
+      say(out, `${rows.length} message${rows.length === 1 ? "" : "s"}, newest first.`);
       results.replaceChildren(table(["Time", "Channel", "Event", "Offset", "Sender", "Delivered", "Payload"], rows.map((m) =>
         h("tr", { "data-id": m.id },
           h("td", { text: when(m.createdAt) }), h("td", {}, h("code", { text: m.channelName })),
@@ -263,7 +285,7 @@ function historyView(view) {
           h("td", { text: `${m.senderType}${m.senderId ? " " + m.senderId : ""}` }),
           h("td", { text: `${m.wsAudienceCount} ws, ${m.whDeliveredCount}/${m.whAudienceCount} webhooks` }),
           h("td", {}, h("details", {}, h("summary", { text: "payload" }), h("pre", { text: pretty(m.payload) })))))));
-    } catch (e) { out.textContent = e.message; out.className = "status error"; }
+    } catch (e) { say(out, e.message, true); }
   };
   view.append(h("h2", { text: "History" }),
     h("form", { class: "inline", onsubmit: search },
@@ -281,7 +303,6 @@ function statsView(view) {
   const top = h("div", {});
   const overTime = h("div", {});
   const out = status("");
-  const card = (k, v, id) => h("div", { class: "card" }, h("div", { class: "k", text: k }), h("div", { class: "v", id, text: v }));
   const refresh = async () => {
     try {
       const [s, recent] = await Promise.all([
@@ -300,17 +321,12 @@ function statsView(view) {
         if (age >= 0 && age < n) buckets[n - 1 - age].value++;
       }
       overTime.replaceChildren(Chart.columns(buckets, "Messages per minute, last hour"));
-      out.textContent = `Updated ${new Date().toLocaleTimeString()}.`; out.className = "status";
-    } catch (e) { out.textContent = e.message; out.className = "status error"; }
+      say(out, `Updated ${new Date().toLocaleTimeString()}.`);
+    } catch (e) { say(out, e.message, true); }
   };
   view.append(h("h2", { text: "Stats" }), cards,
-    h("div", { class: "grid2" },
-      h("section", {}, h("h3", { text: "Messages over time" }), overTime),
-      h("section", {}, h("h3", { text: "Top events" }), top)),
-    out);
-  refresh();
-  const timer = setInterval(refresh, 5000);
-  return () => clearInterval(timer);
+    pair("Messages over time", overTime, "Top events", top), out);
+  return every(5000, refresh);
 }
 
 // ---------- node ----------
@@ -335,7 +351,6 @@ function nodeView(view) {
   const cards = h("div", { class: "cards" });
   const pubChart = h("div", {}), delChart = h("div", {});
   const out = status("");
-  const card = (k, v, id) => h("div", { class: "card" }, h("div", { class: "k", text: k }), h("div", { class: "v", id, text: v }));
   let last = null;
   const pubs = [], dels = [];
   const tick = async () => {
@@ -367,18 +382,12 @@ function nodeView(view) {
         card("Webhooks delivered / failed", `${Chart.fmt(outcomes.delivered || 0)} / ${Chart.fmt((outcomes.failed || 0) + (outcomes.expired || 0) + (outcomes.dropped || 0))}`, "node-webhooks"));
       pubChart.replaceChildren(Chart.sparkline(pubs, "Publishes per second, last 2 minutes"));
       delChart.replaceChildren(Chart.sparkline(dels, "Deliveries per second, last 2 minutes"));
-      out.textContent = `This node, updated ${new Date().toLocaleTimeString()}. With the redis engine each node reports its own figures.`;
-      out.className = "status";
-    } catch (e) { out.textContent = `Cannot read the node: ${e.message}`; out.className = "status error"; }
+      say(out, `This node, updated ${new Date().toLocaleTimeString()}. With the redis engine each node reports its own figures.`);
+    } catch (e) { say(out, `Cannot read the node: ${e.message}`, true); }
   };
   view.append(h("h2", { text: "Node" }), health, cards,
-    h("div", { class: "grid2" },
-      h("section", {}, h("h3", { text: "Publishes /s" }), pubChart),
-      h("section", {}, h("h3", { text: "Deliveries /s" }), delChart)),
-    out);
-  tick();
-  const timer = setInterval(tick, 2000);
-  return () => clearInterval(timer);
+    pair("Publishes /s", pubChart, "Deliveries /s", delChart), out);
+  return every(2000, tick);
 }
 
 // ---------- policies ----------
@@ -396,7 +405,7 @@ async function policiesView(view) {
             h("td", {}, h("pre", { text: x.using || "" })), h("td", {}, h("pre", { text: x.withCheck || "" })))))
         : h("p", { text: "No policy: denied to every role but project_admin." }));
     }
-  } catch (e) { out.textContent = e.message; out.className = "status error"; }
+  } catch (e) { say(out, e.message, true); }
 }
 
 // ---------- routing ----------
