@@ -69,10 +69,28 @@ pub mod ws;
 
 pub use runtime::{ServerHandle, StartError, start};
 
-/// Whether `level` is a log filter `init_logging` takes. ASCII only: tracing-subscriber's
-/// parser panics on some multi-byte input (found by the `config` fuzz target).
+/// Whether `level` is a log filter `init_logging` takes: comma-separated `level` or
+/// `target=level` directives (`target` of letters, digits, `_`, `-`, `:`), nothing else. The
+/// `config` fuzz target found that tracing-subscriber's full syntax is not safe to hand
+/// unchecked input: its parser panics inside multi-byte characters, and a span field filter
+/// (`[{field=...}]`) compiles a regular expression, which took over 10 s for one input.
 pub fn log_level_ok(level: &str) -> bool {
-    level.is_ascii() && tracing_subscriber::EnvFilter::try_new(level).is_ok()
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let level_ok = |l: &str| LEVELS.iter().any(|k| k.eq_ignore_ascii_case(l));
+    let target_ok = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':'))
+    };
+    !level.trim().is_empty()
+        && level
+            .split(',')
+            .map(str::trim)
+            .all(|d| match d.split_once('=') {
+                Some((t, l)) => target_ok(t) && level_ok(l),
+                None => level_ok(d) || target_ok(d),
+            })
+        && tracing_subscriber::EnvFilter::try_new(level).is_ok()
 }
 
 /// Sets up `tracing` from the configured level and format. Call once per process.
